@@ -1,0 +1,31 @@
+// The plugformer command.
+#include <iostream>
+
+#include <plugformer/auto.h>
+#include <plugformer/error.h>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"plugformer: run Hugging Face transformer checkpoints from C++"};
+  app.require_subcommand(1);
+  plugformer::cli::add_model_commands(app);
+#ifdef PLUGFORMER_HAS_TOKENIZE_COMMANDS
+  add_tokenize_commands(app, [](const std::string& dir) { return plugformer::AutoTokenizer::from_pretrained(dir); });
+#endif
+#ifdef PLUGFORMER_HAS_HUB_COMMANDS
+  add_hub_commands(app);
+#endif
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const plugformer::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

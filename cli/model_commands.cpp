@@ -1,0 +1,221 @@
+// list, info, generate, forward.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <boost/dll/runtime_symbol_info.hpp>
+
+#include <plugformer/auto.h>
+#include <plugformer/error.h>
+#include <plugformer/generation.h>
+#include <plugformer/plugin_loader.h>
+#include <plugformer/safetensors.h>
+
+#include "commands.h"
+
+namespace plugformer::cli {
+
+namespace {
+
+// The shipped stories260K: next to an installed binary, else in the source tree it was built from.
+std::string default_model_dir() {
+  const auto exe = std::filesystem::path(boost::dll::program_location().string());
+  const auto installed = exe.parent_path().parent_path() / "share/plugformer/models/stories260K";
+  if (std::filesystem::is_directory(installed)) return installed.string();
+  return PLUGFORMER_SOURCE_MODEL_DIR;
+}
+
+std::string join(const std::set<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out.empty() ? "-" : out;
+}
+
+void run_list() {
+  const auto& results = PluginLoader::load_default_plugins();
+  const auto& registry = Registry::instance();
+  std::cout << std::left << std::setw(28) << "PLUGIN FILE" << std::setw(12) << "FAMILY" << "ARCHITECTURES / TASKS / TOKENIZERS\n";
+  auto print_source = [&](const std::string& file, const std::string& label) {
+    std::set<std::string> families, archs, tasks_, toks;
+    for (const auto& c : registry.configs())
+      if (c.source == file) families.insert(c.model_type);
+    for (const auto& m : registry.models())
+      if (m.source == file) {
+        archs.insert(m.architecture);
+        tasks_.insert(m.task);
+      }
+    for (const auto& t : registry.tokenizers())
+      if (t.source == file) toks.insert(t.class_name);
+    std::cout << std::setw(28) << label << std::setw(12) << join(families) << join(archs) << "\n"
+              << std::setw(40) << "" << "tasks: " << join(tasks_) << "\n"
+              << std::setw(40) << "" << "tokenizers: " << join(toks) << "\n";
+  };
+  for (const auto& p : registry.plugins()) print_source(p.file, std::filesystem::path(p.file).filename().string());
+  for (const auto& r : results)
+    if (!r.loaded && !r.reason.empty()) std::cout << "refused: " << r.file.string() << ": " << r.reason << "\n";
+  std::cout << "search path:";
+  for (const auto& d : PluginLoader::search_path()) std::cout << " " << d.string();
+  std::cout << "\n";
+}
+
+void run_info(const std::string& model_path, const std::string& dtype) {
+  PretrainedOptions options;
+  options.torch_dtype = dtype;
+  auto config = AutoConfig::from_pretrained(model_path, options);
+  auto model = load_model_for_architecture(model_path, options);
+  const json c = config->to_json();
+  std::cout << "model_type:        " << config->model_type() << "\n"
+            << "class:             " << model->class_name() << "\n";
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "num_key_value_heads", "max_position_embeddings"})
+    if (c.contains(key) && !c[key].is_null()) std::cout << std::left << std::setw(19) << (std::string(key) + ":") << c[key].dump() << "\n";
+  std::cout << "parameters:        " << model->num_parameters() << " (" << model->num_parameters(false, true)
+            << " without embeddings)\n"
+            << "dtype:             " << c10::toString(model->dtype()) << "\n"
+            << "memory footprint:  " << model->memory_footprint() << " bytes\n";
+}
+
+// Prints the text of the tokens generated so far, holding back an incomplete UTF-8 character.
+class Streamer {
+ public:
+  explicit Streamer(std::shared_ptr<Tokenizer> tokenizer) : tokenizer_(std::move(tokenizer)) {}
+  void push(int64_t id) {
+    ids_.push_back(id);
+    const std::string text = tokenizer_->decode(ids_, true);
+    if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return;  // U+FFFD: wait
+    if (text.size() > printed_) {
+      std::cout << text.substr(printed_) << std::flush;
+      printed_ = text.size();
+    }
+  }
+
+ private:
+  std::shared_ptr<Tokenizer> tokenizer_;
+  std::vector<int64_t> ids_;
+  size_t printed_ = 0;
+};
+
+struct GenerateArgs {
+  std::string model, prompt = "Once upon a time", dtype, ids;
+  int64_t max_new_tokens = 64;
+  bool json_output = false;
+};
+
+void run_generate(const GenerateArgs& args) {
+  PretrainedOptions options;
+  options.torch_dtype = args.dtype;
+  auto model = AutoModelForCausalLM::from_pretrained(args.model, options);
+  GenerationConfig gen = GenerationConfig::from_model_config(model->config());
+  if (auto file = resolve_file(args.model, "generation_config.json", options, true))
+    gen.update_from_json(read_json_file(*file), file->string());
+  gen.max_new_tokens = args.max_new_tokens;
+
+  std::vector<int64_t> prompt;
+  std::shared_ptr<Tokenizer> tokenizer;
+  if (!args.ids.empty()) {
+    std::stringstream ss(args.ids);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+      try {
+        prompt.push_back(std::stoll(part));
+      } catch (const std::exception&) {
+        throw InvalidInputError("--ids: '" + part + "' is not an integer");
+      }
+    }
+  } else {
+    tokenizer = AutoTokenizer::from_pretrained(args.model, options);
+    prompt = tokenizer->encode(args.prompt).ids;
+  }
+  const at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0);
+  std::unique_ptr<Streamer> streamer;
+  if (tokenizer && !args.json_output) {
+    std::cout << args.prompt << std::flush;
+    streamer = std::make_unique<Streamer>(tokenizer);
+  }
+  auto out = generate(*model, input, at::Tensor(), gen, [&](int64_t, int64_t token) {
+    if (streamer) streamer->push(token);
+    return true;
+  });
+  if (args.json_output) {
+    at::Tensor seq = out.sequences[0].contiguous();
+    std::vector<int64_t> ids(seq.data_ptr<int64_t>(), seq.data_ptr<int64_t>() + seq.numel());
+    json result = {{"prompt_ids", prompt}, {"generated_ids", std::vector<int64_t>(ids.begin() + long(prompt.size()), ids.end())}};
+    if (tokenizer) result["text"] = tokenizer->decode(result["generated_ids"].get<std::vector<int64_t>>(), true);
+    std::cout << result.dump() << "\n";
+  } else {
+    std::cout << "\n";
+  }
+}
+
+void run_forward(const std::string& model_path, const std::string& cls, const std::string& inputs_file,
+                 const std::string& out_file, const std::string& dtype) {
+  PretrainedOptions options;
+  options.architecture = cls;
+  options.torch_dtype = dtype;
+  auto model = load_model_for_architecture(model_path, options);
+  auto file = SafetensorsFile::open(inputs_file);
+  ModelInputs inputs;
+  for (const auto& name : file->keys()) {
+    at::Tensor t = file->get(name);
+    if (t.scalar_type() != at::kLong && t.is_floating_point() == false)
+      throw InvalidInputError(inputs_file + ": input '" + name + "' must be int64 (I64), got " + file->info(name).dtype);
+    inputs.tensors[name] = t;
+  }
+  c10::InferenceMode guard;
+  ModelOutput out = model->forward(inputs);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [name, t] : out.tensors) tensors.emplace_back(name, t);
+  for (size_t i = 0; i < out.hidden_states.size(); ++i) tensors.emplace_back("hidden_states." + std::to_string(i), out.hidden_states[i]);
+  save_safetensors(out_file, tensors);
+  for (const auto& [name, t] : out.tensors) {
+    std::cout << name << " [";
+    for (int64_t d = 0; d < t.dim(); ++d) std::cout << (d ? ", " : "") << t.size(d);
+    std::cout << "]\n";
+  }
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app) {
+  auto* list = app.add_subcommand("list", "Plugins and what they provide: families, architectures, tasks, tokenizers");
+  list->callback(run_list);
+
+  static std::string info_model, info_dtype;
+  auto* info = app.add_subcommand("info", "Config summary, parameter count, dtype and memory footprint of a model");
+  info->add_option("model", info_model, "Model directory")->required();
+  info->add_option("--dtype", info_dtype, "float32 | bfloat16 | float16 | auto");
+  info->callback([] { run_info(info_model, info_dtype); });
+
+  static GenerateArgs gen;
+  auto* generate_cmd = app.add_subcommand("generate", "Generate text (greedy) from a prompt, streamed to the terminal");
+  generate_cmd->add_option("model", gen.model, "Model directory (default: the shipped stories260K)");
+  generate_cmd->add_option("prompt", gen.prompt, "Prompt text");
+  generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  generate_cmd->add_option("--dtype", gen.dtype, "float32 | bfloat16 | float16 | auto");
+  generate_cmd->add_option("--ids", gen.ids, "Prompt token ids, comma separated (instead of text)");
+  generate_cmd->add_flag("--json", gen.json_output, "Print prompt and generated ids as JSON");
+  generate_cmd->callback([] {
+    if (gen.model.empty()) gen.model = default_model_dir();
+    run_generate(gen);
+  });
+
+  static std::string fwd_model, fwd_class, fwd_inputs, fwd_out, fwd_dtype;
+  auto* forward = app.add_subcommand("forward", "One forward pass on named input tensors; writes every output tensor");
+  forward->add_option("model", fwd_model, "Model directory")->required();
+  forward->add_option("--class", fwd_class, "Model class (LlamaForCausalLM) or Auto class (AutoModelForCausalLM); "
+                                            "default: config.json architectures");
+  forward->add_option("--inputs", fwd_inputs, "safetensors file of int64 inputs (input_ids, attention_mask, ...)")->required();
+  forward->add_option("--out", fwd_out, "safetensors file to write the outputs to")->required();
+  forward->add_option("--dtype", fwd_dtype, "float32 | bfloat16 | float16 | auto");
+  forward->callback([] { run_forward(fwd_model, fwd_class, fwd_inputs, fwd_out, fwd_dtype); });
+}
+
+}  // namespace plugformer::cli

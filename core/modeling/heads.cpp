@@ -1,0 +1,57 @@
+#include "plugformer/heads.h"
+
+#include <ATen/ATen.h>
+
+#include "plugformer/error.h"
+
+namespace plugformer {
+
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& labels) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), labels.reshape({-1}).to(at::kLong),
+                                {}, at::Reduction::Mean, -100);
+}
+
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  const int64_t len = logits.size(1);
+  if (labels.sizes() != logits.sizes().slice(0, 2))
+    throw InvalidInputError("labels must have the shape of input_ids");
+  return token_cross_entropy(logits.narrow(1, 0, len - 1), labels.narrow(1, 1, len - 1));
+}
+
+at::Tensor sequence_classification_loss(const PretrainedConfig& config, const at::Tensor& logits, const at::Tensor& labels) {
+  const int64_t num_labels = config.num_labels();
+  std::string problem = config.problem_type.value_or("");
+  if (problem.empty()) {
+    if (num_labels == 1) problem = "regression";
+    else if (labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt) problem = "single_label_classification";
+    else problem = "multi_label_classification";
+  }
+  if (problem == "regression") {
+    if (num_labels == 1) return at::mse_loss(logits.squeeze().to(at::kFloat), labels.squeeze().to(at::kFloat));
+    return at::mse_loss(logits.to(at::kFloat), labels.to(at::kFloat));
+  }
+  if (problem == "single_label_classification")
+    return at::cross_entropy_loss(logits.reshape({-1, num_labels}).to(at::kFloat), labels.reshape({-1}).to(at::kLong));
+  if (problem == "multi_label_classification")
+    return at::binary_cross_entropy_with_logits(logits.to(at::kFloat), labels.to(at::kFloat));
+  throw ConfigError("config.json: field 'problem_type' must be regression, single_label_classification or "
+                    "multi_label_classification, got '" + problem + "'");
+}
+
+at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& input_ids,
+                                   std::optional<int64_t> pad_token_id) {
+  const int64_t batch = logits.size(0), len = logits.size(1);
+  if (!pad_token_id && batch != 1)
+    throw InvalidInputError("cannot handle batch sizes > 1 if no padding token is defined (config.pad_token_id)");
+  at::Tensor last;
+  if (!pad_token_id) {
+    last = at::full({batch}, len - 1, at::kLong);
+  } else {
+    // transformers >= 4.48: the rightmost token that is not padding.
+    at::Tensor positions = at::arange(len, at::kLong).view({1, len});
+    last = (positions * (input_ids != *pad_token_id).to(at::kLong)).argmax(-1);
+  }
+  return logits.index({at::arange(batch, at::kLong), last});
+}
+
+}  // namespace plugformer

@@ -1,0 +1,98 @@
+#include <ATen/ATen.h>
+
+#include "plugformer/error.h"
+#include "plugformer/modeling.h"
+
+namespace plugformer {
+
+std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor& k, const at::Tensor& v) {
+  if (layer >= layers_.size()) layers_.resize(layer + 1);
+  Layer& l = layers_[layer];
+  const int64_t add = k.size(2);
+  if (!l.keys.defined()) {
+    l.keys = k.contiguous();
+    l.values = v.contiguous();
+    l.length = add;
+    // Room to grow: decode steps then write in place instead of concatenating everything.
+    return {l.keys, l.values};
+  }
+  const int64_t needed = l.length + add;
+  if (needed > l.keys.size(2)) {
+    const int64_t capacity = std::max<int64_t>(needed, l.keys.size(2) * 2);
+    auto grow = [&](const at::Tensor& old) {
+      auto sizes = old.sizes().vec();
+      sizes[2] = capacity;
+      at::Tensor fresh = at::empty(sizes, old.options());
+      fresh.narrow(2, 0, l.length).copy_(old.narrow(2, 0, l.length));
+      return fresh;
+    };
+    l.keys = grow(l.keys);
+    l.values = grow(l.values);
+  }
+  l.keys.narrow(2, l.length, add).copy_(k);
+  l.values.narrow(2, l.length, add).copy_(v);
+  l.length = needed;
+  return {l.keys.narrow(2, 0, l.length), l.values.narrow(2, 0, l.length)};
+}
+
+int64_t KVCache::seq_length(size_t layer) const {
+  return layer < layers_.size() ? layers_[layer].length : 0;
+}
+
+void KVCache::reorder(const at::Tensor& beam_idx) {
+  for (auto& l : layers_) {
+    if (!l.keys.defined()) continue;
+    l.keys = l.keys.index_select(0, beam_idx);
+    l.values = l.values.index_select(0, beam_idx);
+  }
+  for (auto& c : cross_) {
+    if (!c.first.defined()) continue;
+    c.first = c.first.index_select(0, beam_idx);
+    c.second = c.second.index_select(0, beam_idx);
+  }
+}
+
+void KVCache::set_cross(size_t layer, at::Tensor k, at::Tensor v) {
+  if (layer >= cross_.size()) cross_.resize(layer + 1);
+  cross_[layer] = {std::move(k), std::move(v)};
+}
+
+bool ModelInputs::has(const std::string& name) const {
+  auto it = tensors.find(name);
+  return it != tensors.end() && it->second.defined();
+}
+
+at::Tensor ModelInputs::get(const std::string& name) const {
+  auto it = tensors.find(name);
+  return it == tensors.end() ? at::Tensor() : it->second;
+}
+
+at::Tensor ModelInputs::require(const std::string& name) const {
+  if (!has(name)) throw InvalidInputError("missing model input '" + name + "'");
+  return tensors.at(name);
+}
+
+void ModelOutput::set(const std::string& name, at::Tensor value) {
+  for (auto& [n, t] : tensors)
+    if (n == name) {
+      t = std::move(value);
+      return;
+    }
+  tensors.emplace_back(name, std::move(value));
+}
+
+bool ModelOutput::has(const std::string& name) const {
+  for (const auto& [n, t] : tensors)
+    if (n == name) return true;
+  return false;
+}
+
+at::Tensor ModelOutput::operator[](const std::string& name) const {
+  for (const auto& [n, t] : tensors)
+    if (n == name) return t;
+  std::string names;
+  for (const auto& [n, t] : tensors) names += (names.empty() ? "" : ", ") + n;
+  throw InvalidInputError("model output has no field '" + name + "' (it has: " + names + ")");
+}
+
+}  // namespace plugformer

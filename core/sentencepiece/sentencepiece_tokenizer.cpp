@@ -1,0 +1,139 @@
+// transformers' slow SentencePiece tokenizers (LlamaTokenizer, T5Tokenizer) over libsentencepiece.
+#include <sentencepiece_processor.h>
+
+#include <algorithm>
+
+#include "plugformer/error.h"
+#include "plugformer/tokenizers.h"
+
+namespace plugformer {
+
+namespace {
+
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  SentencePieceTokenizer(const TokenizerFiles& files, const SentencePieceDefaults& defaults) {
+    const auto model = files.dir / defaults.model_file;
+    const auto status = processor_.Load(model.string());
+    if (!status.ok()) throw TokenizerError(model.string() + ": cannot load SentencePiece model (" + status.ToString() + ")");
+    const nlohmann::ordered_json& cfg = files.tokenizer_config;
+    auto flag = [&](const char* name, bool fallback) {
+      auto it = cfg.find(name);
+      if (it == cfg.end() || it->is_null()) return fallback;
+      if (!it->is_boolean()) throw TokenizerError((files.dir / "tokenizer_config.json").string() + ": field '" + name + "' must be a boolean");
+      return it->get<bool>();
+    };
+    add_bos_ = flag("add_bos_token", defaults.add_bos_token);
+    add_eos_ = flag("add_eos_token", defaults.add_eos_token);
+    legacy_ = flag("legacy", true);
+    special_ = read_special_tokens(files);
+    if (auto it = cfg.find("model_max_length"); it != cfg.end() && it->is_number_integer())
+      model_max_length = it->get<int64_t>();
+    if (auto it = cfg.find("padding_side"); it != cfg.end() && it->is_string()) padding_side = it->get<std::string>();
+    // Special tokens are matched in the text as whole strings, longest first.
+    for (const auto& t : {special_.bos_token, special_.eos_token, special_.unk_token, special_.pad_token})
+      if (t && !t->empty() && token_to_id(*t)) specials_.push_back(*t);
+    if (auto it = cfg.find("added_tokens_decoder"); it != cfg.end() && it->is_object())
+      for (const auto& [id, token] : it->items())
+        if (token.is_object() && token.value("special", false) && token.contains("content") && token["content"].is_string())
+          specials_.push_back(token["content"].get<std::string>());
+    std::sort(specials_.begin(), specials_.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+    specials_.erase(std::unique(specials_.begin(), specials_.end()), specials_.end());
+  }
+
+  Encoding encode(std::string_view text, bool add_special_tokens) const override {
+    Encoding enc;
+    auto push = [&](int64_t id, bool special) {
+      enc.ids.push_back(id);
+      enc.tokens.push_back(processor_.IdToPiece(int(id)));
+      enc.special_tokens_mask.push_back(special ? 1 : 0);
+    };
+    if (add_special_tokens && add_bos_ && bos_token_id()) push(*bos_token_id(), true);
+    size_t pos = 0;
+    while (pos <= text.size()) {
+      // The next special token written in the text, if any.
+      size_t hit = std::string_view::npos;
+      const std::string* which = nullptr;
+      for (const auto& s : specials_) {
+        const size_t at = text.find(s, pos);
+        if (at != std::string_view::npos && (at < hit || (at == hit && s.size() > which->size()))) {
+          hit = at;
+          which = &s;
+        }
+      }
+      const std::string_view chunk = text.substr(pos, hit == std::string_view::npos ? std::string_view::npos : hit - pos);
+      if (!chunk.empty()) {
+        std::vector<int> ids;
+        processor_.Encode(chunk, &ids);
+        for (int id : ids) push(id, false);
+      }
+      if (!which) break;
+      push(*token_to_id(*which), true);
+      pos = hit + which->size();
+    }
+    if (add_special_tokens && add_eos_ && eos_token_id()) push(*eos_token_id(), true);
+    enc.type_ids.assign(enc.ids.size(), 0);
+    enc.attention_mask.assign(enc.ids.size(), 1);
+    return enc;
+  }
+
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const override {
+    // As LlamaTokenizer.convert_tokens_to_string: runs of ordinary pieces go through
+    // SentencePiece; special tokens are written as they are.
+    std::string out;
+    std::vector<int> run;
+    bool prev_special = false;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const int64_t id = ids[i];
+      if (id < 0 || id >= int64_t(vocab_size())) throw TokenizerError("decode: id " + std::to_string(id) + " is outside the vocabulary");
+      const std::string piece = processor_.IdToPiece(int(id));
+      const bool special = std::find(specials_.begin(), specials_.end(), piece) != specials_.end() ||
+                           processor_.IsControl(int(id));
+      if (special) {
+        if (skip_special_tokens) continue;
+        if (!prev_special && i != 0 && legacy_) out += " ";
+        out += flush(run) + piece;
+        prev_special = true;
+      } else {
+        run.push_back(int(id));
+        prev_special = false;
+      }
+    }
+    return out + flush(run);
+  }
+
+  std::optional<int64_t> token_to_id(std::string_view token) const override {
+    const int id = processor_.PieceToId(token);
+    if (id == processor_.unk_id() && token != processor_.IdToPiece(id)) return std::nullopt;
+    return id;
+  }
+  std::optional<std::string> id_to_token(int64_t id) const override {
+    if (id < 0 || id >= int64_t(vocab_size())) return std::nullopt;
+    return processor_.IdToPiece(int(id));
+  }
+  size_t vocab_size() const override { return size_t(processor_.GetPieceSize()); }
+
+ private:
+  std::string flush(std::vector<int>& run) const {
+    if (run.empty()) return "";
+    std::string text;
+    processor_.Decode(run, &text);
+    run.clear();
+    return text;
+  }
+
+  sentencepiece::SentencePieceProcessor processor_;
+  bool add_bos_ = false, add_eos_ = false, legacy_ = true;
+  std::vector<std::string> specials_;
+};
+
+}  // namespace
+
+}  // namespace plugformer
+
+// The module's one entry point, opened by make_sentencepiece_tokenizer in libplugformer.
+extern "C" __attribute__((visibility("default"))) void plugformer_sentencepiece_create(
+    const plugformer::TokenizerFiles& files, const plugformer::SentencePieceDefaults& defaults,
+    std::shared_ptr<plugformer::Tokenizer>& out) {
+  out = std::make_shared<plugformer::SentencePieceTokenizer>(files, defaults);
+}

@@ -1,0 +1,37 @@
+#include "plugformer/error.h"
+#include "plugformer/tokenizers.h"
+
+namespace plugformer {
+
+namespace {
+using json = nlohmann::ordered_json;
+std::optional<std::string> token_text(const json& value) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_object() && value.contains("content") && value["content"].is_string())
+    return value["content"].get<std::string>();
+  return std::nullopt;
+}
+}  // namespace
+
+SpecialTokens read_special_tokens(const TokenizerFiles& files) {
+  SpecialTokens out;
+  const std::pair<const char*, std::optional<std::string>*> slots[] = {
+      {"bos_token", &out.bos_token}, {"eos_token", &out.eos_token}, {"unk_token", &out.unk_token},
+      {"pad_token", &out.pad_token}, {"sep_token", &out.sep_token}, {"cls_token", &out.cls_token},
+      {"mask_token", &out.mask_token}};
+  for (const auto& [name, slot] : slots) {
+    for (const json* source : {&files.tokenizer_config, &files.special_tokens_map}) {
+      auto it = source->find(name);
+      if (it == source->end()) continue;
+      if (it->is_null()) break;  // explicitly none
+      auto text = token_text(*it);
+      if (!text) throw TokenizerError((files.dir / "tokenizer_config.json").string() + ": field '" + name +
+                                      "' must be a string or an object with 'content'");
+      *slot = *text;
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace plugformer

@@ -1,0 +1,24 @@
+// The llama plugin: LlamaConfig, the Llama model classes and LlamaTokenizer.
+#include <plugformer/plugin.h>
+#include <plugformer/tokenizers.h>
+
+#include "config.h"
+#include "modeling.h"
+
+namespace plugformer::llama {
+
+void register_llama(Registry& registry) {
+  registry.register_config("llama", config_factory<LlamaConfig>());
+  registry.register_model(tasks::kAutoModel, "llama", "LlamaModel", model_factory<LlamaModel, LlamaConfig>());
+  registry.register_model(tasks::kCausalLM, "llama", "LlamaForCausalLM", model_factory<LlamaForCausalLM, LlamaConfig>());
+  registry.register_model(tasks::kSequenceClassification, "llama", "LlamaForSequenceClassification",
+                          model_factory<LlamaForSequenceClassification, LlamaConfig>());
+  registry.register_tokenizer("LlamaTokenizer", [](const TokenizerFiles& files) {
+    return make_sentencepiece_tokenizer(files, {"tokenizer.model", /*add_bos_token=*/true, /*add_eos_token=*/false});
+  });
+  registry.register_tokenizer_for_model_type("llama", "LlamaTokenizer", "LlamaTokenizerFast");
+}
+
+}  // namespace plugformer::llama
+
+PLUGFORMER_PLUGIN("llama", "0.1.0", plugformer::llama::register_llama)

@@ -1,0 +1,53 @@
+// Text generation for decoder-only models: GenerationConfig (generation_config.json) and
+// generate() with a KV cache, batched prompts (left padding), stopping on eos / length, and a
+// streaming callback.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include "plugformer/config.h"
+#include "plugformer/modeling.h"
+
+namespace plugformer {
+
+struct GenerationConfig {
+  int64_t max_length = 20;
+  std::optional<int64_t> max_new_tokens;  // wins over max_length
+  int64_t min_length = 0;
+  bool do_sample = false;
+  int64_t num_beams = 1;
+  double temperature = 1.0;
+  int64_t top_k = 50;
+  double top_p = 1.0;
+  double repetition_penalty = 1.0;
+  bool use_cache = true;
+  std::optional<int64_t> bos_token_id, pad_token_id, decoder_start_token_id;
+  std::vector<int64_t> eos_token_id;
+  json extra = json::object();  // other keys of generation_config.json, kept for round trips
+
+  // transformers' rule: the model config's token ids, then generation_config.json on top.
+  static GenerationConfig from_model_config(const PretrainedConfig& config);
+  void update_from_json(const json& values, const std::string& source = "generation_config.json");
+  json to_json() const;
+  void save_pretrained(const std::filesystem::path& dir) const;
+  // InvalidInputError for settings that cannot work (max_new_tokens < 0, num_beams < 1, ...).
+  void validate() const;
+};
+
+// Called with (batch row, new token id) after each step; return false to stop generating.
+using TokenCallback = std::function<bool(int64_t row, int64_t token)>;
+
+struct GenerateOutput {
+  at::Tensor sequences;             // [batch, prompt + new] (prompt as given, with its padding)
+  std::vector<at::Tensor> scores;   // per step: [batch, vocab] logits that chose the token
+};
+
+// input_ids [batch, prompt_len]; attention_mask [batch, prompt_len] (left padding) or undefined.
+GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                        const GenerationConfig& config, const TokenCallback& on_token = {});
+
+}  // namespace plugformer

@@ -1,0 +1,25 @@
+// Pieces of task heads that every family shares: losses with transformers' semantics and the
+// pooling of decoder-only sequence classifiers.
+#pragma once
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "plugformer/config.h"
+
+namespace plugformer {
+
+// Next-token cross entropy: logits [batch, seq, vocab] predict labels shifted by one; -100 is ignored.
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels);
+// Cross entropy over the last dimension with -100 ignored (masked LM, token classification, seq2seq).
+at::Tensor token_cross_entropy(const at::Tensor& logits, const at::Tensor& labels);
+// Sequence classification loss by config.problem_type (inferred as transformers does when unset):
+// regression (MSE), single_label_classification (CE), multi_label_classification (BCE with logits).
+at::Tensor sequence_classification_loss(const PretrainedConfig& config, const at::Tensor& logits,
+                                        const at::Tensor& labels);
+// logits [batch, seq, n] -> [batch, n] at each row's rightmost token that is not pad_token_id.
+at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& input_ids,
+                                   std::optional<int64_t> pad_token_id);
+
+}  // namespace plugformer

@@ -1,0 +1,106 @@
+// Building blocks shared by every family, implemented once in core so a fix or a speed-up lands
+// everywhere. Parameter names follow transformers (weight, bias), so checkpoints load unchanged.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <torch/nn/module.h>
+
+#include "plugformer/config.h"
+
+namespace plugformer {
+
+// y = x W^T + b with W stored [out, in]. One-row inputs (decode) take a matrix-vector product,
+// which is several times faster than the one-row sgemm path on CPU.
+class Linear : public torch::nn::Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+};
+
+// GPT-2's Conv1D: a linear layer whose weight is stored [in, out].
+class Conv1D : public torch::nn::Module {
+ public:
+  Conv1D(int64_t in_features, int64_t out_features);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+};
+
+class Embedding : public torch::nn::Module {
+ public:
+  Embedding(int64_t num_embeddings, int64_t embedding_dim);
+  // InvalidInputError when an id lies outside [0, num_embeddings).
+  at::Tensor forward(const at::Tensor& ids) const;
+  at::Tensor weight;
+};
+
+class LayerNorm : public torch::nn::Module {
+ public:
+  LayerNorm(int64_t dim, double eps, bool bias = true);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight, bias;
+  double eps;
+};
+
+// Llama / T5 style: x / rms(x) * weight, computed in fp32.
+class RMSNorm : public torch::nn::Module {
+ public:
+  RMSNorm(int64_t dim, double eps);
+  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor weight;
+  double eps;
+};
+
+// Activation functions by transformers' ACT2FN names (gelu, gelu_new, gelu_pytorch_tanh,
+// gelu_fast, quick_gelu, relu, silu, swish, tanh, sigmoid, ...). ConfigError for unknown names.
+using Activation = std::function<at::Tensor(const at::Tensor&)>;
+Activation get_activation(const std::string& name);
+
+// Rotary position embeddings (rotate_half layout) with transformers' rope types:
+// default, linear, dynamic (NTK), llama3. Built from a config's rope_theta / rope_scaling.
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding(int64_t head_dim, double rope_theta, const json& rope_scaling, int64_t max_position_embeddings,
+                  double partial_rotary_factor = 1.0);
+  // cos, sin for position_ids [batch, seq] -> [batch, seq, rotary_dim], in `dtype`.
+  std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& position_ids, c10::ScalarType dtype) const;
+  const std::string& rope_type() const { return rope_type_; }
+
+ private:
+  at::Tensor inv_freq_for(int64_t seq_len) const;
+  std::string rope_type_ = "default";
+  int64_t dim_;
+  double base_, factor_ = 1.0, attention_scaling_ = 1.0;
+  int64_t max_position_embeddings_, original_max_position_embeddings_;
+  at::Tensor inv_freq_;
+};
+
+// q, k: [batch, heads, seq, head_dim]; cos, sin: [batch, seq, rotary_dim].
+std::pair<at::Tensor, at::Tensor> apply_rotary_pos_emb(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                                       const at::Tensor& sin);
+
+// Eager attention: softmax(q k^T * scale + mask) v. q: [batch, heads, q_len, d]; k, v:
+// [batch, kv_heads, kv_len, d] (grouped-query attention when kv_heads < heads); mask: additive,
+// broadcastable to [batch, heads, q_len, kv_len], or undefined. Softmax runs in fp32.
+// When `probs` is given, the attention probabilities are stored there.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                     double scale, at::Tensor* probs = nullptr);
+
+// Additive masks with transformers' semantics (finfo(dtype).min where masked).
+// Causal decoder mask [batch, 1, q_len, past_len + q_len] from a 2-D padding mask over all
+// positions (or undefined for no padding).
+at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch, int64_t q_len, int64_t past_len,
+                                 c10::ScalarType dtype);
+// Bidirectional padding mask [batch, 1, 1, kv_len] from [batch, kv_len] (encoders, cross-attention).
+at::Tensor padding_attention_mask(const at::Tensor& attention_mask, c10::ScalarType dtype);
+
+// Splits [batch, seq, heads * dim] into [batch, heads, seq, dim] and back.
+at::Tensor split_heads(const at::Tensor& x, int64_t heads);
+at::Tensor merge_heads(const at::Tensor& x);
+
+}  // namespace plugformer

@@ -1,0 +1,27 @@
+// Tokenizer implementations that live in core, for family plugins to register under their
+// transformers class names (LlamaTokenizer, T5Tokenizer, BertTokenizerFast, ...).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "plugformer/tokenizer.h"
+
+namespace plugformer {
+
+// Special tokens named by tokenizer_config.json (strings or {"content": ...} objects), then
+// special_tokens_map.json for the ones it leaves out.
+SpecialTokens read_special_tokens(const TokenizerFiles& files);
+
+// A slow SentencePiece tokenizer (transformers' LlamaTokenizer / T5Tokenizer) over
+// `model_file` in files.dir. tokenizer_config.json's add_bos_token / add_eos_token override
+// the defaults; special tokens written in the text are matched before SentencePiece runs.
+struct SentencePieceDefaults {
+  std::string model_file = "tokenizer.model";
+  bool add_bos_token = false;
+  bool add_eos_token = false;
+};
+std::shared_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerFiles& files,
+                                                        const SentencePieceDefaults& defaults);
+
+}  // namespace plugformer
