@@ -183,7 +183,10 @@ uint64_t delete_cache(const std::string& repo_id, const std::optional<std::strin
     throw FileNotFoundError(repo_type + " repo '" + repo_id + "' is not in the cache " + cache.string());
 
   if (!revision) {
-    uint64_t freed = remove_counting(storage);
+    // Freed = the blobs (as huggingface_hub's expected_freed_size), not refs or links.
+    std::vector<std::string> ignored;
+    const uint64_t freed = scan_repo(storage, repo_type, repo_id, ignored).size_on_disk;
+    remove_counting(storage);
     remove_counting(cache / ".locks" / folder);
     logger().info("hub: deleted {} from the cache ({} bytes)", repo_id, freed);
     return freed;

@@ -743,7 +743,7 @@ fs::path snapshot_download(const std::string& repo_id, const HubOptions& options
     hf_hub_download(repo_id, file, per_file);
     ++n;
   }
-  logger().info("hub: snapshot of {} at {} ({} files) in {}", repo_id, info->sha, n, folder.string());
+  logger().debug("hub: snapshot of {} at {} ({} files) in {}", repo_id, info->sha, n, folder.string());
   return folder;
 }
 

@@ -300,7 +300,7 @@ void raise_for_status(const HttpResponse& r, const std::string& what) {
         msg("Repository Not Found; check the repo id and repo type, and if the repo is private "
             "make sure you are authenticated"),
         r.status);
-  if (r.status == 403) throw GatedRepoError(msg("Forbidden; the token has no access"), r.status);
+  if (r.status == 403) throw HttpError(msg("Forbidden; the token has no access to this"), r.status);
   if (r.status == 404) throw HttpError(msg("Not Found"), r.status);
   if (r.status >= 500) throw HttpError(msg("Server Error"), r.status);
   throw HttpError(msg("Client Error"), r.status);
