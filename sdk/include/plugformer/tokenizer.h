@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plugformer/error.h"
+
 namespace plugformer {
 
 // One encoded sequence (or pair), like tokenizers' Encoding. Offsets are [start, end) in
@@ -25,6 +27,43 @@ struct Encoding {
   std::vector<int64_t> attention_mask;
   std::vector<int64_t> special_tokens_mask;
   std::vector<Encoding> overflowing;
+  // Index of the word (pre-token) each token comes from; nullopt for tokens added by the
+  // post-processor and for padding. Filled by the tokenizer.json engine.
+  std::vector<std::optional<int64_t>> word_ids;
+  // 0 or 1: which input of a pair each token comes from; nullopt for special tokens / padding.
+  std::vector<std::optional<int64_t>> sequence_ids;
+};
+
+// An added token, as tokenizer.json's "added_tokens" entries and transformers' AddedToken.
+struct AddedToken {
+  std::string content;
+  bool single_word = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool normalized = true;  // transformers: defaults to !special
+  bool special = false;
+};
+
+enum class TruncationStrategy { LongestFirst, OnlyFirst, OnlySecond };
+enum class Side { Left, Right };
+
+// tokenizers' TruncationParams.
+struct TruncationParams {
+  size_t max_length = 512;
+  TruncationStrategy strategy = TruncationStrategy::LongestFirst;
+  size_t stride = 0;
+  Side direction = Side::Right;
+};
+
+// tokenizers' PaddingParams. `length` set = pad to that fixed length ("max_length"), unset =
+// pad to the longest sequence of the batch ("longest").
+struct PaddingParams {
+  std::optional<size_t> length;
+  Side direction = Side::Right;
+  std::optional<size_t> pad_to_multiple_of;
+  int64_t pad_id = 0;
+  int64_t pad_type_id = 0;
+  std::string pad_token = "[PAD]";
 };
 
 struct SpecialTokens {
@@ -50,6 +89,79 @@ class Tokenizer {
   virtual std::optional<std::string> id_to_token(int64_t id) const = 0;
   virtual size_t vocab_size() const = 0;
 
+  // ---- Extended API (defaults: generic implementations over encode/decode, or a
+  // TokenizerError for what a generic implementation cannot do). ----
+
+  // A pair of sequences. Default: both encodings concatenated (type id 1 for the second).
+  virtual Encoding encode_pair(std::string_view text, std::string_view text_pair, bool add_special_tokens = true) const {
+    Encoding a = encode(text, add_special_tokens), b = encode(text_pair, add_special_tokens);
+    auto fill_seq = [](Encoding& e, int64_t s) {
+      if (e.sequence_ids.size() != e.ids.size()) e.sequence_ids.assign(e.ids.size(), s);
+      if (e.word_ids.size() != e.ids.size()) e.word_ids.assign(e.ids.size(), std::nullopt);
+      if (e.type_ids.size() != e.ids.size()) e.type_ids.assign(e.ids.size(), 0);
+    };
+    fill_seq(a, 0);
+    fill_seq(b, 1);
+    for (auto& t : b.type_ids) t = 1;
+    auto append = [](auto& x, const auto& y) { x.insert(x.end(), y.begin(), y.end()); };
+    append(a.ids, b.ids);
+    append(a.tokens, b.tokens);
+    append(a.offsets, b.offsets);
+    append(a.type_ids, b.type_ids);
+    append(a.attention_mask, b.attention_mask);
+    append(a.special_tokens_mask, b.special_tokens_mask);
+    append(a.word_ids, b.word_ids);
+    append(a.sequence_ids, b.sequence_ids);
+    return a;
+  }
+  // Many texts (the tokenizer.json engine runs them on all cores and applies batch padding).
+  virtual std::vector<Encoding> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = true) const {
+    std::vector<Encoding> out;
+    out.reserve(texts.size());
+    for (const auto& t : texts) out.push_back(encode(t, add_special_tokens));
+    return out;
+  }
+  virtual std::vector<Encoding> encode_batch_pairs(const std::vector<std::pair<std::string, std::string>>& pairs,
+                                                   bool add_special_tokens = true) const {
+    std::vector<Encoding> out;
+    out.reserve(pairs.size());
+    for (const auto& [a, b] : pairs) out.push_back(encode_pair(a, b, add_special_tokens));
+    return out;
+  }
+  virtual std::vector<std::string> batch_decode(const std::vector<std::vector<int64_t>>& sequences,
+                                                bool skip_special_tokens = false) const {
+    std::vector<std::string> out;
+    out.reserve(sequences.size());
+    for (const auto& ids : sequences) out.push_back(decode(ids, skip_special_tokens));
+    return out;
+  }
+  // Truncation / padding applied by encode*(); nullopt disables. Default: not supported.
+  virtual void set_truncation(const std::optional<TruncationParams>& params) {
+    if (params) throw_unsupported("truncation");
+  }
+  virtual void set_padding(const std::optional<PaddingParams>& params) {
+    if (params) throw_unsupported("padding");
+  }
+  virtual std::optional<TruncationParams> truncation() const { return std::nullopt; }
+  virtual std::optional<PaddingParams> padding() const { return std::nullopt; }
+  // Adds tokens to the vocabulary (existing ones are reused); returns how many were added.
+  virtual size_t add_tokens(const std::vector<AddedToken>& tokens) {
+    if (!tokens.empty()) throw_unsupported("add_tokens");
+    return 0;
+  }
+  virtual size_t add_special_tokens(const std::vector<AddedToken>& tokens) {
+    if (!tokens.empty()) throw_unsupported("add_special_tokens");
+    return 0;
+  }
+  // Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json into `dir`.
+  virtual void save_pretrained(const std::filesystem::path& dir) const {
+    (void)dir;
+    throw_unsupported("save_pretrained");
+  }
+
+  // tokenizer_config.json's clean_up_tokenization_spaces, applied by decode().
+  bool clean_up_tokenization_spaces = false;
+
   // Special tokens as tokenizer_config.json / special_tokens_map.json name them.
   const SpecialTokens& special_tokens() const { return special_; }
   std::optional<int64_t> bos_token_id() const { return id_of(special_.bos_token); }
@@ -65,6 +177,9 @@ class Tokenizer {
   SpecialTokens special_;
 
  private:
+  [[noreturn]] static void throw_unsupported(const char* what) {
+    throw TokenizerError(std::string("this tokenizer does not support ") + what);
+  }
   std::optional<int64_t> id_of(const std::optional<std::string>& t) const {
     return t ? token_to_id(*t) : std::nullopt;
   }
