@@ -354,7 +354,7 @@ struct FastTokenizer::Impl {
     if (splits.empty()) return e;
     e.reserve(total);
     // Byte -> char index over the original text (BytesToCharOffsetConverter).
-    const std::string& orig = p.original();
+    const std::string_view orig = p.original();
     std::vector<uint32_t> char_of(orig.size());
     {
       uint32_t ci = 0;

@@ -8,6 +8,7 @@
 #include "plugformer/error.h"
 #include "plugformer/log.h"
 #include "tokenizers/components.h"
+#include "tokenizers/hash_map.h"
 #include "tokenizers/unicode.h"
 
 namespace plugformer::tok {
@@ -16,19 +17,13 @@ namespace {
 
 struct SvHash {
   using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept {
-    // FNV-1a 64 with a final mix: fast on short tokens.
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    h ^= h >> 29;
-    return static_cast<size_t>(h);
-  }
+  size_t operator()(std::string_view s) const noexcept { return static_cast<size_t>(hash_bytes(s.data(), s.size())); }
 };
 struct SvEq {
   using is_transparent = void;
   bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
 };
-using Vocab = std::unordered_map<std::string, uint32_t, SvHash, SvEq>;
+using Vocab = StringIdMap;
 
 constexpr size_t kCacheMaxLength = 256;
 constexpr size_t kCacheCapacity = 10000;
@@ -44,6 +39,16 @@ class Cache {
     auto it = map_.find(key);
     if (it == map_.end()) return false;
     out = it->second;
+    return true;
+  }
+  // Calls f(value) under the read lock; false when absent or the lock is busy.
+  template <typename F>
+  bool visit(std::string_view key, F&& f) const {
+    std::shared_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    auto it = map_.find(key);
+    if (it == map_.end()) return false;
+    f(it->second);
     return true;
   }
   void set(std::string_view key, const V& v) const {
@@ -67,20 +72,20 @@ Vocab parse_vocab_map(const json& v, const std::string& path) {
       json_error(path + "[\"" + it.key() + "\"]", "expected a non-negative integer id, got " + it.value().dump());
     uint64_t id = it.value().get<uint64_t>();
     if (id > std::numeric_limits<uint32_t>::max()) json_error(path + "[\"" + it.key() + "\"]", "id out of range");
-    vocab[it.key()] = static_cast<uint32_t>(id);
+    vocab.insert(it.key(), static_cast<uint32_t>(id));
   }
   return vocab;
 }
 
 std::vector<std::string> reverse_vocab(const Vocab& vocab, std::vector<bool>& present) {
   uint32_t max_id = 0;
-  for (auto& [k, v] : vocab) max_id = std::max(max_id, v);
-  std::vector<std::string> r(vocab.empty() ? 0 : static_cast<size_t>(max_id) + 1);
+  vocab.for_each([&](std::string_view, uint32_t v) { max_id = std::max(max_id, v); });
+  std::vector<std::string> r(vocab.size() == 0 ? 0 : static_cast<size_t>(max_id) + 1);
   present.assign(r.size(), false);
-  for (auto& [k, v] : vocab) {
-    r[v] = k;
+  vocab.for_each([&](std::string_view k, uint32_t v) {
+    r[v] = std::string(k);
     present[v] = true;
-  }
+  });
   return r;
 }
 
@@ -126,13 +131,13 @@ class BPE : public Model {
         json_error(mp, "expected \"a b\" or [\"a\", \"b\"], got " + m.dump());
       }
       auto ia = vocab_.find(a);
-      if (ia == vocab_.end()) json_error(mp, "merge token `" + a + "` is not in the vocabulary");
+      if (!ia) json_error(mp, "merge token `" + a + "` is not in the vocabulary");
       auto ib = vocab_.find(b);
-      if (ib == vocab_.end()) json_error(mp, "merge token `" + b + "` is not in the vocabulary");
+      if (!ib) json_error(mp, "merge token `" + b + "` is not in the vocabulary");
       std::string merged = a + (prefix_len <= b.size() ? b.substr(prefix_len) : std::string());
       auto in = vocab_.find(merged);
-      if (in == vocab_.end()) json_error(mp, "merged token `" + merged + "` is not in the vocabulary");
-      merges_[key(ia->second, ib->second)] = {rank, in->second};
+      if (!in) json_error(mp, "merged token `" + merged + "` is not in the vocabulary");
+      merges_.insert_or_assign(key(*ia, *ib), std::pair<uint32_t, uint32_t>{rank, *in});
       ++rank;
     }
     // Byte-fallback ids.
@@ -141,7 +146,7 @@ class BPE : public Model {
       for (int bt = 0; bt < 256; ++bt) {
         std::snprintf(buf, sizeof buf, "<0x%02X>", bt);
         auto it = vocab_.find(std::string_view(buf));
-        byte_ids_[bt] = it == vocab_.end() ? -1 : static_cast<int64_t>(it->second);
+        byte_ids_[bt] = it ? static_cast<int64_t>(*it) : -1;
       }
     }
   }
@@ -149,30 +154,27 @@ class BPE : public Model {
   void tokenize(std::string_view s, std::vector<Token>& out) const override {
     if (s.empty()) return;
     if (ignore_merges_) {
-      auto it = vocab_.find(s);
-      if (it != vocab_.end()) {
-        out.push_back(Token{it->second, std::string(s), {0, s.size()}});
+      if (auto id = vocab_.find(s)) {
+        out.push_back(Token{*id, std::string(s), {0, s.size()}});
         return;
       }
     }
+    auto emit = [&](const Word& w) {
+      size_t pos = 0;
+      for (auto [id, len] : w) {
+        out.push_back(Token{id, vocab_r_[id], {pos, pos + len}});
+        pos += len;
+      }
+    };
+    const bool cacheable = s.size() < kCacheMaxLength;
+    if (cacheable && cache_.visit(s, emit)) return;
     Word w;
-    bool cacheable = s.size() < kCacheMaxLength;
-    if (!(cacheable && cache_.get(s, w))) {
-      merge_word(s, w);
-      if (cacheable) cache_.set(s, w);
-    }
-    size_t pos = 0;
-    for (auto [id, len] : w) {
-      out.push_back(Token{id, vocab_r_[id], {pos, pos + len}});
-      pos += len;
-    }
+    merge_word(s, w);
+    if (cacheable) cache_.set(s, w);
+    emit(w);
   }
 
-  std::optional<uint32_t> token_to_id(std::string_view t) const override {
-    auto it = vocab_.find(t);
-    if (it == vocab_.end()) return std::nullopt;
-    return it->second;
-  }
+  std::optional<uint32_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
   const std::string* id_to_token(uint32_t id) const override {
     return id < vocab_r_.size() && present_[id] ? &vocab_r_[id] : nullptr;
   }
@@ -197,8 +199,8 @@ class BPE : public Model {
 
   uint32_t unk_id() const {
     auto it = vocab_.find(*unk_token_);
-    if (it == vocab_.end()) throw TokenizerError("BPE: unk token `" + *unk_token_ + "` not found in the vocabulary");
-    return it->second;
+    if (!it) throw TokenizerError("BPE: unk token `" + *unk_token_ + "` not found in the vocabulary");
+    return *it;
   }
 
   void merge_word(std::string_view w, Word& out) const {
@@ -228,13 +230,12 @@ class BPE : public Model {
         lookup = buf;
       }
       const uint32_t byte_len = static_cast<uint32_t>(piece.size());
-      auto it = vocab_.find(lookup);
-      if (it != vocab_.end()) {
+      if (auto it = vocab_.find(lookup)) {
         if (has_unk) {
           add(unk_c, unk_len);
           has_unk = false;
         }
-        add(it->second, byte_len);
+        add(*it, byte_len);
         continue;
       }
       if (byte_fallback_) {
@@ -265,8 +266,7 @@ class BPE : public Model {
     // merge_all
     std::priority_queue<Merge> queue;
     for (size_t k = 0; k + 1 < symbols.size(); ++k) {
-      auto m = merges_.find(key(symbols[k].c, symbols[k + 1].c));
-      if (m != merges_.end()) queue.push(Merge{static_cast<uint32_t>(k), m->second.first, m->second.second});
+      if (auto m = merges_.find(key(symbols[k].c, symbols[k + 1].c))) queue.push(Merge{static_cast<uint32_t>(k), m->first, m->second});
     }
     while (!queue.empty()) {
       Merge top = queue.top();
@@ -276,7 +276,7 @@ class BPE : public Model {
       const size_t next_pos = static_cast<size_t>(cur.next);
       Symbol right = symbols[next_pos];
       auto m = merges_.find(key(cur.c, right.c));
-      if (m == merges_.end() || m->second.second != top.new_id) continue;
+      if (!m || m->second != top.new_id) continue;
       cur.c = top.new_id;
       cur.len += right.len;
       cur.next = right.next;
@@ -286,13 +286,11 @@ class BPE : public Model {
       const Symbol& current = symbols[top.pos];
       if (current.prev >= 0) {
         const Symbol& prev = symbols[static_cast<size_t>(current.prev)];
-        auto pm = merges_.find(key(prev.c, current.c));
-        if (pm != merges_.end()) queue.push(Merge{static_cast<uint32_t>(current.prev), pm->second.first, pm->second.second});
+        if (auto pm = merges_.find(key(prev.c, current.c))) queue.push(Merge{static_cast<uint32_t>(current.prev), pm->first, pm->second});
       }
       if (current.next >= 0 && static_cast<size_t>(current.next) < symbols.size()) {
         const Symbol& nx = symbols[static_cast<size_t>(current.next)];
-        auto nm = merges_.find(key(current.c, nx.c));
-        if (nm != merges_.end()) queue.push(Merge{top.pos, nm->second.first, nm->second.second});
+        if (auto nm = merges_.find(key(current.c, nx.c))) queue.push(Merge{top.pos, nm->first, nm->second});
       }
     }
     out.clear();
@@ -303,7 +301,7 @@ class BPE : public Model {
   Vocab vocab_;
   std::vector<std::string> vocab_r_;
   std::vector<bool> present_;
-  std::unordered_map<uint64_t, std::pair<uint32_t, uint32_t>> merges_;
+  U64Map<std::pair<uint32_t, uint32_t>> merges_;
   std::optional<std::string> unk_token_, prefix_, suffix_;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
   int64_t byte_ids_[256] = {};
@@ -341,9 +339,8 @@ class WordPiece : public Model {
           buf.append(sub);
           lookup = buf;
         }
-        auto it = vocab_.find(lookup);
-        if (it != vocab_.end()) {
-          out.push_back(Token{it->second, std::string(lookup), {start, end}});
+        if (auto it = vocab_.find(lookup)) {
+          out.push_back(Token{*it, std::string(lookup), {start, end}});
           found = true;
           break;
         }
@@ -360,11 +357,7 @@ class WordPiece : public Model {
       start = end;
     }
   }
-  std::optional<uint32_t> token_to_id(std::string_view t) const override {
-    auto it = vocab_.find(t);
-    if (it == vocab_.end()) return std::nullopt;
-    return it->second;
-  }
+  std::optional<uint32_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
   const std::string* id_to_token(uint32_t id) const override {
     return id < vocab_r_.size() && present_[id] ? &vocab_r_[id] : nullptr;
   }
@@ -373,8 +366,8 @@ class WordPiece : public Model {
  private:
   uint32_t unk_id() const {
     auto it = vocab_.find(unk_);
-    if (it == vocab_.end()) throw TokenizerError("WordPiece: missing [UNK] token `" + unk_ + "` in the vocabulary");
-    return it->second;
+    if (!it) throw TokenizerError("WordPiece: missing [UNK] token `" + unk_ + "` in the vocabulary");
+    return *it;
   }
   Vocab vocab_;
   std::vector<std::string> vocab_r_;
@@ -393,20 +386,15 @@ class WordLevel : public Model {
     unk_ = jstring(j, "unk_token", path, "<unk>");
   }
   void tokenize(std::string_view s, std::vector<Token>& out) const override {
-    auto it = vocab_.find(s);
-    if (it != vocab_.end()) {
-      out.push_back(Token{it->second, std::string(s), {0, s.size()}});
+    if (auto it = vocab_.find(s)) {
+      out.push_back(Token{*it, std::string(s), {0, s.size()}});
       return;
     }
     auto u = vocab_.find(unk_);
-    if (u == vocab_.end()) throw TokenizerError("WordLevel: missing unk token `" + unk_ + "` in the vocabulary");
-    out.push_back(Token{u->second, unk_, {0, s.size()}});
+    if (!u) throw TokenizerError("WordLevel: missing unk token `" + unk_ + "` in the vocabulary");
+    out.push_back(Token{*u, unk_, {0, s.size()}});
   }
-  std::optional<uint32_t> token_to_id(std::string_view t) const override {
-    auto it = vocab_.find(t);
-    if (it == vocab_.end()) return std::nullopt;
-    return it->second;
-  }
+  std::optional<uint32_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
   const std::string* id_to_token(uint32_t id) const override {
     return id < vocab_r_.size() && present_[id] ? &vocab_r_[id] : nullptr;
   }
@@ -444,27 +432,26 @@ class Unigram : public Model {
     byte_fallback_ = jbool(j, "byte_fallback", path, false);
     min_score_ = std::numeric_limits<double>::infinity();
     for (size_t id = 0; id < pieces_.size(); ++id) {
-      ids_[pieces_[id]] = static_cast<uint32_t>(id);
+      ids_.insert(pieces_[id], static_cast<uint32_t>(id));
       if (scores_[id] < min_score_) min_score_ = scores_[id];
     }
     // Trie over bytes; terminal nodes carry the id (token_to_ids: the last duplicate wins).
     nodes_.push_back(-1);
-    for (const auto& [piece, id] : ids_) {
+    ids_.for_each([&](std::string_view piece, uint32_t id) {
       uint32_t node = 0;
       for (unsigned char c : piece) {
         uint64_t k = (static_cast<uint64_t>(node) << 8) | c;
-        auto it = edges_.find(k);
-        if (it == edges_.end()) {
+        if (const uint32_t* nx = edges_.find(k)) {
+          node = *nx;
+        } else {
           uint32_t nn = static_cast<uint32_t>(nodes_.size());
           nodes_.push_back(-1);
-          edges_.emplace(k, nn);
+          edges_.insert_or_assign(k, nn);
           node = nn;
-        } else {
-          node = it->second;
         }
       }
       nodes_[node] = id;
-    }
+    });
   }
 
   void tokenize(std::string_view s, std::vector<Token>& out) const override {
@@ -480,8 +467,8 @@ class Unigram : public Model {
       const size_t len = p.size();
       auto it = ids_.find(p);
       uint32_t id;
-      if (it != ids_.end()) {
-        id = it->second;
+      if (it) {
+        id = *it;
       } else {
         if (byte_fallback_) {
           bool all = true;
@@ -490,11 +477,11 @@ class Unigram : public Model {
           for (unsigned char b : p) {
             std::snprintf(buf, sizeof buf, "<0x%02X>", b);
             auto bi = ids_.find(std::string_view(buf));
-            if (bi == ids_.end()) {
+            if (!bi) {
               all = false;
               break;
             }
-            bytes.push_back(Token{bi->second, buf, {offset, offset + len}});
+            bytes.push_back(Token{*bi, buf, {offset, offset + len}});
           }
           if (all) {
             for (auto& t : bytes) out.push_back(std::move(t));
@@ -509,11 +496,7 @@ class Unigram : public Model {
       offset += len;
     }
   }
-  std::optional<uint32_t> token_to_id(std::string_view t) const override {
-    auto it = ids_.find(t);
-    if (it == ids_.end()) return std::nullopt;
-    return it->second;
-  }
+  std::optional<uint32_t> token_to_id(std::string_view t) const override { return ids_.find(t); }
   const std::string* id_to_token(uint32_t id) const override { return id < pieces_.size() ? &pieces_[id] : nullptr; }
   size_t vocab_size() const override { return pieces_.size(); }
 
@@ -534,9 +517,9 @@ class Unigram : public Model {
       const size_t mblen = std::min(utf8_len(static_cast<unsigned char>(s[starts_at])), size - starts_at);
       uint32_t node = 0;
       for (size_t p = starts_at; p < size; ++p) {
-        auto it = edges_.find((static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(s[p]));
-        if (it == edges_.end()) break;
-        node = it->second;
+        const uint32_t* nx = edges_.find((static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(s[p]));
+        if (!nx) break;
+        node = *nx;
         if (nodes_[node] < 0) continue;
         const size_t key_pos = p + 1;
         const uint32_t id = static_cast<uint32_t>(nodes_[node]);
@@ -595,7 +578,7 @@ class Unigram : public Model {
   bool byte_fallback_ = false;
   double min_score_ = 0.0;
   std::vector<int64_t> nodes_;
-  std::unordered_map<uint64_t, uint32_t> edges_;
+  U64Map<uint32_t> edges_;
   mutable Cache<std::vector<std::string>> cache_;
 };
 

@@ -4,7 +4,7 @@
 
 namespace plugformer::tok {
 
-NormalizedString::NormalizedString(std::string s) : original_(s), normalized_(std::move(s)) {
+NormalizedString::NormalizedString(std::string_view s) : root_(s), original_len_(s.size()), normalized_(s) {
   alignments_.resize(normalized_.size());
   size_t i = 0;
   const size_t n = normalized_.size();
@@ -52,8 +52,13 @@ std::optional<NormalizedString> NormalizedString::slice_normalized(size_t start,
   if (end > alignments_.size()) return std::nullopt;
   NormalizedString out;
   size_t os = orig->first, oe = orig->second;
-  if (os <= oe && oe <= original_.size() && is_boundary(original_, os) && is_boundary(original_, oe))
-    out.original_ = original_.substr(os, oe - os);
+  auto orig_boundary = [&](size_t i) {
+    if (i == 0 || i == original_len_) return true;
+    if (i > original_len_) return false;
+    return (static_cast<unsigned char>(root_[original_shift_ + i]) & 0xC0) != 0x80;
+  };
+  out.root_ = root_;
+  if (os <= oe && oe <= original_len_ && orig_boundary(os) && orig_boundary(oe)) out.original_len_ = oe - os;
   out.normalized_ = normalized_.substr(start, end - start);
   const uint32_t shift = static_cast<uint32_t>(os);
   out.alignments_.resize(end - start);
@@ -105,7 +110,7 @@ void NormalizedString::transform_range_normalized(size_t n_start, size_t n_end, 
 }
 
 void NormalizedString::transform(const std::vector<Change>& dest, size_t initial_offset) {
-  auto r = convert_original(0, original_.size());
+  auto r = convert_original(0, original_len_);
   if (!r) return;
   transform_range_normalized(r->first, r->second, dest, initial_offset);
 }
@@ -121,6 +126,45 @@ void NormalizedString::nfkd() { apply_unicode(static_cast<int>(NormForm::NFKD));
 void NormalizedString::nfc() { apply_unicode(static_cast<int>(NormForm::NFC)); }
 void NormalizedString::nfkc() { apply_unicode(static_cast<int>(NormForm::NFKC)); }
 
+void NormalizedString::map_bytes(const std::string* table) {
+  auto r = convert_original(0, original_len_);
+  if (!r) return;
+  if (r->first != 0 || r->second != normalized_.size()) {
+    std::vector<Change> changes;
+    size_t i = 0;
+    while (i < normalized_.size()) {
+      size_t l = utf8_len(static_cast<unsigned char>(normalized_[i]));
+      for (size_t k = 0; k < l && i + k < normalized_.size(); ++k) {
+        const std::string& m = table[static_cast<unsigned char>(normalized_[i + k])];
+        size_t z = 0;
+        changes.emplace_back(utf8_next(m, z), k > 0 ? 1 : 0);
+      }
+      i += l;
+    }
+    transform(changes, 0);
+    return;
+  }
+  std::string out;
+  out.reserve(normalized_.size() * 2);
+  std::vector<std::pair<uint32_t, uint32_t>> al;
+  al.reserve(normalized_.size() * 2);
+  const size_t n = normalized_.size();
+  size_t i = 0;
+  while (i < n) {
+    size_t l = std::min(utf8_len(static_cast<unsigned char>(normalized_[i])), n - i);
+    const auto first = alignments_[i];
+    const auto rest = alignments_[i + l - 1];
+    for (size_t k = 0; k < l; ++k) {
+      const std::string& m = table[static_cast<unsigned char>(normalized_[i + k])];
+      out.append(m);
+      al.insert(al.end(), m.size(), k == 0 ? first : rest);
+    }
+    i += l;
+  }
+  normalized_ = std::move(out);
+  alignments_ = std::move(al);
+}
+
 void NormalizedString::lowercase() {
   // Fast path: ASCII-only strings keep their byte layout, so alignments do not change.
   bool ascii = true;
@@ -130,7 +174,7 @@ void NormalizedString::lowercase() {
       break;
     }
   if (ascii) {
-    auto r = convert_original(0, original_.size());
+    auto r = convert_original(0, original_len_);
     if (!r || r->first != 0 || r->second != normalized_.size()) ascii = false;
   }
   if (ascii) {
@@ -291,7 +335,7 @@ std::vector<NormalizedString> NormalizedString::split(const Matches& matches, Sp
 }
 
 PreTokenizedString::PreTokenizedString(std::string_view s) : original_(s) {
-  splits_.push_back(Split{NormalizedString(std::string(s)), std::nullopt});
+  splits_.push_back(Split{NormalizedString(s), std::nullopt});
 }
 
 Matches find_matches_str(std::string_view s, std::string_view needle) {

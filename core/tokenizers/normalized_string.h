@@ -31,14 +31,16 @@ struct Token {
 class NormalizedString {
  public:
   NormalizedString() = default;
-  explicit NormalizedString(std::string s);
+  // `s` must outlive this object and its slices: the original text is kept as a view into it
+  // (every slice's original is a substring of it at original_shift).
+  explicit NormalizedString(std::string_view s);
 
   const std::string& get() const { return normalized_; }
-  const std::string& get_original() const { return original_; }
+  std::string_view get_original() const { return root_.substr(original_shift_, original_len_); }
   size_t len() const { return normalized_.size(); }
-  size_t len_original() const { return original_.size(); }
+  size_t len_original() const { return original_len_; }
   bool empty() const { return normalized_.empty(); }
-  Offsets offsets_original() const { return {original_shift_, original_shift_ + original_.size()}; }
+  Offsets offsets_original() const { return {original_shift_, original_shift_ + original_len_}; }
 
   // Normalized byte range -> original byte range (relative to this string's original).
   std::optional<Offsets> convert_normalized(size_t start, size_t end) const;
@@ -61,6 +63,9 @@ class NormalizedString {
   void lowercase();
   void prepend(std::string_view s);
   void replace(const Matches& matches, std::string_view content);
+  // ByteLevel: every byte b of the text becomes table[b] (a UTF-8 char), i.e. transform() with
+  // changes [0, +1, +1, ...] for the bytes of each char, done without the intermediate list.
+  void map_bytes(const std::string* table);
   void lstrip() { lrstrip(true, false); }
   void rstrip() { lrstrip(false, true); }
   void strip() { lrstrip(true, true); }
@@ -72,7 +77,8 @@ class NormalizedString {
   void lrstrip(bool left, bool right);
   void apply_unicode(int form);
 
-  std::string original_;
+  std::string_view root_;
+  size_t original_len_ = 0;
   std::string normalized_;
   std::vector<std::pair<uint32_t, uint32_t>> alignments_;
   size_t original_shift_ = 0;
@@ -134,7 +140,7 @@ struct Split {
 
 class PreTokenizedString {
  public:
-  explicit PreTokenizedString(std::string_view s);
+  explicit PreTokenizedString(std::string_view s);  // `s` must outlive this object
 
   // Applies fn to every split that has no tokens yet; fn returns the replacement pieces.
   template <typename Fn>
@@ -164,10 +170,10 @@ class PreTokenizedString {
   }
 
   std::vector<Split>& splits() { return splits_; }
-  const std::string& original() const { return original_; }
+  std::string_view original() const { return original_; }
 
  private:
-  std::string original_;
+  std::string_view original_;  // the caller's text; must outlive this object
   std::vector<Split> splits_;
 };
 

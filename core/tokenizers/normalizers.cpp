@@ -206,20 +206,7 @@ class ByteLevelNormalizer : public Normalizer {
  public:
   void normalize(NormalizedString& n) const override {
     if (n.empty()) return;
-    const std::string& s = n.get();
-    std::vector<Change> changes;
-    changes.reserve(s.size());
-    size_t i = 0;
-    while (i < s.size()) {
-      size_t l = utf8_len(static_cast<unsigned char>(s[i]));
-      for (size_t k = 0; k < l; ++k) {
-        const std::string& m = byte_to_char_utf8(static_cast<unsigned char>(s[i + k]));
-        size_t z = 0;
-        changes.emplace_back(utf8_next(m, z), k > 0 ? 1 : 0);
-      }
-      i += l;
-    }
-    n.transform(changes, 0);
+    n.map_bytes(&byte_to_char_utf8(0));
   }
 };
 

@@ -175,22 +175,7 @@ class Metaspace : public PreTokenizer {
 
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-void byte_level_transform(NormalizedString& n) {
-  const std::string& s = n.get();
-  std::vector<Change> changes;
-  changes.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t l = utf8_len(static_cast<unsigned char>(s[i]));
-    for (size_t k = 0; k < l && i + k < s.size(); ++k) {
-      const std::string& m = byte_to_char_utf8(static_cast<unsigned char>(s[i + k]));
-      size_t z = 0;
-      changes.emplace_back(utf8_next(m, z), k > 0 ? 1 : 0);
-    }
-    i += l;
-  }
-  n.transform(changes, 0);
-}
+void byte_level_transform(NormalizedString& n) { n.map_bytes(&byte_to_char_utf8(0)); }
 
 class ByteLevelPreTokenizer : public PreTokenizer {
  public:
