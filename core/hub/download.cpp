@@ -5,6 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -89,14 +95,21 @@ void write_text_if_changed(const fs::path& path, const std::string& text) {
     if (current == text) return;
   }
   fs::create_directories(path.parent_path());
+  // A name unique to this process and call, so concurrent writers never share a temp file.
+  static std::atomic<unsigned> counter{0};
   fs::path tmp = path;
-  tmp += ".tmp" + std::to_string(::getpid());
+  tmp += ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;
     if (!out) throw IOError("cannot write " + path.string());
   }
-  fs::rename(tmp, path);
+  ec.clear();
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw IOError("cannot write " + path.string() + ": " + ec.message());
+  }
 }
 
 // refs/<revision> = commit, as huggingface_hub writes it (no newline).
@@ -192,6 +205,101 @@ bool write_all(int fd, const char* data, size_t size) {
   return true;
 }
 
+// sha256 of a download as it streams in. For large files the hashing runs on a worker thread
+// fed with copies of the received buffers, so it overlaps the transfer instead of adding to it.
+class StreamHasher {
+ public:
+  explicit StreamHasher(bool async) : async_(async) {
+    if (async_) worker_ = std::thread([this] { run(); });
+  }
+  ~StreamHasher() { stop(); }
+  StreamHasher(const StreamHasher&) = delete;
+  StreamHasher& operator=(const StreamHasher&) = delete;
+
+  void update(const char* data, size_t size) {
+    if (!async_) {
+      sha_->update(data, size);
+      return;
+    }
+    while (size > 0) {
+      if (pending_.capacity() < kChunk) pending_.reserve(kChunk);
+      size_t n = std::min(size, kChunk - pending_.size());
+      pending_.insert(pending_.end(), data, data + n);
+      data += n;
+      size -= n;
+      if (pending_.size() == kChunk) flush();
+    }
+  }
+  // Forget everything hashed so far (the server restarted the body from byte 0).
+  void reset() {
+    if (!async_) {
+      sha_ = std::make_unique<detail::Sha256>();
+      return;
+    }
+    pending_.clear();
+    push(Item{true, {}});
+  }
+  std::string hex_digest() {
+    if (async_) {
+      flush();
+      stop();
+    }
+    return sha_->hex_digest();
+  }
+
+ private:
+  static constexpr size_t kChunk = 1 << 20;
+  static constexpr size_t kMaxQueued = 64;  // at most 64 MiB waiting
+  struct Item {
+    bool reset = false;
+    std::vector<char> data;
+  };
+  void flush() {
+    if (pending_.empty()) return;
+    push(Item{false, std::move(pending_)});
+    pending_ = {};
+  }
+  void push(Item item) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queue_.size() < kMaxQueued; });
+    queue_.push_back(std::move(item));
+    ready_.notify_one();
+  }
+  void run() {
+    for (;;) {
+      Item item;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ready_.wait(lock, [&] { return !queue_.empty() || done_; });
+        if (queue_.empty()) return;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+        space_.notify_one();
+      }
+      if (item.reset) sha_ = std::make_unique<detail::Sha256>();
+      else sha_->update(item.data.data(), item.data.size());
+    }
+  }
+  void stop() {
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      ready_.notify_one();
+    }
+    worker_.join();
+  }
+
+  bool async_;
+  std::unique_ptr<detail::Sha256> sha_ = std::make_unique<detail::Sha256>();
+  std::vector<char> pending_;
+  std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<Item> queue_;
+  bool done_ = false;
+  std::thread worker_;
+};
+
 struct DownloadTarget {
   std::string url;
   std::optional<std::string> token;  // only when the URL is on the Hub's host
@@ -226,9 +334,9 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
     if (::ftruncate(fd, 0) != 0) throw IOError("cannot truncate " + incomplete.string());
     resume = 0;
   }
-  std::unique_ptr<detail::Sha256> hash;
+  std::unique_ptr<StreamHasher> hash;
   if (target.expected_sha256) {
-    hash = std::make_unique<detail::Sha256>();
+    hash = std::make_unique<StreamHasher>(target.expected_size.value_or(0) >= (16u << 20));
     if (resume > 0) {
       std::ifstream in(incomplete, std::ios::binary);
       std::vector<char> buf(1 << 20);
@@ -254,7 +362,7 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
     };
     auto restart_from_zero = [&] {
       if (::ftruncate(fd, 0) != 0) throw IOError("cannot truncate " + incomplete.string());
-      if (target.expected_sha256) hash = std::make_unique<detail::Sha256>();
+      if (hash) hash->reset();
       range_start = 0;
     };
     HttpRequest req;
@@ -312,7 +420,6 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
                      ", got " + got + "; the corrupt download was deleted");
     }
   }
-  if (::fsync(fd) != 0) logger().debug("hub: fsync {} failed", incomplete.string());
   fs::rename(incomplete, destination);
 }
 

@@ -80,7 +80,7 @@ struct MockHub::Impl {
   std::map<std::string, Repo> repos;  // key: type + ":" + id
   std::map<std::string, std::string> renames;
   std::map<std::string, MockFault> faults;
-  std::map<std::string, std::string> blobs;  // sha256 -> content (LFS store, CDN)
+  std::map<std::string, std::shared_ptr<const std::string>> blobs;  // sha256 -> content (LFS store, CDN)
   std::map<std::string, std::string> blob_names;  // sha256 -> file name (for faults)
   std::set<std::string> uploaded;  // LFS objects received by PUT / multipart
   std::map<std::string, std::map<int, std::string>> parts;  // multipart uploads in progress
@@ -144,7 +144,8 @@ struct MockHub::Impl {
     return true;
   }
 
-  void serve_body(const httplib::Request&, httplib::Response& res, const std::string& content, const std::string& file) {
+  void serve_body(const httplib::Request&, httplib::Response& res, std::shared_ptr<const std::string> content,
+                  const std::string& file) {
     MockFault f;
     bool truncate = false;
     int stall = 0;
@@ -158,8 +159,12 @@ struct MockHub::Impl {
         it->second.stall_ms_once = 0;
       }
     }
-    auto body = std::make_shared<std::string>(content);
-    if (f.corrupt && !body->empty()) (*body)[body->size() / 2] ^= 0x5a;
+    std::shared_ptr<const std::string> body = content;
+    if (f.corrupt && !body->empty()) {
+      auto copy = std::make_shared<std::string>(*content);
+      (*copy)[copy->size() / 2] ^= 0x5a;
+      body = copy;
+    }
     const size_t chunk = body->size() > (8u << 20) ? (1u << 20) : (64u << 10);
     auto first = std::make_shared<bool>(true);
     res.set_content_provider(
@@ -252,7 +257,7 @@ struct MockHub::Impl {
       return;
     }
     res.set_header("ETag", "\"" + (f.override_etag.empty() ? git_sha1_hex(content) : f.override_etag) + "\"");
-    serve_body(req, res, content, file);
+    serve_body(req, res, std::make_shared<const std::string>(content), file);
   }
 
   void handle_cdn_get(const httplib::Request& req, httplib::Response& res) {
@@ -283,7 +288,7 @@ struct MockHub::Impl {
       if (is_lfs) {
         r.lfs_paths.insert(path);
         const std::string sha = sha256_hex(content);
-        blobs[sha] = content;
+        if (!blobs.count(sha)) blobs[sha] = std::make_shared<const std::string>(content);
         blob_names[sha] = path;
       }
     }
@@ -381,9 +386,9 @@ struct MockHub::Impl {
           files[v.value("path", "")] = b64decode(v.value("content", ""));
         } else if (k == "lfsFile") {
           const std::string oid = v.value("oid", "");
-          if (!uploaded.count(oid) || blobs[oid].size() != v.value("size", size_t{0}))
+          if (!uploaded.count(oid) || !blobs.count(oid) || blobs[oid]->size() != v.value("size", size_t{0}))
             return error(res, 422, "", "LFS object " + oid + " was not uploaded");
-          files[v.value("path", "")] = blobs[oid];
+          files[v.value("path", "")] = *blobs[oid];
           lfs.insert(v.value("path", ""));
         } else if (k == "deletedFile") {
           files.erase(v.value("path", ""));
@@ -456,7 +461,7 @@ struct MockHub::Impl {
     if (target.rfind("/lfs-upload/", 0) == 0) {
       std::string oid = target.substr(12);
       if (sha256_hex(req.body) != oid) return error(res, 400, "", "sha256 mismatch");
-      blobs[oid] = req.body;
+      blobs[oid] = std::make_shared<const std::string>(req.body);
       uploaded.insert(oid);
       res.set_content("", "text/plain");
       return;
@@ -491,7 +496,7 @@ struct MockHub::Impl {
         all += parts[oid][n];
       }
       if (sha256_hex(all) != oid) return error(res, 400, "", "sha256 mismatch");
-      blobs[oid] = all;
+      blobs[oid] = std::make_shared<const std::string>(all);
       uploaded.insert(oid);
       res.set_content("{}", "application/json");
       return;
