@@ -1,11 +1,14 @@
 // hf_hub_download / cached_file / snapshot_download against the mock Hub: layout, LFS, errors,
 // retries, resume, truncation, concurrency, a killed download.
+#include <fcntl.h>
+#include <pty.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "hub_test_util.h"
@@ -428,6 +431,45 @@ TEST_F(DownloadTest, RepoInfoListsFiles) {
   ASSERT_TRUE(m.size);
   EXPECT_EQ(*m.size, weights.size());
   EXPECT_EQ(m.location.rfind(hub.cdn_origin(), 0), 0u);
+}
+
+// Runs fn with stderr redirected to `fd`; returns what could be read back from `read_fd`.
+static std::string with_stderr(int fd, int read_fd, const std::function<void()>& fn) {
+  std::fflush(stderr);
+  int saved = ::dup(2);
+  ::dup2(fd, 2);
+  fn();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::fcntl(read_fd, F_SETFL, ::fcntl(read_fd, F_GETFL) | O_NONBLOCK);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(read_fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST_F(DownloadTest, ProgressBarOnlyOnATerminal) {
+  env.set("HF_HUB_DISABLE_PROGRESS_BARS", std::nullopt);
+  int master = -1, slave = -1;
+  ASSERT_EQ(::openpty(&master, &slave, nullptr, nullptr, nullptr), 0);
+  std::string tty = with_stderr(slave, master, [&] { hub::hf_hub_download("org/tiny", "model.safetensors", opts); });
+  EXPECT_NE(tty.find("model.safetensors: 100%"), std::string::npos) << tty;
+  ::close(master);
+  ::close(slave);
+
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  opts.force_download = true;
+  std::string piped = with_stderr(p[1], p[0], [&] { hub::hf_hub_download("org/tiny", "model.safetensors", opts); });
+  EXPECT_EQ(piped.find('%'), std::string::npos) << piped;
+  EXPECT_EQ(hub.count("GET", "/lfs/"), 2u);  // the second download did happen, quietly
+  ::close(p[0]);
+  ::close(p[1]);
 }
 
 TEST(HubPatterns, FnmatchSemantics) {
