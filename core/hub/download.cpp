@@ -222,7 +222,7 @@ class StreamHasher {
       return;
     }
     while (size > 0) {
-      if (pending_.capacity() < kChunk) pending_.reserve(kChunk);
+      if (pending_.capacity() < kChunk) take_buffer();
       size_t n = std::min(size, kChunk - pending_.size());
       pending_.insert(pending_.end(), data, data + n);
       data += n;
@@ -259,6 +259,20 @@ class StreamHasher {
     push(Item{false, std::move(pending_)});
     pending_ = {};
   }
+  // Buffers go round between the two threads instead of being allocated (and page-faulted)
+  // for every MiB.
+  void take_buffer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        pending_ = std::move(free_.back());
+        free_.pop_back();
+        pending_.clear();
+        return;
+      }
+    }
+    pending_.reserve(kChunk);
+  }
   void push(Item item) {
     std::unique_lock<std::mutex> lock(mu_);
     space_.wait(lock, [&] { return queue_.size() < kMaxQueued; });
@@ -278,6 +292,10 @@ class StreamHasher {
       }
       if (item.reset) sha_ = std::make_unique<detail::Sha256>();
       else sha_->update(item.data.data(), item.data.size());
+      if (item.data.capacity() >= kChunk) {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_.push_back(std::move(item.data));
+      }
     }
   }
   void stop() {
@@ -296,6 +314,7 @@ class StreamHasher {
   std::mutex mu_;
   std::condition_variable ready_, space_;
   std::deque<Item> queue_;
+  std::vector<std::vector<char>> free_;
   bool done_ = false;
   std::thread worker_;
 };
