@@ -298,6 +298,21 @@ TEST_F(DownloadTest, CorruptLfsBodyFailsSha256AndIsDeleted) {
   EXPECT_EQ(read_text(hub::hf_hub_download("org/tiny", "model.safetensors", opts)), weights);
 }
 
+TEST_F(DownloadTest, LargeLfsFileHashedWhileStreamingWithResumeAndCorruption) {
+  // >= 16 MiB: the sha256 runs on a worker thread; resume and corruption must still be caught.
+  const std::string big = binary_blob(20 * 1024 * 1024, 11);
+  hub.add_commit("org/large", {{"model.safetensors", big}});
+  hub.set_fault("model.safetensors", MockFault{.truncate_times = 1});
+  fs::path p = hub::hf_hub_download("org/large", "model.safetensors", opts);
+  EXPECT_EQ(read_text(p), big);
+  EXPECT_EQ(hub.count("GET", "/lfs/"), 2u);
+  hub.set_fault("model.safetensors", MockFault{.corrupt = true});
+  opts.force_download = true;
+  EXPECT_THROW(hub::hf_hub_download("org/large", "model.safetensors", opts), HubError);
+  const fs::path incomplete = storage("org/large") / "blobs" / (MockHub::sha256_hex(big) + ".incomplete");
+  EXPECT_FALSE(fs::exists(incomplete));
+}
+
 TEST_F(DownloadTest, SlowResponseCompletes) {
   hub.set_fault("model.safetensors", MockFault{.chunk_delay_ms = 20});
   EXPECT_EQ(read_text(hub::hf_hub_download("org/tiny", "model.safetensors", opts)), weights);
