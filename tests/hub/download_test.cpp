@@ -338,6 +338,24 @@ TEST_F(DownloadTest, ConcurrentDownloadsOfOneFileAreSerialised) {
   EXPECT_EQ(hub.count("GET", "/lfs/"), 1u) << "the second waits on the lock and finds the blob";
 }
 
+TEST_F(DownloadTest, TwoProcessesFetchingOneFileShareOneDownload) {
+  hub.set_fault("model.safetensors", MockFault{.chunk_delay_ms = 40});
+  std::string helper = HUB_DOWNLOAD_HELPER;
+  std::string endpoint = hub.endpoint(), cache_s = cache.string();
+  std::vector<char*> argv = {helper.data(), endpoint.data(), cache_s.data(), const_cast<char*>("org/tiny"),
+                             const_cast<char*>("model.safetensors"), nullptr};
+  pid_t a = 0, b = 0;
+  ASSERT_EQ(posix_spawn(&a, helper.c_str(), nullptr, nullptr, argv.data(), environ), 0);
+  ASSERT_EQ(posix_spawn(&b, helper.c_str(), nullptr, nullptr, argv.data(), environ), 0);
+  int sa = 0, sb = 0;
+  ::waitpid(a, &sa, 0);
+  ::waitpid(b, &sb, 0);
+  EXPECT_TRUE(WIFEXITED(sa) && WEXITSTATUS(sa) == 0);
+  EXPECT_TRUE(WIFEXITED(sb) && WEXITSTATUS(sb) == 0);
+  EXPECT_EQ(read_text(storage("org/tiny") / "snapshots" / commit / "model.safetensors"), weights);
+  EXPECT_EQ(hub.count("GET", "/lfs/"), 1u) << "the second process waited on the lock and reused the blob";
+}
+
 TEST_F(DownloadTest, KilledDownloadLeavesNoCompleteLookingFile) {
   const std::string big = binary_blob(4 * 1024 * 1024, 9);
   std::string c = hub.add_commit("org/big", {{"model.safetensors", big}});
