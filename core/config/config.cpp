@@ -203,6 +203,7 @@ void PretrainedConfig::set_num_labels(int64_t n) {
 
 void PretrainedConfig::update_from_json(const json& config, const std::string& source) {
   if (!config.is_object()) throw ConfigError(source + ": expected a JSON object, got " + describe(config));
+  if (!class_defaults_) class_defaults_ = to_json();
   ConfigJsonReader reader(config, source, attribute_map());
   // eos_token_id first on its own so its list-ness is remembered for writing back.
   reader.field("eos_token_id", eos_token_id);
@@ -280,10 +281,13 @@ std::string PretrainedConfig::to_json_string(bool use_diff) const {
   json all = to_json();
   if (use_diff) {
     // As transformers' to_diff_dict: common fields only when they differ from the base
-    // defaults; family fields and extra keys always.
+    // defaults or from this class's own defaults; family fields and extra keys always.
     const json defaults = PretrainedConfig().to_json();
-    for (const auto& [key, value] : defaults.items())
-      if (key != "transformers_version" && key != "model_type" && all.contains(key) && all[key] == value) all.erase(key);
+    for (const auto& [key, value] : defaults.items()) {
+      if (key == "transformers_version" || key == "model_type" || !all.contains(key) || all[key] != value) continue;
+      if (class_defaults_ && class_defaults_->contains(key) && (*class_defaults_)[key] != value) continue;
+      all.erase(key);
+    }
   }
   // transformers writes sort_keys=True, indent=2.
   return nlohmann::json::parse(all.dump()).dump(2) + "\n";

@@ -223,12 +223,10 @@ void PreTrainedModel::save_pretrained(const std::filesystem::path& dir, const Sa
   std::filesystem::create_directories(dir);
 
   // Config with the class and dtype that were saved.
-  auto config_json = config_->to_json();
+  nlohmann::json config_json = nlohmann::json::parse(config_->to_json_string());  // sorted keys
   config_json["architectures"] = {class_name()};
   config_json["torch_dtype"] = dtype_config_name(dtype());
-  PretrainedConfig saved;
-  saved.update_from_json(config_json, "config");
-  write_text_file(dir / "config.json", saved.to_json_string());
+  write_text_file(dir / "config.json", config_json.dump(2) + "\n");
   if (can_generate()) GenerationConfig::from_model_config(*config_).save_pretrained(dir);
 
   const auto tensors = state_dict();

@@ -90,6 +90,8 @@ class PretrainedConfig {
  protected:
   std::string model_type_;
   bool eos_token_id_is_list_ = false;
+  // This class's defaults, taken before the first update (transformers' class_config_dict).
+  std::optional<json> class_defaults_;
   friend class ConfigJsonReader;
   friend class ConfigJsonWriter;
 };

@@ -1,0 +1,88 @@
+// The plugformer command end to end.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdio>
+
+#include <plugformer/config.h>
+#include <plugformer/safetensors.h>
+
+#include "test_util.h"
+
+using namespace plugformer;
+
+namespace {
+
+struct Result {
+  int status;
+  std::string out;
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  return {WEXITSTATUS(status), out};
+}
+
+}  // namespace
+
+TEST(Cli, ListShowsTheLlamaPlugin) {
+  auto r = run("list");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("libplugformer_llama.so"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("LlamaForCausalLM"), std::string::npos);
+  EXPECT_NE(r.out.find("AutoModelForCausalLM"), std::string::npos);
+  EXPECT_NE(r.out.find("LlamaTokenizer"), std::string::npos);
+}
+
+TEST(Cli, GenerateDefaultModel) {
+  auto r = run("generate --max-new-tokens 40");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("Once upon a time, there was a little girl named Lily. She loved to play outside in the park."),
+            std::string::npos)
+      << r.out;
+}
+
+TEST(Cli, GenerateIdsAsJson) {
+  auto r = run("generate " + test::kStories + " --ids 1,403,407,261,378 --max-new-tokens 5 --json");
+  EXPECT_EQ(r.status, 0) << r.out;
+  const json result = json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(result["generated_ids"].size(), 5u);
+}
+
+TEST(Cli, InfoPrintsCountsAndFootprint) {
+  auto r = run("info " + test::kStories);
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("260032"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1040128 bytes"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ForwardWritesTransformersOutputNames) {
+  test::TempDir dir("cli-forward");
+  const std::string fixture = std::string(PLUGFORMER_FIXTURES_DIR) + "/models/llama-tiny";
+  auto expected = SafetensorsFile::open(fixture + "/expected.safetensors");
+  save_safetensors(dir / "in.safetensors", {{"input_ids", expected->get("input_ids")},
+                                            {"attention_mask", expected->get("attention_mask")}});
+  auto r = run("forward " + fixture + " --class LlamaForCausalLM --inputs " + (dir / "in.safetensors").string() +
+               " --out " + (dir / "out.safetensors").string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto out = SafetensorsFile::open(dir / "out.safetensors");
+  EXPECT_LE((out->get("logits") - expected->get("logits")).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((out->get("last_hidden_state") - expected->get("last_hidden_state")).abs().max().item<double>(), 1e-4);
+}
+
+TEST(Cli, ErrorsAreOneLineAndNonZero) {
+  auto r = run("info /nonexistent/model");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out.rfind("error: ", 0), 0u) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  auto bad_ids = run("generate " + test::kStories + " --ids 1,99999 --max-new-tokens 2");
+  EXPECT_EQ(bad_ids.status, 1) << bad_ids.out;
+  EXPECT_NE(bad_ids.out.find("outside the vocabulary"), std::string::npos) << bad_ids.out;
+}
