@@ -6,6 +6,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "plugformer/error.h"
+#include "plugformer/hub.h"
 #include "plugformer/log.h"
 #include "plugformer/plugin_loader.h"
 #include "plugformer/runtime.h"
@@ -51,7 +52,18 @@ std::optional<std::filesystem::path> resolve_file(const std::string& path_or_rep
     throw FileNotFoundError(file.string() + ": no such file");
   }
   if (std::filesystem::exists(dir, ec)) throw FileNotFoundError(path_or_repo_id + ": is a file, expected a model directory");
-  throw FileNotFoundError(path_or_repo_id + ": no such directory");
+  // Something written as a path (absolute or relative) that does not exist is not a repo id.
+  if (path_or_repo_id.empty() || path_or_repo_id.front() == '/' || path_or_repo_id.front() == '.' ||
+      path_or_repo_id.front() == '~')
+    throw FileNotFoundError(path_or_repo_id + ": no such directory");
+  hub::HubOptions hub_options;
+  hub_options.revision = options.revision;
+  hub_options.cache_dir = options.cache_dir;
+  hub_options.force_download = options.force_download;
+  hub_options.local_files_only = options.local_files_only;
+  hub_options.token = options.token;
+  hub_options.subfolder = options.subfolder;
+  return hub::cached_file(path_or_repo_id, filename, hub_options, optional);
 }
 
 ConfigPtr AutoConfig::from_pretrained(const std::string& path_or_repo_id, const PretrainedOptions& options,
