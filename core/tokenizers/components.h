@@ -26,26 +26,27 @@ enum class Direction { Left, Right };
 
 // The internal encoding (tokenizers' Encoding), with byte or char offsets as the stage requires.
 struct Enc {
-  std::vector<uint32_t> ids;
-  std::vector<uint32_t> type_ids;
+  // Same element types as plugformer::Encoding so the final conversion moves the vectors.
+  std::vector<int64_t> ids;
+  std::vector<int64_t> type_ids;
   std::vector<std::string> tokens;
-  std::vector<std::optional<uint32_t>> words;
+  std::vector<std::optional<int64_t>> words;
   std::vector<Offsets> offsets;
-  std::vector<uint32_t> special_tokens_mask;
-  std::vector<uint32_t> attention_mask;
+  std::vector<int64_t> special_tokens_mask;
+  std::vector<int64_t> attention_mask;
   std::vector<Enc> overflowing;
   std::map<size_t, std::pair<size_t, size_t>> sequence_ranges;
 
   size_t size() const { return ids.size(); }
   void reserve(size_t n);
-  void push(uint32_t id, std::string token, Offsets off, std::optional<uint32_t> word, uint32_t type_id,
-            uint32_t special = 0, uint32_t attention = 1);
+  void push(int64_t id, std::string token, Offsets off, std::optional<int64_t> word, int64_t type_id,
+            int64_t special = 0, int64_t attention = 1);
   void set_sequence_id(size_t seq) { sequence_ranges[seq] = {0, size()}; }
-  void set_type_ids(uint32_t t) { type_ids.assign(size(), t); }
+  void set_type_ids(int64_t t) { type_ids.assign(size(), t); }
   std::vector<std::optional<size_t>> sequence_ids() const;
   void truncate(size_t max_len, size_t stride, Direction direction);
   void merge_with(Enc pair, bool growing_offsets);
-  void pad(size_t target, uint32_t pad_id, uint32_t pad_type_id, const std::string& pad_token, Direction direction);
+  void pad(size_t target, int64_t pad_id, int64_t pad_type_id, const std::string& pad_token, Direction direction);
   static Enc merge(std::vector<Enc> encodings, bool growing_offsets);
 };
 

@@ -18,8 +18,8 @@ void Enc::reserve(size_t n) {
   attention_mask.reserve(n);
 }
 
-void Enc::push(uint32_t id, std::string token, Offsets off, std::optional<uint32_t> word, uint32_t type_id,
-               uint32_t special, uint32_t attention) {
+void Enc::push(int64_t id, std::string token, Offsets off, std::optional<int64_t> word, int64_t type_id,
+               int64_t special, int64_t attention) {
   ids.push_back(id);
   tokens.push_back(std::move(token));
   offsets.push_back(off);
@@ -100,6 +100,11 @@ void Enc::truncate(size_t max_len, size_t stride, Direction direction) {
 }
 
 void Enc::merge_with(Enc pair, bool growing_offsets) {
+  // Merging into an empty encoding (no tokens, ranges or overflowing) yields `pair` unchanged.
+  if (ids.empty() && overflowing.empty() && sequence_ranges.empty()) {
+    *this = std::move(pair);
+    return;
+  }
   std::vector<Enc> overflowings;
   for (const auto& self_o : overflowing) {
     Enc n = self_o;
@@ -136,7 +141,7 @@ Enc Enc::merge(std::vector<Enc> encodings, bool growing_offsets) {
   return out;
 }
 
-void Enc::pad(size_t target, uint32_t pad_id, uint32_t pad_type_id, const std::string& pad_token, Direction direction) {
+void Enc::pad(size_t target, int64_t pad_id, int64_t pad_type_id, const std::string& pad_token, Direction direction) {
   for (auto& o : overflowing) o.pad(target, pad_id, pad_type_id, pad_token, direction);
   if (ids.size() >= target) return;
   const size_t n = target - ids.size();
@@ -146,18 +151,18 @@ void Enc::pad(size_t target, uint32_t pad_id, uint32_t pad_type_id, const std::s
     front(ids, pad_id);
     front(type_ids, pad_type_id);
     front(tokens, pad_token);
-    front(words, std::optional<uint32_t>{});
-    front(attention_mask, 0u);
-    front(special_tokens_mask, 1u);
+    front(words, std::optional<int64_t>{});
+    front(attention_mask, int64_t{0});
+    front(special_tokens_mask, int64_t{1});
     front(offsets, Offsets{0, 0});
     for (auto& [seq, r] : sequence_ranges) r = {r.first + n, r.second + n};
   } else {
     back(ids, pad_id);
     back(type_ids, pad_type_id);
     back(tokens, pad_token);
-    back(words, std::optional<uint32_t>{});
-    back(attention_mask, 0u);
-    back(special_tokens_mask, 1u);
+    back(words, std::optional<int64_t>{});
+    back(attention_mask, int64_t{0});
+    back(special_tokens_mask, int64_t{1});
     back(offsets, Offsets{0, 0});
   }
 }

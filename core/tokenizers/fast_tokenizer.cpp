@@ -382,7 +382,7 @@ struct FastTokenizer::Impl {
             en = (off.second >= 1 && off.second - 1 < olen ? char_of[off.second - 1] : s + 1) + 1;
           off = {s, en};
         }
-        e.push(t.id, std::move(t.value), off, static_cast<uint32_t>(idx), type_id);
+        e.push(t.id, std::move(t.value), off, static_cast<int64_t>(idx), type_id);
       }
     }
     return e;
@@ -445,7 +445,7 @@ struct FastTokenizer::Impl {
     if (params.pad_to_multiple_of && *params.pad_to_multiple_of > 0 && len % *params.pad_to_multiple_of > 0)
       len += *params.pad_to_multiple_of - len % *params.pad_to_multiple_of;
     for (auto& e : encs)
-      e.pad(len, static_cast<uint32_t>(params.pad_id), static_cast<uint32_t>(params.pad_type_id), params.pad_token,
+      e.pad(len, params.pad_id, params.pad_type_id, params.pad_token,
             params.direction == Side::Left ? tok::Direction::Left : tok::Direction::Right);
   }
 
@@ -494,16 +494,14 @@ struct FastTokenizer::Impl {
   static Encoding to_public(Enc&& e) {
     Encoding o;
     const size_t n = e.size();
-    o.ids.assign(e.ids.begin(), e.ids.end());
-    o.type_ids.assign(e.type_ids.begin(), e.type_ids.end());
+    auto seq = e.sequence_ids();
+    o.ids = std::move(e.ids);
+    o.type_ids = std::move(e.type_ids);
     o.tokens = std::move(e.tokens);
     o.offsets = std::move(e.offsets);
-    o.attention_mask.assign(e.attention_mask.begin(), e.attention_mask.end());
-    o.special_tokens_mask.assign(e.special_tokens_mask.begin(), e.special_tokens_mask.end());
-    o.word_ids.resize(n);
-    for (size_t i = 0; i < n; ++i)
-      if (e.words[i]) o.word_ids[i] = *e.words[i];
-    auto seq = e.sequence_ids();
+    o.attention_mask = std::move(e.attention_mask);
+    o.special_tokens_mask = std::move(e.special_tokens_mask);
+    o.word_ids = std::move(e.words);
     o.sequence_ids.resize(n);
     for (size_t i = 0; i < n; ++i)
       if (seq[i]) o.sequence_ids[i] = static_cast<int64_t>(*seq[i]);

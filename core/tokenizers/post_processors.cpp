@@ -1,5 +1,7 @@
 // Post-processors of tokenizers/src/processors: TemplateProcessing, BertProcessing,
 // RobertaProcessing, ByteLevel, Sequence.
+#include <algorithm>
+
 #include "tokenizers/components.h"
 #include "tokenizers/unicode.h"
 
@@ -12,7 +14,7 @@ Enc PostProcessor::process(Enc encoding, std::optional<Enc> pair, bool add_speci
   for (size_t i = 0; i < encodings.size(); ++i) {
     encodings[i].set_sequence_id(i);
     for (auto& o : encodings[i].overflowing) o.set_sequence_id(i);
-    encodings[i].set_type_ids(static_cast<uint32_t>(i));
+    encodings[i].set_type_ids(static_cast<int64_t>(i));
   }
   process_encodings(encodings, add_special_tokens);
   return Enc::merge(std::move(encodings), false);
@@ -155,7 +157,7 @@ struct Piece {
 };
 
 struct SpecialTok {
-  std::vector<uint32_t> ids;
+  std::vector<int64_t> ids;
   std::vector<std::string> tokens;
 };
 
@@ -242,7 +244,7 @@ class TemplateProcessing : public PostProcessor {
         SpecialTok t;
         for (auto& x : ids) {
           if (!x.is_number_unsigned()) json_error(sp + ".ids", "expected non-negative integers");
-          t.ids.push_back(x.get<uint32_t>());
+          t.ids.push_back(x.get<int64_t>());
         }
         for (auto& x : toks) {
           if (!x.is_string()) json_error(sp + ".tokens", "expected strings");
@@ -262,7 +264,11 @@ class TemplateProcessing : public PostProcessor {
   size_t added_tokens(bool is_pair) const override { return is_pair ? added_pair_ : added_single_; }
   void process_encodings(std::vector<Enc>& encs, bool add_special_tokens) const override {
     const auto& tpl = encs.size() == 2 ? pair_ : single_;
+    size_t uses[2] = {0, 0};
+    for (const auto& p : tpl)
+      if (p.is_sequence) ++uses[std::min<size_t>(p.seq, encs.size() - 1)];
     std::vector<Enc> out;
+    out.reserve(tpl.size());
     for (const auto& p : tpl) {
       if (p.is_sequence) {
         size_t i = p.seq;
@@ -270,7 +276,10 @@ class TemplateProcessing : public PostProcessor {
         Enc& e = encs[i];
         e.set_type_ids(p.type_id);
         e.set_sequence_id(i);
-        out.push_back(e);
+        if (--uses[i] == 0)
+          out.push_back(std::move(e));  // last use: no copy needed
+        else
+          out.push_back(e);
       } else if (add_special_tokens) {
         const SpecialTok& t = specials_.at(p.id);
         Enc e;

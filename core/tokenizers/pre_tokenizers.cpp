@@ -21,12 +21,18 @@ SplitBehavior parse_behavior(const json& j, const std::string& path, SplitBehavi
                                      "' (expected Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous)");
 }
 
+// True when slicing n over its whole normalized range gives n back unchanged.
+bool whole_slice_is_identity(const NormalizedString& n) {
+  auto r = n.convert_normalized(0, n.len());
+  return r && r->first == 0 && r->second == n.len_original();
+}
+
 template <typename Pred>
 void split_on_fn(PreTokenizedString& p, Pred&& pred, SplitBehavior behavior) {
   p.split([&](size_t, NormalizedString&& n, std::vector<Split>& out) {
     // Fast path: nothing matches and the behaviour keeps non-matching text whole.
     Matches m = find_matches_fn(n.get(), pred);
-    if (m.size() == 1 && !m[0].second) {
+    if (m.size() == 1 && !m[0].second && whole_slice_is_identity(n)) {
       PreTokenizedString::push(out, std::move(n));
       return;
     }
@@ -34,11 +40,35 @@ void split_on_fn(PreTokenizedString& p, Pred&& pred, SplitBehavior behavior) {
   });
 }
 
+// Whitespace split (Removed) then punctuation split (Isolated), done in one pass: slicing a
+// slice equals slicing the parent over the composed range, so the pieces are the same.
 class BertPreTokenizer : public PreTokenizer {
  public:
   void pre_tokenize(PreTokenizedString& p) const override {
-    split_on_fn(p, [](char32_t c) { return is_whitespace(c); }, SplitBehavior::Removed);
-    split_on_fn(p, [](char32_t c) { return is_bert_punctuation(c); }, SplitBehavior::Isolated);
+    p.split([&](size_t, NormalizedString&& n, std::vector<Split>& out) {
+      const std::string& s = n.get();
+      std::vector<Offsets> pieces;
+      size_t i = 0, start = 0;
+      while (i < s.size()) {
+        size_t b = i;
+        char32_t c = utf8_next(s, i);
+        if (is_whitespace(c)) {
+          if (start < b) pieces.emplace_back(start, b);
+          start = i;
+        } else if (is_bert_punctuation(c)) {
+          if (start < b) pieces.emplace_back(start, b);
+          pieces.emplace_back(b, i);
+          start = i;
+        }
+      }
+      if (start < s.size()) pieces.emplace_back(start, s.size());
+      if (pieces.size() == 1 && pieces[0].first == 0 && pieces[0].second == s.size() && whole_slice_is_identity(n)) {
+        PreTokenizedString::push(out, std::move(n));
+        return;
+      }
+      for (auto [a, b] : pieces)
+        if (auto piece = n.slice_normalized(a, b)) PreTokenizedString::push(out, std::move(*piece));
+    });
   }
 };
 
