@@ -785,6 +785,10 @@ void FastTokenizer::apply_tokenizer_config(const nlohmann::json& config, const n
   }
   if (auto c = config.find("clean_up_tokenization_spaces"); c != config.end() && c->is_boolean())
     clean_up_tokenization_spaces = c->get<bool>();
+  std::string cls;
+  if (auto c = config.find("tokenizer_class"); c != config.end() && c->is_string()) cls = c->get<std::string>();
+  if (cls.size() > 4 && cls.compare(cls.size() - 4, 4, "Fast") == 0) cls.resize(cls.size() - 4);
+  const bool bos_eos_template = cls == "LlamaTokenizer" || cls == "CodeLlamaTokenizer" || cls == "GemmaTokenizer";
   const std::pair<const char*, std::optional<std::string>*> slots[] = {
       {"bos_token", &special_.bos_token}, {"eos_token", &special_.eos_token}, {"unk_token", &special_.unk_token},
       {"pad_token", &special_.pad_token}, {"sep_token", &special_.sep_token}, {"cls_token", &special_.cls_token},
@@ -805,6 +809,45 @@ void FastTokenizer::apply_tokenizer_config(const nlohmann::json& config, const n
       break;
     }
   }
+  if (bos_eos_template) {
+    auto flag = [&](const char* key, bool def) {
+      auto it = config.find(key);
+      return it != config.end() && it->is_boolean() ? it->get<bool>() : def;
+    };
+    update_post_processor(flag("add_bos_token", true), flag("add_eos_token", false));
+  }
+}
+
+void FastTokenizer::update_post_processor(bool add_bos, bool add_eos) {
+  auto id_of_token = [&](const std::optional<std::string>& t, const char* what) -> int64_t {
+    if (!t) throw TokenizerError(std::string("add_") + what + "_token = true but " + what + "_token is not set");
+    auto id = token_to_id(*t);
+    if (!id) throw TokenizerError(std::string(what) + "_token '" + *t + "' is not in the vocabulary");
+    return *id;
+  };
+  json single = json::array(), pair = json::array(), specials = json::object();
+  auto sp = [](const std::string& id, int type) { return json{{"SpecialToken", {{"id", id}, {"type_id", type}}}}; };
+  auto sq = [](const char* id, int type) { return json{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
+  if (add_bos) {
+    int64_t id = id_of_token(special_.bos_token, "bos");
+    specials[*special_.bos_token] = {{"id", *special_.bos_token}, {"ids", {id}}, {"tokens", {*special_.bos_token}}};
+  }
+  if (add_eos) {
+    int64_t id = id_of_token(special_.eos_token, "eos");
+    specials[*special_.eos_token] = {{"id", *special_.eos_token}, {"ids", {id}}, {"tokens", {*special_.eos_token}}};
+  }
+  if (add_bos) single.push_back(sp(*special_.bos_token, 0));
+  single.push_back(sq("A", 0));
+  if (add_eos) single.push_back(sp(*special_.eos_token, 0));
+  pair = single;
+  if (add_bos) pair.push_back(sp(*special_.bos_token, 1));
+  pair.push_back(sq("B", 1));
+  if (add_eos) pair.push_back(sp(*special_.eos_token, 1));
+  json pp = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
+  impl_->post_processor = tok::make_post_processor(pp, "post_processor (add_bos_token / add_eos_token)");
+  nlohmann::ordered_json tj = nlohmann::ordered_json::parse(impl_->json_text);
+  tj["post_processor"] = nlohmann::ordered_json::parse(pp.dump());
+  impl_->json_text = tj.dump();
 }
 
 namespace {

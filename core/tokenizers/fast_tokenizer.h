@@ -57,6 +57,12 @@ class FastTokenizer : public Tokenizer {
                               const nlohmann::json& special_tokens_map = nlohmann::json::object());
   void set_special_tokens(const SpecialTokens& s) { special_ = s; }
 
+  // transformers' LlamaTokenizerFast.update_post_processor: replaces the post-processor by the
+  // template "[bos:0] $A:0 [eos:0]" / "... [bos:1] $B:1 [eos:1]" (bos/eos from special_tokens()).
+  // apply_tokenizer_config calls it for Llama/CodeLlama/Gemma tokenizer classes, as their
+  // __init__ does. Throws TokenizerError when a needed token is unset or not in the vocabulary.
+  void update_post_processor(bool add_bos_token, bool add_eos_token);
+
   // Threads used by encode_batch / batch_decode: 0 = all cores.
   size_t num_threads = 0;
 

@@ -56,7 +56,7 @@ namespace {
 
 std::pair<std::string, uint32_t> parse_pair(const json& j, const char* key, const std::string& path) {
   const json& v = jfield(j, key, path);
-  if (!v.is_array() || v.size() != 2 || !v[0].is_string() || !v[1].is_number_unsigned())
+  if (!v.is_array() || v.size() != 2 || !v[0].is_string() || !v[1].is_number_integer() || v[1].get<int64_t>() < 0)
     json_error(path + "." + key, "expected [token, id], got " + v.dump());
   return {v[0].get<std::string>(), v[1].get<uint32_t>()};
 }
@@ -243,7 +243,7 @@ class TemplateProcessing : public PostProcessor {
           json_error(sp, "ids and tokens must be arrays of the same length");
         SpecialTok t;
         for (auto& x : ids) {
-          if (!x.is_number_unsigned()) json_error(sp + ".ids", "expected non-negative integers");
+          if (!x.is_number_integer() || x.get<int64_t>() < 0) json_error(sp + ".ids", "expected non-negative integers");
           t.ids.push_back(x.get<int64_t>());
         }
         for (auto& x : toks) {

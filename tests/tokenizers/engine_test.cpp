@@ -332,4 +332,35 @@ TEST(TokenizerConfig, SpecialTokensFromConfig) {
   EXPECT_EQ(tok->padding_side, json::parse(read(kDir + "/llama2/tokenizer_config.json")).value("padding_side", "right"));
 }
 
+// LlamaTokenizerFast rebuilds its post-processor from add_bos_token / add_eos_token.
+TEST(TokenizerConfig, LlamaAddBosEosTokens) {
+  const json cfg = json::parse(read(kDir + "/llama2/tokenizer_config.json"));
+  auto plain = load("llama2");
+  auto same = load_tokenizer_json(kDir + "/llama2/tokenizer.json", cfg);  // add_bos true, add_eos false
+  for (const auto& t : corpus()) {
+    ASSERT_EQ(same->encode(t).ids, plain->encode(t).ids) << t;
+    ASSERT_EQ(same->encode_pair(t, "x y").ids, plain->encode_pair(t, "x y").ids) << t;
+  }
+  json eos_cfg = cfg;
+  eos_cfg["add_eos_token"] = true;
+  eos_cfg["add_bos_token"] = false;
+  auto eos = std::dynamic_pointer_cast<FastTokenizer>(load_tokenizer_json(kDir + "/llama2/tokenizer.json", eos_cfg));
+  Encoding e = eos->encode("Hello");
+  ASSERT_GE(e.ids.size(), 2u);
+  EXPECT_NE(e.ids.front(), 1);
+  EXPECT_EQ(e.ids.back(), 2);
+  EXPECT_EQ(e.special_tokens_mask.back(), 1);
+  Encoding p = eos->encode_pair("Hello", "there");
+  EXPECT_EQ(p.ids.back(), 2);
+  EXPECT_EQ(p.type_ids.back(), 1);
+  TempDir d;
+  eos->save_pretrained(d.path);
+  auto reloaded = FastTokenizer::from_file(d.path / "tokenizer.json");
+  EXPECT_EQ(reloaded->encode("Hello").ids, e.ids);
+  json no_eos = cfg;
+  no_eos["add_eos_token"] = true;
+  no_eos.erase("eos_token");
+  EXPECT_THROW(load_tokenizer_json(kDir + "/llama2/tokenizer.json", no_eos), TokenizerError);
+}
+
 }  // namespace
