@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -391,12 +392,25 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
     req.redirects = detail::Redirects::kAll;
     req.stall_timeout_s = detail::env_seconds("HF_HUB_DOWNLOAD_TIMEOUT", 10);
     set_range(req);
-    // A 200 answer to a Range request carries the whole file: start over.
-    req.on_start = [&](long status) {
+    // A 200 answer to a Range request carries the whole file: start over. A 206 must start
+    // exactly where the file stands, or it is refused and the download restarts from zero.
+    bool range_mismatch = false;
+    req.on_start = [&](long status, const std::map<std::string, std::string>& headers) {
       if (status == 200 && range_start > 0) {
         logger().debug("hub: server ignored the Range request for {}; restarting", target.display_name);
         restart_from_zero();
+      } else if (status == 206) {
+        auto it = headers.find("content-range");
+        unsigned long long start = ~0ull;
+        if (it != headers.end()) std::sscanf(it->second.c_str(), "bytes %llu-", &start);
+        if (start != range_start) {
+          logger().warn("hub: server answered a Range request for {} from byte {} instead of {}; restarting",
+                        target.display_name, start, range_start);
+          range_mismatch = true;
+          return false;
+        }
       }
+      return true;
     };
     bool write_failed = false;
     req.on_data = [&](const char* data, size_t size) {
@@ -413,6 +427,13 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
       set_range(r);
     };
     HttpResponse resp = detail::perform_with_retries(req, before_retry);
+    if (resp.rejected && range_mismatch) {
+      range_mismatch = false;
+      restart_from_zero();
+      set_range(req);
+      resp = detail::perform_with_retries(req, before_retry);
+      if (resp.rejected) throw HubError("the server keeps answering with the wrong byte range for " + target.what);
+    }
     if (resp.status == 416 && range_start > 0) {
       // Range not satisfiable: what we have is not a prefix of this file. Start over once.
       restart_from_zero();

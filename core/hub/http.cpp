@@ -47,6 +47,7 @@ struct Transfer {
   bool status_checked = false;
   bool stream = false;  // 2xx and on_data set
   bool aborted_by_sink = false;
+  bool rejected = false;
   uint64_t received = 0;
   uint64_t content_length = 0;
   FILE* upload = nullptr;
@@ -79,7 +80,10 @@ size_t write_cb(char* ptr, size_t size, size_t nmemb, void* userdata) {
     t->status_checked = true;
     auto cl = t->response->header("content-length");
     t->content_length = cl.empty() ? 0 : std::strtoull(cl.c_str(), nullptr, 10);
-    if (t->stream && t->request->on_start) t->request->on_start(status);
+    if (t->stream && t->request->on_start && !t->request->on_start(status, t->response->headers)) {
+      t->rejected = true;
+      return 0;
+    }
   }
   t->received += n;
   if (t->stream) {
@@ -207,6 +211,10 @@ HttpResponse perform_once(const HttpRequest& req, const std::string& url, bool s
   if (t.upload) std::fclose(t.upload);
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
+  if (t.rejected) {
+    response.rejected = true;
+    return response;
+  }
   if (rc != CURLE_OK) {
     if (t.aborted_by_sink) throw IOError("download of " + url + " aborted: could not write the data");
     std::string msg = "network error for " + url + ": " + curl_easy_strerror(rc);

@@ -28,8 +28,10 @@ struct HttpRequest {
   Redirects redirects = Redirects::kAll;
   long total_timeout_s = 0;   // whole request (0 = none)
   long stall_timeout_s = 10;  // abort when no byte moved for this long
-  // Called once when a 2xx body starts (before the first on_data), with the status.
-  std::function<void(long status)> on_start;
+  // Called once when a 2xx body starts (before the first on_data), with the status and the
+  // response headers; return false to drop the response (perform returns it with
+  // `rejected` set, without throwing).
+  std::function<bool(long status, const std::map<std::string, std::string>& headers)> on_start;
   // Body sink for 2xx responses; return false to abort. Without it the body is kept in memory.
   std::function<bool(const char* data, size_t size)> on_data;
   // Progress of the body: (bytes received so far in this response, Content-Length or 0).
@@ -41,6 +43,7 @@ struct HttpResponse {
   std::map<std::string, std::string> headers;  // lower-case names, last value wins
   std::string body;                            // error bodies, or 2xx bodies without on_data
   std::string url;                             // the final URL after redirects
+  bool rejected = false;                       // on_start refused the body
   std::string header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);
     return it == headers.end() ? std::string() : it->second;

@@ -258,6 +258,31 @@ TEST_F(DownloadTest, PartialDownloadIsResumedWithRange) {
   EXPECT_EQ(hub.count("GET", "/lfs/"), 1u);
 }
 
+TEST_F(DownloadTest, ServerIgnoringOrMisansweringRangeRestartsFromZero) {
+  const std::string sha = MockHub::sha256_hex(weights);
+  fs::path incomplete = storage("org/tiny") / "blobs" / (sha + ".incomplete");
+  // 200 with the whole body to a Range request: the partial file must not be kept in front.
+  write_text(incomplete, std::string(100000, 'x'));
+  hub.set_fault("model.safetensors", MockFault{.ignore_range = 1});
+  EXPECT_EQ(read_text(hub::hf_hub_download("org/tiny", "model.safetensors", opts)), weights);
+  EXPECT_EQ(hub.requests().back().range, "bytes=100000-");
+  // 206 from the wrong offset: refused, then downloaded from zero.
+  fs::remove_all(cache);
+  write_text(incomplete, weights.substr(0, 50000));
+  hub.clear_requests();
+  hub.set_fault("model.safetensors", MockFault{.wrong_range = 1});
+  EXPECT_EQ(read_text(hub::hf_hub_download("org/tiny", "model.safetensors", opts)), weights);
+  std::vector<std::string> ranges;
+  for (const auto& r : hub.requests())
+    if (r.server == "cdn") ranges.push_back(r.range);
+  EXPECT_EQ(ranges, (std::vector<std::string>{"bytes=50000-", ""}));
+  // Same for a regular (non-LFS, no sha256) file: the size check alone would not catch it.
+  const std::string etag = MockHub::git_sha1_hex(config);
+  write_text(storage("org/tiny") / "blobs" / (etag + ".incomplete"), config.substr(0, 10));
+  hub.set_fault("config.json", MockFault{.wrong_range = 1});
+  EXPECT_EQ(read_text(hub::hf_hub_download("org/tiny", "config.json", opts)), config);
+}
+
 TEST_F(DownloadTest, TruncatedResponseIsResumed) {
   hub.set_fault("model.safetensors", MockFault{.truncate_times = 1});
   fs::path p = hub::hf_hub_download("org/tiny", "model.safetensors", opts);

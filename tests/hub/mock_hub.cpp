@@ -144,7 +144,7 @@ struct MockHub::Impl {
     return true;
   }
 
-  void serve_body(const httplib::Request&, httplib::Response& res, std::shared_ptr<const std::string> content,
+  void serve_body(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const std::string> content,
                   const std::string& file) {
     MockFault f;
     bool truncate = false;
@@ -154,6 +154,10 @@ struct MockHub::Impl {
       auto it = faults.find(file);
       if (it != faults.end()) f = it->second;
       truncate = take(&MockFault::truncate_times, file);
+      // httplib applies req.ranges itself; a misbehaving server is simulated by rewriting them.
+      auto& ranges = const_cast<httplib::Request&>(req).ranges;
+      if (!ranges.empty() && take(&MockFault::ignore_range, file)) ranges.clear();
+      else if (!ranges.empty() && take(&MockFault::wrong_range, file)) ranges = {{0, -1}};
       if (it != faults.end() && it->second.stall_ms_once > 0) {
         stall = it->second.stall_ms_once;
         it->second.stall_ms_once = 0;

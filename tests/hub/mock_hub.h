@@ -31,6 +31,8 @@ struct MockFault {
   int chunk_delay_ms = 0;      // sleep between 64 KiB chunks of the body
   int stall_ms_once = 0;       // sleep before the first body byte, once
   bool corrupt = false;        // flip a byte of the served body (same size)
+  int ignore_range = 0;        // answer Range requests with 200 and the whole body, this many times
+  int wrong_range = 0;         // answer Range requests with 206 from byte 0, this many times
   std::string override_etag;   // hostile ETag / X-Linked-Etag
   std::string override_commit; // hostile X-Repo-Commit
 };
