@@ -15,6 +15,9 @@
 
 namespace plugformer {
 
+// Thread safety: encode*, decode*, token_to_id and id_to_token may run concurrently; add_tokens,
+// set_truncation / set_padding, apply_tokenizer_config and update_post_processor must not run
+// while other threads use the tokenizer.
 class FastTokenizer : public Tokenizer {
  public:
   // Reads and parses a tokenizer.json; throws FileNotFoundError / IOError / TokenizerError
