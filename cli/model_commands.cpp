@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -107,6 +108,11 @@ struct GenerateArgs {
   std::string model, prompt = "Once upon a time", dtype, ids;
   int64_t max_new_tokens = 64;
   bool json_output = false;
+  // Overrides of generation_config.json, when given.
+  std::optional<bool> do_sample;
+  std::optional<double> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int64_t> top_k, num_beams, no_repeat_ngram_size, seed;
+  std::vector<std::string> stop;
 };
 
 void run_generate(const GenerateArgs& args) {
@@ -117,6 +123,16 @@ void run_generate(const GenerateArgs& args) {
   if (auto file = resolve_file(args.model, "generation_config.json", options, true))
     gen.update_from_json(read_json_file(*file), file->string());
   gen.max_new_tokens = args.max_new_tokens;
+  if (args.do_sample) gen.do_sample = *args.do_sample;
+  if (args.temperature) gen.temperature = *args.temperature;
+  if (args.top_p) gen.top_p = *args.top_p;
+  if (args.min_p) gen.min_p = *args.min_p;
+  if (args.repetition_penalty) gen.repetition_penalty = *args.repetition_penalty;
+  if (args.top_k) gen.top_k = *args.top_k;
+  if (args.num_beams) gen.num_beams = *args.num_beams;
+  if (args.no_repeat_ngram_size) gen.no_repeat_ngram_size = *args.no_repeat_ngram_size;
+  if (args.seed) gen.seed = uint64_t(*args.seed);
+  if (!args.stop.empty()) gen.stop_strings = args.stop;
 
   std::vector<int64_t> prompt;
   std::shared_ptr<Tokenizer> tokenizer;
@@ -130,28 +146,33 @@ void run_generate(const GenerateArgs& args) {
         throw InvalidInputError("--ids: '" + part + "' is not an integer");
       }
     }
-  } else {
-    tokenizer = AutoTokenizer::from_pretrained(args.model, options);
-    prompt = tokenizer->encode(args.prompt).ids;
   }
+  if (args.ids.empty() || !gen.stop_strings.empty()) tokenizer = AutoTokenizer::from_pretrained(args.model, options);
+  if (args.ids.empty()) prompt = tokenizer->encode(args.prompt).ids;
   const at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0);
   std::unique_ptr<Streamer> streamer;
-  if (tokenizer && !args.json_output) {
+  if (tokenizer && args.ids.empty() && !args.json_output && gen.num_beams == 1) {
     std::cout << args.prompt << std::flush;
     streamer = std::make_unique<Streamer>(tokenizer);
   }
-  auto out = generate(*model, input, at::Tensor(), gen, [&](int64_t, int64_t token) {
-    if (streamer) streamer->push(token);
+  TokenCallback stream;
+  if (streamer) stream = [&](int64_t, int64_t token) {
+    streamer->push(token);
     return true;
-  });
+  };
+  auto out = generate(*model, input, at::Tensor(), gen, stream, tokenizer.get());
   if (args.json_output) {
     at::Tensor seq = out.sequences[0].contiguous();
     std::vector<int64_t> ids(seq.data_ptr<int64_t>(), seq.data_ptr<int64_t>() + seq.numel());
     json result = {{"prompt_ids", prompt}, {"generated_ids", std::vector<int64_t>(ids.begin() + long(prompt.size()), ids.end())}};
     if (tokenizer) result["text"] = tokenizer->decode(result["generated_ids"].get<std::vector<int64_t>>(), true);
     std::cout << result.dump() << "\n";
-  } else {
+  } else if (streamer) {
     std::cout << "\n";
+  } else {
+    at::Tensor seq = out.sequences[0].contiguous();
+    std::vector<int64_t> ids(seq.data_ptr<int64_t>() + prompt.size(), seq.data_ptr<int64_t>() + seq.numel());
+    std::cout << (tokenizer ? args.prompt + tokenizer->decode(ids, true) : json(ids).dump()) << "\n";
   }
 }
 
@@ -202,6 +223,16 @@ void add_model_commands(CLI::App& app) {
   generate_cmd->add_option("--dtype", gen.dtype, "float32 | bfloat16 | float16 | auto");
   generate_cmd->add_option("--ids", gen.ids, "Prompt token ids, comma separated (instead of text)");
   generate_cmd->add_flag("--json", gen.json_output, "Print prompt and generated ids as JSON");
+  generate_cmd->add_option("--do-sample", gen.do_sample, "Sample instead of greedy (true/false)");
+  generate_cmd->add_option("--temperature", gen.temperature, "Sampling temperature");
+  generate_cmd->add_option("--top-k", gen.top_k, "Keep the k most likely tokens when sampling");
+  generate_cmd->add_option("--top-p", gen.top_p, "Nucleus sampling mass");
+  generate_cmd->add_option("--min-p", gen.min_p, "Min-p sampling threshold");
+  generate_cmd->add_option("--repetition-penalty", gen.repetition_penalty, "Penalty for tokens already present");
+  generate_cmd->add_option("--no-repeat-ngram-size", gen.no_repeat_ngram_size, "Forbid repeating n-grams of this size");
+  generate_cmd->add_option("--num-beams", gen.num_beams, "Beam search with this many beams");
+  generate_cmd->add_option("--seed", gen.seed, "Seed for sampling (same seed, same tokens)");
+  generate_cmd->add_option("--stop", gen.stop, "Stop when the text ends with this string (repeatable)");
   generate_cmd->callback([] {
     if (gen.model.empty()) gen.model = default_model_dir();
     run_generate(gen);

@@ -27,6 +27,11 @@ class SentencePieceTokenizer final : public Tokenizer {
     add_eos_ = flag("add_eos_token", defaults.add_eos_token);
     legacy_ = flag("legacy", true);
     special_ = read_special_tokens(files);
+    for (auto [mine, fallback] : {std::pair{&special_.bos_token, &defaults.special_tokens.bos_token},
+                                  std::pair{&special_.eos_token, &defaults.special_tokens.eos_token},
+                                  std::pair{&special_.unk_token, &defaults.special_tokens.unk_token},
+                                  std::pair{&special_.pad_token, &defaults.special_tokens.pad_token}})
+      if (!*mine) *mine = *fallback;
     if (auto it = cfg.find("model_max_length"); it != cfg.end() && it->is_number_integer())
       model_max_length = it->get<int64_t>();
     if (auto it = cfg.find("padding_side"); it != cfg.end() && it->is_string()) padding_side = it->get<std::string>();

@@ -14,7 +14,12 @@ void register_llama(Registry& registry) {
   registry.register_model(tasks::kSequenceClassification, "llama", "LlamaForSequenceClassification",
                           model_factory<LlamaForSequenceClassification, LlamaConfig>());
   registry.register_tokenizer("LlamaTokenizer", [](const TokenizerFiles& files) {
-    return make_sentencepiece_tokenizer(files, {"tokenizer.model", /*add_bos_token=*/true, /*add_eos_token=*/false});
+    SentencePieceDefaults defaults;  // LlamaTokenizer's own defaults
+    defaults.add_bos_token = true;
+    defaults.special_tokens.bos_token = "<s>";
+    defaults.special_tokens.eos_token = "</s>";
+    defaults.special_tokens.unk_token = "<unk>";
+    return make_sentencepiece_tokenizer(files, defaults);
   });
   registry.register_tokenizer_for_model_type("llama", "LlamaTokenizer", "LlamaTokenizerFast");
 }

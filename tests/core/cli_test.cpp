@@ -20,8 +20,8 @@ struct Result {
   std::string out;
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
+Result run(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -85,4 +85,17 @@ TEST(Cli, ErrorsAreOneLineAndNonZero) {
   auto bad_ids = run("generate " + test::kStories + " --ids 1,99999 --max-new-tokens 2");
   EXPECT_EQ(bad_ids.status, 1) << bad_ids.out;
   EXPECT_NE(bad_ids.out.find("outside the vocabulary"), std::string::npos) << bad_ids.out;
+}
+
+TEST(Cli, WarnsOnceWhenTheReferenceBlasIsActive) {
+  const std::string reference = "/usr/lib/x86_64-linux-gnu/blas";
+  if (!std::filesystem::exists(reference + "/libblas.so.3")) GTEST_SKIP() << "no reference BLAS installed";
+  auto slow = run("list", "LD_LIBRARY_PATH=" + reference + " ");
+  EXPECT_EQ(slow.status, 0) << slow.out;
+  size_t warnings = 0;
+  for (size_t at = slow.out.find("reference BLAS"); at != std::string::npos; at = slow.out.find("reference BLAS", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 1u) << slow.out;
+  auto fast = run("list");
+  EXPECT_EQ(fast.out.find("reference BLAS"), std::string::npos) << fast.out;
 }

@@ -100,3 +100,16 @@ TEST(Stories260K, Bfloat16AgreesWithFloat32OnConfidentPositions) {
   at::Tensor agree = a.argmax(-1) == b.argmax(-1);
   EXPECT_TRUE(agree.logical_or(confident.logical_not()).all().item<bool>());
 }
+
+TEST(Stories260K, AutoTokenizerFallsBackToTheModelTypeMapping) {
+  // Only config.json and tokenizer.model: no tokenizer_config.json names a class.
+  const auto dir = std::filesystem::path(PLUGFORMER_BINARY_DIR) / "test_tmp" / "tokenizer-mapping";
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"config.json", "tokenizer.model"})
+    std::filesystem::copy_file(kStories + "/" + f, dir / f, std::filesystem::copy_options::overwrite_existing);
+  auto tokenizer = AutoTokenizer::from_pretrained(dir.string());
+  // LlamaTokenizer's own default adds BOS.
+  EXPECT_EQ(tokenizer->encode("Once upon a time").ids, (std::vector<int64_t>{1, 403, 407, 261, 378}));
+  EXPECT_EQ(tokenizer->vocab_size(), 512u);
+  std::filesystem::remove_all(dir);
+}

@@ -20,6 +20,7 @@ struct SentencePieceDefaults {
   std::string model_file = "tokenizer.model";
   bool add_bos_token = false;
   bool add_eos_token = false;
+  SpecialTokens special_tokens;  // the class's defaults, for tokens the files do not name
 };
 std::shared_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerFiles& files,
                                                         const SentencePieceDefaults& defaults);
