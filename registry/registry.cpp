@@ -5,6 +5,7 @@
 
 #include "plugformer/error.h"
 #include "plugformer/log.h"
+#include "plugformer/tokenizers.h"
 
 namespace plugformer {
 
@@ -72,7 +73,10 @@ struct Registry::State {
   std::vector<PluginEntry> plugins;
 };
 
-Registry::Registry() : state_(std::make_unique<State>()) {}
+Registry::Registry() : state_(std::make_unique<State>()) {
+  // transformers' generic class for any tokenizer.json.
+  state_->tokenizers["PreTrainedTokenizerFast"] = {nullptr, make_fast_tokenizer, "<builtin>"};
+}
 
 Registry& Registry::instance() {
   static Registry registry;

@@ -21,6 +21,7 @@ void register_llama(Registry& registry) {
     defaults.special_tokens.unk_token = "<unk>";
     return make_sentencepiece_tokenizer(files, defaults);
   });
+  registry.register_tokenizer("LlamaTokenizerFast", make_fast_tokenizer);
   registry.register_tokenizer_for_model_type("llama", "LlamaTokenizer", "LlamaTokenizerFast");
 }
 

@@ -23,7 +23,8 @@ json stories_reference() { return read_json_file(std::string(PLUGFORMER_FIXTURES
 TEST(Stories260K, LogitsMatchLlama2c) {
   auto model = AutoModelForCausalLM::from_pretrained(kStories);
   c10::InferenceMode guard;
-  for (const auto& prompt : stories_reference()["prompts"]) {
+  const json ref = stories_reference();
+  for (const auto& prompt : ref["prompts"]) {
     SCOPED_TRACE(prompt["text"].get<std::string>());
     const auto ids = prompt["ids"].get<std::vector<int64_t>>();
     ModelInputs inputs;
@@ -37,7 +38,8 @@ TEST(Stories260K, LogitsMatchLlama2c) {
 
 TEST(Stories260K, GreedyMatchesLlama2c) {
   auto model = AutoModelForCausalLM::from_pretrained(kStories);
-  for (const auto& prompt : stories_reference()["prompts"]) {
+  const json ref = stories_reference();
+  for (const auto& prompt : ref["prompts"]) {
     SCOPED_TRACE(prompt["text"].get<std::string>());
     const auto ids = prompt["ids"].get<std::vector<int64_t>>();
     GenerationConfig config;
@@ -112,4 +114,18 @@ TEST(Stories260K, AutoTokenizerFallsBackToTheModelTypeMapping) {
   EXPECT_EQ(tokenizer->encode("Once upon a time").ids, (std::vector<int64_t>{1, 403, 407, 261, 378}));
   EXPECT_EQ(tokenizer->vocab_size(), 512u);
   std::filesystem::remove_all(dir);
+}
+
+TEST(Stories260K, FastTokenizerMatchesTheRustLibrary) {
+  auto tokenizer = AutoTokenizer::from_pretrained(kStories);  // tokenizer.json -> LlamaTokenizerFast
+  const json ref = stories_reference();
+  int matched = 0, total = 0;
+  for (const auto& c : ref["tokenizer_cases"]["cases"]) {
+    const auto ids = tokenizer->encode(c["text"].get<std::string>()).ids;
+    ++total;
+    matched += ids == c["ids"].get<std::vector<int64_t>>();
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int64_t>>()) << c["text"];
+    if (c.contains("decoded_hf")) EXPECT_EQ(tokenizer->decode(ids, true), c["decoded_hf"].get<std::string>()) << c["text"];
+  }
+  std::cout << "stories260K LlamaTokenizerFast (tokenizer.json): " << matched << "/" << total << " cases match\n";
 }

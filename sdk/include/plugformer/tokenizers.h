@@ -13,6 +13,11 @@ namespace plugformer {
 // special_tokens_map.json for the ones it leaves out.
 SpecialTokens read_special_tokens(const TokenizerFiles& files);
 
+// The tokenizer.json engine (transformers' *TokenizerFast): tokenizer.json when present, otherwise
+// converted from vocab.txt (BERT) or vocab.json + merges.txt (GPT-2), with tokenizer_config.json's
+// special tokens and options applied.
+std::shared_ptr<Tokenizer> make_fast_tokenizer(const TokenizerFiles& files);
+
 // A slow SentencePiece tokenizer (transformers' LlamaTokenizer / T5Tokenizer) over
 // `model_file` in files.dir. tokenizer_config.json's add_bos_token / add_eos_token override
 // the defaults; special tokens written in the text are matched before SentencePiece runs.
