@@ -386,8 +386,12 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& pa
     const json& pat = jfield(j, "pattern", path);
     const json& content = jfield(j, "content", path);
     if (!content.is_string()) json_error(path + ".content", "expected a string");
-    if (pat.is_object() && pat.contains("String") && pat["String"].is_string())
+    // A literal pattern is searched directly; the empty one goes through the regex engine, whose
+    // empty matches (at every position) the library gets from regex::escape("").
+    if (pat.is_object() && pat.contains("String") && pat["String"].is_string() && !pat["String"].get<std::string>().empty())
       return std::make_unique<Replace>(pat["String"].get<std::string>(), nullptr, content.get<std::string>());
+    if (pat.is_object() && pat.contains("String") && pat["String"].is_string())
+      return std::make_unique<Replace>(std::nullopt, std::make_unique<Regex>("", path + ".pattern"), content.get<std::string>());
     if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string())
       return std::make_unique<Replace>(std::nullopt, std::make_unique<Regex>(pat["Regex"].get<std::string>(), path + ".pattern"),
                                        content.get<std::string>());

@@ -286,8 +286,12 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
     SplitBehavior b = parse_behavior(j, path, SplitBehavior::Removed);
     if (!j.contains("behavior")) json_error(path, "missing field 'behavior'");
     bool inv = jbool(j, "invert", path, false);
-    if (pat.is_object() && pat.contains("String") && pat["String"].is_string())
+    // A literal pattern is searched directly; the empty one goes through the regex engine, whose
+    // empty matches (at every position) the library gets from regex::escape("").
+    if (pat.is_object() && pat.contains("String") && pat["String"].is_string() && !pat["String"].get<std::string>().empty())
       return std::make_unique<SplitPreTokenizer>(pat["String"].get<std::string>(), nullptr, b, inv);
+    if (pat.is_object() && pat.contains("String") && pat["String"].is_string())
+      return std::make_unique<SplitPreTokenizer>(std::nullopt, std::make_unique<Regex>("", path + ".pattern"), b, inv);
     if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string())
       return std::make_unique<SplitPreTokenizer>(std::nullopt, std::make_unique<Regex>(pat["Regex"].get<std::string>(), path + ".pattern"), b, inv);
     json_error(path + ".pattern", "expected {\"String\": ...} or {\"Regex\": ...}");
