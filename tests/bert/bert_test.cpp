@@ -27,6 +27,14 @@ ModelInputs main_inputs(const std::string& name) {
   return inputs;
 }
 
+// [rows, cols] int64 tensor.
+at::Tensor ids2d(std::initializer_list<std::initializer_list<int64_t>> rows) {
+  std::vector<int64_t> flat;
+  for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+  return at::tensor(flat, at::kLong).view({int64_t(rows.size()), -1});
+}
+at::Tensor ids1d(std::vector<int64_t> values) { return at::tensor(values, at::kLong); }
+
 double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>(); }
 
 // A small random BERT config (weights from from_config).
@@ -100,7 +108,8 @@ TEST(BertLoading, AutoMappings) {
   EXPECT_EQ(AutoModelForTokenClassification::from_pretrained(seq)->class_name(), "BertForTokenClassification");
   EXPECT_EQ(AutoModelForQuestionAnswering::from_pretrained(fixture("bert-tiny-qa"))->class_name(),
             "BertForQuestionAnswering");
-  EXPECT_EQ(AutoModelForMultipleChoice::from_pretrained(seq)->class_name(), "BertForMultipleChoice");
+  EXPECT_EQ(AutoModelForMultipleChoice::from_pretrained(fixture("bert-tiny-multichoice"))->class_name(),
+            "BertForMultipleChoice");
   EXPECT_EQ(AutoModelForTextEncoding::from_pretrained(mlm)->class_name(), "BertModel");
 }
 
@@ -179,7 +188,7 @@ TEST(BertOptions, HeadMask) {
 TEST(BertOptions, Activations) {
   c10::InferenceMode guard;
   std::map<std::string, at::Tensor> outputs;
-  const at::Tensor ids = at::tensor({2, 7, 11, 3}, at::kLong).unsqueeze(0);
+  const at::Tensor ids = ids1d({2, 7, 11, 3}).unsqueeze(0);
   for (const char* act : {"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu"}) {
     SCOPED_TRACE(act);
     at::manual_seed(7);
@@ -201,7 +210,7 @@ TEST(BertLosses, SequenceClassification) {
   ModelInputs inputs = main_inputs("bert-tiny-seqcls");
   {
     auto model = AutoModelForSequenceClassification::from_pretrained(fixture("bert-tiny-seqcls"));
-    inputs.tensors["labels"] = at::tensor({2, 0}, at::kLong);
+    inputs.tensors["labels"] = ids1d({2, 0});
     ModelOutput out = model->forward(inputs);
     at::Tensor expected = -at::log_softmax(out["logits"], -1).gather(1, inputs.get("labels").unsqueeze(1)).mean();
     EXPECT_LE(max_diff(out["loss"], expected), 1e-6);
@@ -219,7 +228,7 @@ TEST(BertLosses, SequenceClassification) {
   {
     at::manual_seed(3);
     auto model = AutoModelForSequenceClassification::from_config(tiny_config({{"num_labels", 1}}));
-    ModelInputs in{{"input_ids", at::tensor({{2, 5, 9}, {4, 4, 1}}, at::kLong)}, {"labels", at::tensor({0.5f, -1.f})}};
+    ModelInputs in{{"input_ids", ids2d({{2, 5, 9}, {4, 4, 1}})}, {"labels", at::tensor({0.5f, -1.f})}};
     ModelOutput out = model->forward(in);
     ASSERT_EQ(out["logits"].sizes(), (std::vector<int64_t>{2, 1}));
     EXPECT_LE(max_diff(out["loss"], (out["logits"].squeeze(-1) - in.get("labels")).pow(2).mean()), 1e-6);
@@ -244,8 +253,8 @@ TEST(BertLosses, OtherHeads) {
   {
     auto model = AutoModelForQuestionAnswering::from_pretrained(fixture("bert-tiny-qa"));
     ModelInputs qa = main_inputs("bert-tiny-qa");
-    qa.tensors["start_positions"] = at::tensor({1, 2}, at::kLong);
-    qa.tensors["end_positions"] = at::tensor({3, 999}, at::kLong);  // out of range: ignored
+    qa.tensors["start_positions"] = ids1d({1, 2});
+    qa.tensors["end_positions"] = ids1d({3, 999});  // out of range: ignored
     ModelOutput out = model->forward(qa);
     at::Tensor s = at::log_softmax(out["start_logits"], -1), e = at::log_softmax(out["end_logits"], -1);
     const double start_loss = -(s[0][1] + s[1][2]).item<double>() / 2, end_loss = -e[0][3].item<double>();
@@ -254,7 +263,7 @@ TEST(BertLosses, OtherHeads) {
   {
     auto model = AutoModelForNextSentencePrediction::from_pretrained(fixture("bert-tiny-nsp"));
     ModelInputs nsp = main_inputs("bert-tiny-nsp");
-    nsp.tensors["labels"] = at::tensor({0, 1}, at::kLong);
+    nsp.tensors["labels"] = ids1d({0, 1});
     ModelOutput out = model->forward(nsp);
     at::Tensor lp = at::log_softmax(out["logits"], -1);
     EXPECT_NEAR(out["loss"].item<double>(), -(lp[0][0] + lp[1][1]).item<double>() / 2, 1e-5);
@@ -271,7 +280,7 @@ TEST(BertDecoder, CausalAndCachedStepsMatchFullForward) {
     auto model = AutoModelForCausalLM::from_config(
         tiny_config({{"is_decoder", true}, {"position_embedding_type", position_type}}));
     ASSERT_EQ(model->class_name(), "BertLMHeadModel");
-    const at::Tensor ids = at::tensor({{3, 8, 1, 9, 4, 22}}, at::kLong);
+    const at::Tensor ids = ids2d({{3, 8, 1, 9, 4, 22}});
     at::Tensor full = model->forward(ModelInputs{{"input_ids", ids}})["logits"];
     // Causal: a prefix gives the same logits as the prefix positions of the full sequence.
     at::Tensor prefix = model->forward(ModelInputs{{"input_ids", ids.narrow(1, 0, 4)}})["logits"];
@@ -297,8 +306,8 @@ TEST(BertDecoder, EncoderIsBidirectional) {
   c10::InferenceMode guard;
   at::manual_seed(5);
   auto model = AutoModel::from_config(tiny_config());
-  at::Tensor a = model->forward(ModelInputs{{"input_ids", at::tensor({{3, 8, 1}}, at::kLong)}})["last_hidden_state"];
-  at::Tensor b = model->forward(ModelInputs{{"input_ids", at::tensor({{3, 8, 2}}, at::kLong)}})["last_hidden_state"];
+  at::Tensor a = model->forward(ModelInputs{{"input_ids", ids2d({{3, 8, 1}})}})["last_hidden_state"];
+  at::Tensor b = model->forward(ModelInputs{{"input_ids", ids2d({{3, 8, 2}})}})["last_hidden_state"];
   EXPECT_GT(max_diff(a[0][0], b[0][0]), 1e-6);
 }
 
@@ -307,9 +316,9 @@ TEST(BertDecoder, EncoderIsBidirectional) {
 TEST(BertBadInput, IdsOutsideTheVocabulary) {
   c10::InferenceMode guard;
   auto model = AutoModelForMaskedLM::from_pretrained(fixture("bert-tiny-mlm"));  // vocab 120
-  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", at::tensor({{2, 120, 3}}, at::kLong)}}), InvalidInputError);
-  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", at::tensor({{2, -1, 3}}, at::kLong)}}), InvalidInputError);
-  EXPECT_NO_THROW(model->forward(ModelInputs{{"input_ids", at::tensor({{2, 119, 3}}, at::kLong)}}));
+  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", ids2d({{2, 120, 3}})}}), InvalidInputError);
+  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", ids2d({{2, -1, 3}})}}), InvalidInputError);
+  EXPECT_NO_THROW(model->forward(ModelInputs{{"input_ids", ids2d({{2, 119, 3}})}}));
 }
 
 TEST(BertBadInput, LongerThanMaxPositionEmbeddings) {
@@ -325,19 +334,19 @@ TEST(BertBadInput, LongerThanMaxPositionEmbeddings) {
     EXPECT_NE(message.find("max_position_embeddings (64)"), std::string::npos) << message;
   }
   ModelInputs explicit_positions{{"input_ids", at::full({1, 3}, 5, at::kLong)},
-                                 {"position_ids", at::tensor({{0, 1, 64}}, at::kLong)}};
+                                 {"position_ids", ids2d({{0, 1, 64}})}};
   EXPECT_THROW(model->forward(explicit_positions), InvalidInputError);
 }
 
 TEST(BertBadInput, TokenTypeIdsAbsentOrPresent) {
   c10::InferenceMode guard;
   auto model = AutoModel::from_pretrained(fixture("bert-tiny-seqcls"));
-  const at::Tensor ids = at::tensor({{2, 9, 14, 3, 30, 3}}, at::kLong);
+  const at::Tensor ids = ids2d({{2, 9, 14, 3, 30, 3}});
   at::Tensor absent = model->forward(ModelInputs{{"input_ids", ids}})["last_hidden_state"];
   at::Tensor zeros =
       model->forward(ModelInputs{{"input_ids", ids}, {"token_type_ids", at::zeros_like(ids)}})["last_hidden_state"];
   at::Tensor pair = model->forward(ModelInputs{{"input_ids", ids},
-                                               {"token_type_ids", at::tensor({{0, 0, 0, 0, 1, 1}}, at::kLong)}})
+                                               {"token_type_ids", ids2d({{0, 0, 0, 0, 1, 1}})}})
                         ["last_hidden_state"];
   EXPECT_EQ(max_diff(absent, zeros), 0.0);
   EXPECT_GT(max_diff(absent, pair), 1e-4);
@@ -351,7 +360,7 @@ TEST(BertBadInput, TokenTypeIdsAbsentOrPresent) {
 TEST(BertBadInput, MismatchedBatchShapes) {
   c10::InferenceMode guard;
   auto model = AutoModelForSequenceClassification::from_pretrained(fixture("bert-tiny-seqcls"));
-  const at::Tensor ids = at::tensor({{2, 9, 14, 3}, {2, 7, 3, 0}}, at::kLong);
+  const at::Tensor ids = ids2d({{2, 9, 14, 3}, {2, 7, 3, 0}});
   EXPECT_NO_THROW(model->forward(ModelInputs{{"input_ids", ids}, {"attention_mask", at::ones({2, 4}, at::kLong)}}));
   EXPECT_THROW(model->forward(ModelInputs{{"input_ids", ids}, {"attention_mask", at::ones({3, 4}, at::kLong)}}),
                InvalidInputError);
