@@ -61,7 +61,7 @@ void run_list() {
   };
   for (const auto& p : registry.plugins()) print_source(p.file, std::filesystem::path(p.file).filename().string());
   for (const auto& r : results)
-    if (!r.loaded && !r.reason.empty()) std::cout << "refused: " << r.file.string() << ": " << r.reason << "\n";
+    if (!r.loaded && !r.duplicate) std::cout << "refused: " << r.file.string() << ": " << r.reason << "\n";
   std::cout << "search path:";
   for (const auto& d : PluginLoader::search_path()) std::cout << " " << d.string();
   std::cout << "\n";

@@ -86,7 +86,7 @@ PluginLoadResult PluginLoader::load_file(const std::filesystem::path& file) {
   if (loaded_names.count(name)) {
     // The same plugin found again further down the search path: the first one wins.
     logger().debug("plugin {} skipped: a plugin named '{}' is already loaded", file.string(), name);
-    return {file, false, "a plugin named '" + name + "' is already loaded"};
+    return {file, false, "a plugin named '" + name + "' is already loaded", true};
   }
 
   try {
@@ -129,9 +129,14 @@ std::vector<std::filesystem::path> PluginLoader::search_path() {
   }
   // <prefix>/lib/plugformer/plugins next to the installed libplugformer.
   boost::system::error_code ec;
-  const auto self = boost::dll::this_line_location(ec);
-  if (!ec) dirs.push_back(std::filesystem::path(self.parent_path().string()) / PLUGFORMER_PLUGIN_INSTALL_SUBDIR);
-  dirs.emplace_back(PLUGFORMER_BUILD_PLUGIN_DIR);
+  const auto self = std::filesystem::path(boost::dll::this_line_location(ec).string());
+  if (!ec) dirs.push_back((self.parent_path() / PLUGFORMER_PLUGIN_INSTALL_SUBDIR).lexically_normal());
+  // The build tree only for the library that was built there, not for an installed copy.
+  const auto build_root = std::filesystem::path(PLUGFORMER_BUILD_PLUGIN_DIR).parent_path();
+  std::error_code fs_ec;
+  const auto real_self = std::filesystem::weakly_canonical(self, fs_ec);
+  if (!fs_ec && real_self.string().rfind(std::filesystem::weakly_canonical(build_root, fs_ec).string() + "/", 0) == 0)
+    dirs.emplace_back(PLUGFORMER_BUILD_PLUGIN_DIR);
   return dirs;
 }
 

@@ -68,3 +68,31 @@ TEST(HubLoading, FromPretrainedDownloadsThenWorksOffline) {
   ::unsetenv("HF_HUB_CACHE");
   std::filesystem::remove_all(cache);
 }
+
+TEST(HubLoading, PushToHubThenLoadBack) {
+  plugformer::testing::MockHub hub;
+  const auto cache = std::filesystem::path(PLUGFORMER_BINARY_DIR) / "test_tmp" / ("hub-push-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(cache);
+  ::setenv("HF_ENDPOINT", hub.endpoint().c_str(), 1);
+  ::setenv("HF_HUB_CACHE", cache.c_str(), 1);
+  auto model = AutoModelForCausalLM::from_pretrained(kStories);
+  PushToHubOptions options;
+  options.token = plugformer::testing::MockHub::kWriteToken;
+  options.tags = {"tinystories"};
+  options.save.max_shard_size = 600'000;  // two shards + index
+  const std::string url = push_to_hub(*model, "me/stories-copy", options);
+  EXPECT_NE(url.find("me/stories-copy"), std::string::npos) << url;
+  const auto commit = hub.commit("me/stories-copy", hub.ref("me/stories-copy", "main"));
+  EXPECT_TRUE(commit.files.count("config.json"));
+  EXPECT_TRUE(commit.files.count("model.safetensors.index.json"));
+  EXPECT_TRUE(commit.files.count("model-00002-of-00002.safetensors"));
+  ASSERT_TRUE(commit.files.count("README.md"));
+  EXPECT_NE(commit.files.at("README.md").find("tinystories"), std::string::npos);
+  EXPECT_NE(commit.files.at("README.md").find("plugformer"), std::string::npos);
+  auto back = AutoModelForCausalLM::from_pretrained("me/stories-copy");
+  EXPECT_TRUE(at::equal(logits(*model), logits(*back)));
+  EXPECT_THROW(push_to_hub(*model, "../escape", options), Error);
+  ::unsetenv("HF_ENDPOINT");
+  ::unsetenv("HF_HUB_CACHE");
+  std::filesystem::remove_all(cache);
+}

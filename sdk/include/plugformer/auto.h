@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "plugformer/config.h"
 #include "plugformer/modeling.h"
@@ -90,6 +91,20 @@ using AutoModelForTextEncoding = AutoModelFor<tasks::kTextEncoding>;
 // Loads whatever class config.json's `architectures` names (or options.architecture), from any
 // task mapping: what `plugformer forward` and pipelines use.
 ModelPtr load_model_for_architecture(const std::string& path_or_repo_id, const PretrainedOptions& options = {});
+
+// push_to_hub: save_pretrained into a temporary folder, a model card (README.md) carrying `tags`,
+// then one commit through the Hub's commit API (preupload, LFS upload, commit).
+struct PushToHubOptions {
+  std::string commit_message = "Upload model";
+  bool private_repo = false;
+  bool create_pr = false;
+  std::optional<std::string> token;     // default: HF_TOKEN / token file
+  std::string revision = "main";
+  std::vector<std::string> tags;        // add_model_tags
+  SaveOptions save;                     // max_shard_size, safe_serialization, variant
+};
+// Returns the commit URL, or the pull request URL with create_pr.
+std::string push_to_hub(const PreTrainedModel& model, const std::string& repo_id, const PushToHubOptions& options = {});
 
 // Resolves `filename` in a local directory or a Hub repo (downloading into the cache).
 // Returns nullopt for a missing optional file; FileNotFoundError / Hub errors otherwise.
