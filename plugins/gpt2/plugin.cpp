@@ -1,9 +1,10 @@
 // The gpt2 plugin: GPT2Config, the GPT-2 model classes and their Auto task mappings.
 //
-// Tokenizers: the SDK (plugformer/tokenizers.h) offers no GPT2Tokenizer / GPT2TokenizerFast
-// factory yet; core's AutoTokenizer reads gpt2's tokenizer.json and vocab.json + merges.txt
-// itself, so nothing is registered here (see README.md).
+// GPT2TokenizerFast is core's tokenizer.json engine (byte-level BPE; from tokenizer.json, or
+// converted from vocab.json + merges.txt). The SDK has no separate slow byte-level BPE, so
+// GPT2Tokenizer requests resolve to the fast class, which gives the same ids.
 #include <plugformer/plugin.h>
+#include <plugformer/tokenizers.h>
 
 #include "config.h"
 #include "modeling.h"
@@ -20,6 +21,8 @@ void register_gpt2(Registry& registry) {
                           model_factory<GPT2ForTokenClassification, GPT2Config>());
   registry.register_model(tasks::kQuestionAnswering, "gpt2", "GPT2ForQuestionAnswering",
                           model_factory<GPT2ForQuestionAnswering, GPT2Config>());
+  registry.register_tokenizer("GPT2TokenizerFast", make_fast_tokenizer);
+  registry.register_tokenizer_for_model_type("gpt2", "GPT2Tokenizer", "GPT2TokenizerFast");
 }
 
 }  // namespace plugformer::gpt2

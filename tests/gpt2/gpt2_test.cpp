@@ -9,7 +9,13 @@
 #include <plugformer/auto.h>
 #include <plugformer/error.h>
 #include <plugformer/generation.h>
+#include <plugformer/registry.h>
 #include <plugformer/safetensors.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
 
 #include "../models/fixture_runner.h"
 
@@ -288,4 +294,33 @@ TEST(GPT2BadInput, OutOfVocabularyAndBadShapes) {
   bad_mask.tensors["input_ids"] = ids({1, 2, 3});
   bad_mask.tensors["attention_mask"] = ids({1, 1});
   EXPECT_THROW(model->forward(bad_mask), InvalidInputError);
+}
+
+TEST(GPT2Tokenizer, RegisteredForModelType) {
+  AutoConfig::for_model("gpt2");  // loads the plugins
+  auto mapping = Registry::instance().tokenizer_mapping("gpt2");
+  ASSERT_TRUE(mapping.has_value());
+  EXPECT_EQ(mapping->slow_class, "GPT2Tokenizer");
+  EXPECT_EQ(mapping->fast_class, "GPT2TokenizerFast");
+
+  // tokenizer_class "GPT2Tokenizer" resolves to the registered fast class; ids as the Rust library's.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("plugformer_gpt2_tok_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const fs::path src = fs::path(PLUGFORMER_FIXTURES_DIR) / "tokenizers" / "gpt2";
+  fs::copy_file(src / "tokenizer.json", dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "tokenizer_config.json") << R"({"tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024})";
+  auto tokenizer = AutoTokenizer::from_pretrained(dir.string());
+  std::ifstream expected_lines(src / "expected.jsonl");
+  std::string line;
+  int checked = 0;
+  while (std::getline(expected_lines, line) && checked < 40) {
+    const json c = json::parse(line);
+    if (c.value("type", "") != "encode" || !c.value("add_special_tokens", false)) continue;
+    const std::string text = c["text"].get<std::string>();
+    EXPECT_EQ(tokenizer->encode(text).ids, c["ids"].get<std::vector<int64_t>>()) << "text: '" << text << "'";
+    ++checked;
+  }
+  EXPECT_GT(checked, 10);
+  fs::remove_all(dir);
 }
