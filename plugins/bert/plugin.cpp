@@ -1,5 +1,6 @@
 // The bert plugin: BertConfig, the BERT model classes and their Auto task mappings.
 #include <plugformer/plugin.h>
+#include <plugformer/tokenizers.h>
 
 #include "config.h"
 #include "modeling.h"
@@ -24,10 +25,11 @@ void register_bert(Registry& registry) {
                           model_factory<BertForTokenClassification, BertConfig>());
   registry.register_model(tasks::kQuestionAnswering, "bert", "BertForQuestionAnswering",
                           model_factory<BertForQuestionAnswering, BertConfig>());
-  // BertTokenizer / BertTokenizerFast are not registered yet: the SDK's tokenizers.h offers
-  // only make_sentencepiece_tokenizer, no factory for tokenizer.json or a WordPiece vocab.txt.
-  // Once core exposes one, register both names here and
-  // registry.register_tokenizer_for_model_type("bert", "BertTokenizer", "BertTokenizerFast").
+  // Both names run core's tokenizer.json engine: from tokenizer.json, or converted from vocab.txt
+  // exactly as transformers converts BertTokenizer, so slow and fast give the same ids.
+  registry.register_tokenizer("BertTokenizer", make_fast_tokenizer);
+  registry.register_tokenizer("BertTokenizerFast", make_fast_tokenizer);
+  registry.register_tokenizer_for_model_type("bert", "BertTokenizer", "BertTokenizerFast");
 }
 
 }  // namespace plugformer::bert

@@ -376,3 +376,17 @@ TEST(BertBadInput, MismatchedBatchShapes) {
                                            {"attention_mask", at::ones({2, 4}, at::kLong)}}),
                InvalidInputError);
 }
+
+TEST(BertTokenizer, AutoTokenizerResolvesBertByModelType) {
+  // tokenizer.json of bert-base-uncased next to a bert config.json, no tokenizer_config.json.
+  const auto dir = std::filesystem::path(PLUGFORMER_BINARY_DIR) / "test_tmp" / "bert-tokenizer";
+  std::filesystem::create_directories(dir);
+  const std::string fixtures = PLUGFORMER_FIXTURES_DIR;
+  std::filesystem::copy_file(fixtures + "/tokenizers/bert-base-uncased/tokenizer.json", dir / "tokenizer.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(fixtures + "/models/bert-tiny-mlm/config.json", dir / "config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto tokenizer = plugformer::AutoTokenizer::from_pretrained(dir.string());
+  EXPECT_EQ(tokenizer->encode("Hello world!").ids, (std::vector<int64_t>{101, 7592, 2088, 999, 102}));
+  std::filesystem::remove_all(dir);
+}
