@@ -191,6 +191,10 @@ void PretrainedConfig::visit_fields(ConfigFieldVisitor& v) {
 
 void PretrainedConfig::validate() const {}
 
+void PretrainedConfig::require_positive(const char* name, int64_t value) {
+  if (value <= 0) throw ConfigError(std::string("field '") + name + "' must be positive, got " + std::to_string(value));
+}
+
 void PretrainedConfig::set_num_labels(int64_t n) {
   if (n < 1) throw ConfigError("num_labels must be >= 1, got " + std::to_string(n));
   id2label.clear();

@@ -29,16 +29,13 @@ void BertConfig::visit_fields(ConfigFieldVisitor& v) {
 }
 
 void BertConfig::validate() const {
-  auto positive = [](const char* name, int64_t value) {
-    if (value <= 0) throw ConfigError(std::string("field '") + name + "' must be positive, got " + std::to_string(value));
-  };
-  positive("vocab_size", vocab_size);
-  positive("hidden_size", hidden_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
-  positive("intermediate_size", intermediate_size);
-  positive("max_position_embeddings", max_position_embeddings);
-  positive("type_vocab_size", type_vocab_size);
+  require_positive("vocab_size", vocab_size);
+  require_positive("hidden_size", hidden_size);
+  require_positive("num_hidden_layers", num_hidden_layers);
+  require_positive("num_attention_heads", num_attention_heads);
+  require_positive("intermediate_size", intermediate_size);
+  require_positive("max_position_embeddings", max_position_embeddings);
+  require_positive("type_vocab_size", type_vocab_size);
   if (hidden_size % num_attention_heads != 0)
     throw ConfigError("hidden_size (" + std::to_string(hidden_size) +
                       ") must be a multiple of num_attention_heads (" + std::to_string(num_attention_heads) + ")");

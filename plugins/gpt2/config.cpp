@@ -36,15 +36,12 @@ void GPT2Config::visit_fields(ConfigFieldVisitor& v) {
 }
 
 void GPT2Config::validate() const {
-  auto positive = [](const char* name, int64_t value) {
-    if (value <= 0) throw ConfigError(std::string("field '") + name + "' must be positive, got " + std::to_string(value));
-  };
-  positive("vocab_size", vocab_size);
-  positive("n_positions", n_positions);
-  positive("n_embd", n_embd);
-  positive("n_layer", n_layer);
-  positive("n_head", n_head);
-  positive("n_inner", inner_dim());
+  require_positive("vocab_size", vocab_size);
+  require_positive("n_positions", n_positions);
+  require_positive("n_embd", n_embd);
+  require_positive("n_layer", n_layer);
+  require_positive("n_head", n_head);
+  require_positive("n_inner", inner_dim());
   if (n_embd % n_head != 0)
     throw ConfigError("n_embd (" + std::to_string(n_embd) + ") must be divisible by n_head (" + std::to_string(n_head) +
                       ")");

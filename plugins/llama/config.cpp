@@ -33,16 +33,13 @@ void LlamaConfig::visit_fields(ConfigFieldVisitor& v) {
 }
 
 void LlamaConfig::validate() const {
-  auto positive = [](const char* name, int64_t value) {
-    if (value <= 0) throw ConfigError(std::string("field '") + name + "' must be positive, got " + std::to_string(value));
-  };
-  positive("vocab_size", vocab_size);
-  positive("hidden_size", hidden_size);
-  positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
-  positive("num_key_value_heads", kv_heads());
-  positive("head_dim", head_size());
+  require_positive("vocab_size", vocab_size);
+  require_positive("hidden_size", hidden_size);
+  require_positive("intermediate_size", intermediate_size);
+  require_positive("num_hidden_layers", num_hidden_layers);
+  require_positive("num_attention_heads", num_attention_heads);
+  require_positive("num_key_value_heads", kv_heads());
+  require_positive("head_dim", head_size());
   if (num_attention_heads % kv_heads() != 0)
     throw ConfigError("num_attention_heads (" + std::to_string(num_attention_heads) +
                       ") must be a multiple of num_key_value_heads (" + std::to_string(kv_heads()) + ")");

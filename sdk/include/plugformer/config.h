@@ -88,6 +88,9 @@ class PretrainedConfig {
   void set_num_labels(int64_t n);
 
  protected:
+  // For validate(): ConfigError "field 'name' must be positive" unless value > 0.
+  static void require_positive(const char* name, int64_t value);
+
   std::string model_type_;
   bool eos_token_id_is_list_ = false;
   // This class's defaults, taken before the first update (transformers' class_config_dict).
