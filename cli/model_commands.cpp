@@ -82,6 +82,11 @@ void run_info(const std::string& model_path, const std::string& dtype) {
             << " without embeddings)\n"
             << "dtype:             " << c10::toString(model->dtype()) << "\n"
             << "memory footprint:  " << model->memory_footprint() << " bytes\n";
+  // transformers' floating_point_ops for one token is the training cost (6 N); a forward pass is 2 N.
+  ModelInputs one_token{{"input_ids", at::zeros({1, 1}, at::kLong)}};
+  const double train_flops = model->floating_point_ops(one_token);
+  std::cout << "FLOPs per token:   " << std::llround(train_flops / 3) << " forward, " << std::llround(train_flops)
+            << " training (floating_point_ops)\n";
 }
 
 // Prints the text of the tokens generated so far, holding back an incomplete UTF-8 character.

@@ -121,6 +121,18 @@ Registry::ModelEntry pick_model_class(const std::string& task, const PretrainedC
     throw RegistryError("model class '" + architecture + "' is not registered for " + task + " and model_type '" +
                         type + "'");
   }
+  // register_for_auto_class: config.json's auto_map names the class for this Auto class
+  // ("module.Class" in transformers' remote-code form; the class part is looked up).
+  const json auto_map = config.get("auto_map");
+  if (auto_map.is_object() && auto_map.contains(task) && auto_map[task].is_string()) {
+    std::string name = auto_map[task].get<std::string>();
+    name = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
+    auto e = registry.find_architecture(name);
+    if (!e || e->model_type != type)
+      throw RegistryError("config.json auto_map names '" + auto_map[task].get<std::string>() + "' for " + task +
+                          ", which no plugin registers for model_type '" + type + "'");
+    return *e;
+  }
   // Several classes for this task and type: the one config.json's `architectures` names.
   for (const auto& arch : config.architectures)
     if (auto e = registry.find_model(task, type, arch)) return *e;

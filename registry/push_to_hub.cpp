@@ -21,7 +21,8 @@ std::string push_to_hub(const PreTrainedModel& model, const std::string& repo_id
     }
   } cleanup{staging};
   model.save_pretrained(staging, options.save);
-  std::vector<std::string> tags = options.tags;
+  std::vector<std::string> tags = model.model_tags();
+  tags.insert(tags.end(), options.tags.begin(), options.tags.end());
   tags.insert(tags.begin(), "plugformer");
   hub::add_model_tags(staging, tags);
 

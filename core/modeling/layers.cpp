@@ -6,6 +6,8 @@
 #include "plugformer/error.h"
 #include "plugformer/layers.h"
 
+#include "matmul.h"
+
 namespace plugformer {
 
 namespace {
@@ -31,6 +33,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
     sizes.back() = weight.size(0);
     return y.view(sizes);
   }
+  if (use_reduced_precision_fallback(x, weight)) return reduced_precision_linear(x, weight, bias);
   return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
 }
 
@@ -40,6 +43,7 @@ Conv1D::Conv1D(int64_t in_features, int64_t out_features) {
 }
 
 at::Tensor Conv1D::forward(const at::Tensor& x) const {
+  if (use_reduced_precision_fallback(x, weight)) return reduced_precision_linear(x, weight, bias, /*weight_in_out=*/true);
   auto sizes = x.sizes().vec();
   sizes.back() = weight.size(1);
   return at::addmm(bias, x.reshape({-1, weight.size(0)}), weight).view(sizes);
@@ -56,7 +60,9 @@ at::Tensor Embedding::forward(const at::Tensor& ids) const {
       throw InvalidInputError("input id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
                               std::to_string(weight.size(0)) + ")");
   }
-  return at::embedding(weight, ids);
+  at::Tensor out = at::embedding(weight, ids);
+  if (output_requires_grad && at::GradMode::is_enabled() && !out.requires_grad()) out.requires_grad_(true);
+  return out;
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps_, bool with_bias) : eps(eps_) {
@@ -195,18 +201,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const int64_t batch = q.size(0), q_len = q.size(2), dim = q.size(3), kv_len = k.size(2);
   // Grouped-query attention without copying k/v: fold each group of query heads into rows.
   at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, dim});
-  at::Tensor scores = at::matmul(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
+  at::Tensor scores = matmul_any_precision(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
   if (scale != 1.0) scores = scores * scale;
   if (mask.defined()) scores = scores + mask;
   at::Tensor p = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   if (probs) *probs = p;
-  at::Tensor out = at::matmul(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
+  at::Tensor out = matmul_any_precision(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
   return out.view({batch, heads, q_len, dim});
 }
 
-namespace {
-// finfo(dtype).min: what transformers puts at masked positions.
-double dtype_min(c10::ScalarType dtype) {
+double finfo_min(c10::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat: return double(std::numeric_limits<float>::lowest());
     case at::kBFloat16: return -3.3895313892515355e+38;
@@ -214,12 +218,11 @@ double dtype_min(c10::ScalarType dtype) {
     default: return std::numeric_limits<double>::lowest();
   }
 }
-}  // namespace
 
 at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch, int64_t q_len, int64_t past_len,
                                  c10::ScalarType dtype) {
   const int64_t kv_len = past_len + q_len;
-  const double min = dtype_min(dtype);
+  const double min = finfo_min(dtype);
   // key j is visible to query i (absolute position past_len + i) when j <= past_len + i.
   at::Tensor q_pos = at::arange(past_len, kv_len, at::kLong).view({q_len, 1});
   at::Tensor k_pos = at::arange(0, kv_len, at::kLong).view({1, kv_len});
@@ -235,7 +238,7 @@ at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch
 }
 
 at::Tensor padding_attention_mask(const at::Tensor& attention_mask, c10::ScalarType dtype) {
-  const double min = dtype_min(dtype);
+  const double min = finfo_min(dtype);
   // (1 - mask) * min, as transformers builds it.
   return (1.0 - attention_mask.to(dtype).view({attention_mask.size(0), 1, 1, attention_mask.size(1)})) * min;
 }

@@ -13,6 +13,7 @@
 #include "plugformer/layers.h"
 #include "plugformer/log.h"
 #include "plugformer/modeling.h"
+#include "plugformer/registry.h"
 #include "plugformer/safetensors.h"
 
 namespace plugformer {
@@ -229,7 +230,7 @@ void PreTrainedModel::save_pretrained(const std::filesystem::path& dir, const Sa
   write_text_file(dir / "config.json", config_json.dump(2) + "\n");
   if (can_generate()) GenerationConfig::from_model_config(*config_).save_pretrained(dir);
 
-  const auto tensors = state_dict();
+  const auto tensors = options.state_dict ? *options.state_dict : state_dict();
   const std::string weights_name = add_variant(options.safe_serialization ? "model.safetensors" : "pytorch_model.bin",
                                                options.variant);
   // Shards: fill each up to max_shard_size in state-dict order (huggingface_hub's rule).
@@ -310,6 +311,88 @@ int64_t PreTrainedModel::memory_footprint(bool return_buffers) const {
   if (return_buffers)
     for (const auto& item : named_buffers(true)) add(item.value());
   return bytes;
+}
+
+int64_t PreTrainedModel::estimate_tokens(const ModelInputs& inputs) const {
+  if (inputs.has("input_ids")) return inputs.get("input_ids").numel();
+  if (inputs.has("inputs_embeds")) return inputs.get("inputs_embeds").numel() / inputs.get("inputs_embeds").size(-1);
+  logger().warn("Could not estimate the number of tokens of the input, floating-point operations will not be computed");
+  return 0;
+}
+
+double PreTrainedModel::floating_point_ops(const ModelInputs& inputs, bool exclude_embeddings) const {
+  return 6.0 * double(estimate_tokens(inputs)) * double(num_parameters(false, exclude_embeddings));
+}
+
+at::Tensor PreTrainedModel::get_extended_attention_mask(const at::Tensor& attention_mask, at::IntArrayRef input_shape,
+                                                        std::optional<c10::ScalarType> dtype) const {
+  const auto type = dtype.value_or(this->dtype());
+  at::Tensor extended;
+  if (attention_mask.dim() == 3) {
+    extended = attention_mask.unsqueeze(1);
+  } else if (attention_mask.dim() == 2) {
+    if (config_->is_decoder) {
+      // Causal over the input, with any past positions (a longer mask) visible to every query.
+      const int64_t batch = input_shape.at(0), seq = input_shape.at(1);
+      at::Tensor ids = at::arange(seq, at::kLong);
+      at::Tensor causal = (ids.view({1, 1, seq}) <= ids.view({1, seq, 1})).expand({batch, seq, seq}).to(attention_mask.dtype());
+      const int64_t prefix = attention_mask.size(1) - seq;
+      if (prefix > 0)
+        causal = at::cat({at::ones({batch, seq, prefix}, causal.options()), causal}, -1);
+      extended = causal.unsqueeze(1) * attention_mask.unsqueeze(1).unsqueeze(1);
+    } else {
+      extended = attention_mask.unsqueeze(1).unsqueeze(1);
+    }
+  } else {
+    throw InvalidInputError("attention_mask has " + std::to_string(attention_mask.dim()) +
+                            " dimensions; expected [batch, seq] or [batch, q_len, k_len]");
+  }
+  return (1.0 - extended.to(type)) * finfo_min(type);
+}
+
+at::Tensor PreTrainedModel::invert_attention_mask(const at::Tensor& encoder_attention_mask) const {
+  at::Tensor extended;
+  if (encoder_attention_mask.dim() == 3) extended = encoder_attention_mask.unsqueeze(1);
+  else if (encoder_attention_mask.dim() == 2) extended = encoder_attention_mask.unsqueeze(1).unsqueeze(1);
+  else
+    throw InvalidInputError("encoder_attention_mask has " + std::to_string(encoder_attention_mask.dim()) +
+                            " dimensions; expected [batch, seq] or [batch, q_len, k_len]");
+  const auto type = dtype();
+  return (1.0 - extended.to(type)) * finfo_min(type);
+}
+
+void PreTrainedModel::add_model_tags(const std::vector<std::string>& tags) {
+  for (const auto& tag : tags)
+    if (std::find(model_tags_.begin(), model_tags_.end(), tag) == model_tags_.end()) model_tags_.push_back(tag);
+}
+
+void PreTrainedModel::register_for_auto_class(const std::string& auto_class) {
+  const auto& known = tasks::all();
+  if (std::find(known.begin(), known.end(), auto_class) == known.end()) {
+    std::string list;
+    for (const auto& t : known) list += (list.empty() ? "" : ", ") + t;
+    throw ConfigError("register_for_auto_class: '" + auto_class + "' is not a valid auto class (one of: " + list + ")");
+  }
+  json map = config_->has("auto_map") && config_->get("auto_map").is_object() ? config_->get("auto_map") : json::object();
+  map[auto_class] = class_name();
+  config_->extra["auto_map"] = map;
+}
+
+int64_t parse_file_size(const std::string& size) {
+  static const std::regex pattern(R"(^\s*([0-9]+)\s*([KMGT]i?[Bb]|[Bb])?\s*$)", std::regex::icase);
+  std::smatch m;
+  if (!std::regex_match(size, m, pattern))
+    throw InvalidInputError("'" + size + "' is not a size: expected an integer, or a number with a unit like \"5GB\", " +
+                            "\"200MiB\" or \"10KB\"");
+  const int64_t value = std::stoll(m[1].str());
+  std::string unit = m[2].str();
+  if (unit.empty() || unit == "B" || unit == "b") return value;
+  const bool binary = unit.size() == 3;
+  const bool bits = !binary && unit.back() == 'b';
+  const int power = std::string("KMGT").find(char(std::toupper(unit[0]))) + 1;
+  int64_t bytes = value;
+  for (int i = 0; i < power; ++i) bytes *= binary ? 1024 : 1000;
+  return bits ? bytes / 8 : bytes;
 }
 
 }  // namespace plugformer

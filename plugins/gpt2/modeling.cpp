@@ -93,7 +93,7 @@ ModelOutput GPT2Model::forward(const ModelInputs& inputs) {
                             std::to_string(len) + "); at least one token is needed");
 
   std::shared_ptr<KVCache> cache = inputs.past_key_values;
-  if (!cache && inputs.use_cache) cache = std::make_shared<KVCache>();
+  if (!cache && inputs.use_cache && !checkpointing_active()) cache = std::make_shared<KVCache>();
   const int64_t past = cache && cache->num_layers() > 0 ? cache->seq_length(0) : 0;
   // Learned absolute positions: wpe has n_positions rows, and transformers' causal buffer is
   // n_positions x n_positions, so no sequence (cached part included) may be longer.
@@ -135,12 +135,11 @@ ModelOutput GPT2Model::forward(const ModelInputs& inputs) {
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);
   const bool want_attn = inputs.output_attentions.value_or(cfg_.output_attentions);
   ModelOutput out;
-  for (auto& block : h_) {
-    if (want_hidden) out.hidden_states.push_back(hidden);
-    at::Tensor probs;
-    hidden = block->forward(hidden, mask, cache.get(), want_attn ? &probs : nullptr);
-    if (want_attn) out.attentions.push_back(probs);
-  }
+  KVCache* layer_cache = cache.get();
+  hidden = run_layers(
+      int64_t(h_.size()),
+      [=, this](int64_t i, const at::Tensor& x, at::Tensor* probs) { return h_[size_t(i)]->forward(x, mask, layer_cache, probs); },
+      hidden, want_hidden, want_attn, out);
   hidden = ln_f_->forward(hidden);
   if (want_hidden) out.hidden_states.push_back(hidden);
   out.set("last_hidden_state", hidden);

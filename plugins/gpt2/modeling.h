@@ -57,7 +57,11 @@ class GPT2Model : public PreTrainedModel {
   std::vector<std::string> ignored_unexpected_keys() const override { return gpt2_ignored_unexpected_keys(); }
   // Inputs: input_ids or inputs_embeds [batch, seq]; attention_mask [batch, past + seq];
   // position_ids (default arange(past, past + seq)); token_type_ids (embedded with wte).
+  bool supports_gradient_checkpointing() const override { return true; }
   ModelOutput forward(const ModelInputs& inputs) override;
+
+ protected:
+  std::string input_embeddings_name() const override { return "wte"; }
 
  private:
   const GPT2Config& cfg_;
@@ -88,6 +92,9 @@ class GPT2LMHeadModel : public GPT2HeadModel {
   }
   bool can_generate() const override { return true; }
   ModelOutput forward(const ModelInputs& inputs) override;
+
+ protected:
+  std::string output_embeddings_name() const override { return "lm_head"; }
 
  private:
   std::shared_ptr<Linear> lm_head_;

@@ -71,7 +71,7 @@ ModelOutput LlamaModel::forward(const ModelInputs& inputs) {
   if (input_ids.dim() != 2) throw InvalidInputError("input_ids must be [batch, seq_len]");
   const int64_t batch = input_ids.size(0), len = input_ids.size(1);
   std::shared_ptr<KVCache> cache = inputs.past_key_values;
-  if (!cache && inputs.use_cache) cache = std::make_shared<KVCache>();
+  if (!cache && inputs.use_cache && !checkpointing_active()) cache = std::make_shared<KVCache>();
   const int64_t past = cache ? cache->seq_length(0) : 0;
 
   at::Tensor position_ids = inputs.get("position_ids");
@@ -90,12 +90,13 @@ ModelOutput LlamaModel::forward(const ModelInputs& inputs) {
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);
   const bool want_attn = inputs.output_attentions.value_or(cfg_.output_attentions);
   ModelOutput out;
-  for (auto& layer : layers_) {
-    if (want_hidden) out.hidden_states.push_back(hidden);
-    at::Tensor probs;
-    hidden = layer->forward(hidden, cos, sin, mask, cache.get(), want_attn ? &probs : nullptr);
-    if (want_attn) out.attentions.push_back(probs);
-  }
+  KVCache* layer_cache = cache.get();
+  hidden = run_layers(
+      int64_t(layers_.size()),
+      [=, this](int64_t i, const at::Tensor& h, at::Tensor* probs) {
+        return layers_[size_t(i)]->forward(h, cos, sin, mask, layer_cache, probs);
+      },
+      hidden, want_hidden, want_attn, out);
   hidden = norm_->forward(hidden);
   if (want_hidden) out.hidden_states.push_back(hidden);
   out.set("last_hidden_state", hidden);

@@ -48,7 +48,11 @@ class LlamaModel : public PreTrainedModel {
   std::string class_name() const override { return "LlamaModel"; }
   std::string base_model_prefix() const override { return "model"; }
   std::vector<std::string> ignored_unexpected_keys() const override { return {R"(rotary_emb\.inv_freq)"}; }
+  bool supports_gradient_checkpointing() const override { return true; }
   ModelOutput forward(const ModelInputs& inputs) override;
+
+ protected:
+  std::string input_embeddings_name() const override { return "embed_tokens"; }
 
  private:
   const LlamaConfig& cfg_;
@@ -78,6 +82,9 @@ class LlamaForCausalLM : public LlamaHeadModel {
   }
   bool can_generate() const override { return true; }
   ModelOutput forward(const ModelInputs& inputs) override;
+
+ protected:
+  std::string output_embeddings_name() const override { return "lm_head"; }
 
  private:
   std::shared_ptr<Linear> lm_head_;

@@ -61,6 +61,8 @@ TEST(Cli, InfoPrintsCountsAndFootprint) {
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("260032"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1040128 bytes"), std::string::npos) << r.out;
+  // 260032 parameters minus the 512 x 64 tied embedding: 227264; 2 and 6 FLOPs each per token.
+  EXPECT_NE(r.out.find("FLOPs per token:   454528 forward, 1363584 training"), std::string::npos) << r.out;
 }
 
 TEST(Cli, ForwardWritesTransformersOutputNames) {

@@ -37,6 +37,8 @@ class Embedding : public torch::nn::Module {
   // InvalidInputError when an id lies outside [0, num_embeddings).
   at::Tensor forward(const at::Tensor& ids) const;
   at::Tensor weight;
+  // enable_input_require_grads: the output requires grad even when the weight is frozen.
+  bool output_requires_grad = false;
 };
 
 class LayerNorm : public torch::nn::Module {
@@ -90,6 +92,9 @@ std::pair<at::Tensor, at::Tensor> apply_rotary_pos_emb(const at::Tensor& q, cons
 // When `probs` is given, the attention probabilities are stored there.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      double scale, at::Tensor* probs = nullptr);
+
+// torch.finfo(dtype).min: what transformers puts at masked positions.
+double finfo_min(c10::ScalarType dtype);
 
 // Additive masks with transformers' semantics (finfo(dtype).min where masked).
 // Causal decoder mask [batch, 1, q_len, past_len + q_len] from a 2-D padding mask over all

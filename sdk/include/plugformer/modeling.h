@@ -10,9 +10,12 @@
 #include <utility>
 #include <vector>
 
+#include <functional>
+
 #include <torch/nn/module.h>
 
 #include "plugformer/config.h"
+#include "plugformer/layers.h"
 
 namespace plugformer {
 
@@ -83,11 +86,24 @@ struct LoadOptions {
 };
 
 struct SaveOptions {
-  int64_t max_shard_size = 5'000'000'000;  // bytes; transformers' default "5GB"
+  int64_t max_shard_size = 5'000'000'000;  // bytes (parse_file_size("5GB")); transformers' default "5GB"
   bool safe_serialization = true;
   std::string variant;
   bool is_main_process = true;
+  // Tensors to save instead of the model's own (transformers' state_dict argument).
+  std::optional<std::vector<std::pair<std::string, at::Tensor>>> state_dict;
 };
+
+// transformers' convert_file_size_to_int: "5GB" = 5 * 10^9 bytes, "5GiB" = 5 * 2^30, "5Gb" (bits) = 5 * 10^9 / 8;
+// also KB/KiB/MB/MiB and plain byte counts. InvalidInputError for anything else.
+int64_t parse_file_size(const std::string& size);
+
+// Runs fn(input) without keeping its activations; in backward, fn is run again (with the random
+// generator state of the first run, so dropout masks match) and differentiated: activation
+// checkpointing as torch.utils.checkpoint (reentrant). fn outlives the call, so it must capture
+// by value. When `input` does not require grad (frozen embeddings, see
+// enable_input_require_grads) fn simply runs with autograd, without saving memory.
+at::Tensor checkpoint(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& input);
 
 class PreTrainedModel : public torch::nn::Module {
  public:
@@ -130,12 +146,80 @@ class PreTrainedModel : public torch::nn::Module {
 
   int64_t num_parameters(bool only_trainable = false, bool exclude_embeddings = false) const;
   int64_t memory_footprint(bool return_buffers = true) const;
+  // transformers' estimate_tokens (the number of elements of input_ids) and floating_point_ops:
+  // 6 * tokens * parameters, the forward + backward cost of a training step.
+  int64_t estimate_tokens(const ModelInputs& inputs) const;
+  double floating_point_ops(const ModelInputs& inputs, bool exclude_embeddings = true) const;
+
+  // Token embeddings and LM head (get/set_input/output_embeddings). Head classes reach the
+  // embeddings of their base model through base_model_prefix(). get_output_embeddings returns
+  // nullptr for classes without an LM head; set_* replace the weight (any number of rows).
+  std::shared_ptr<Embedding> get_input_embeddings();
+  void set_input_embeddings(const at::Tensor& weight);
+  std::shared_ptr<Linear> get_output_embeddings();
+  void set_output_embeddings(const at::Tensor& weight);
+  // Resizes the token embeddings (and an untied LM head with its bias) to new_num_tokens rounded up
+  // to pad_to_multiple_of, updates config vocab_size and re-ties tied heads. New rows are the mean
+  // of the old ones plus tiny noise (mean_resizing), or freshly initialised. Returns the embeddings.
+  std::shared_ptr<Embedding> resize_token_embeddings(std::optional<int64_t> new_num_tokens,
+                                                     std::optional<int64_t> pad_to_multiple_of = std::nullopt,
+                                                     bool mean_resizing = true);
+
+  // Additive masks (0 where attended, the dtype's lowest value where masked) from 0/1 masks:
+  // [batch, seq] -> [batch, 1, 1, seq] (causal [batch, 1, seq, seq] when config.is_decoder),
+  // [batch, q, k] -> [batch, 1, q, k]. dtype defaults to the model's.
+  at::Tensor get_extended_attention_mask(const at::Tensor& attention_mask, at::IntArrayRef input_shape,
+                                         std::optional<c10::ScalarType> dtype = std::nullopt) const;
+  at::Tensor invert_attention_mask(const at::Tensor& encoder_attention_mask) const;
+
+  // Activation checkpointing of the layer stack while training (checkpoint() per layer). Families
+  // that support it say so; the cache is not used while it is active.
+  virtual bool supports_gradient_checkpointing() const { return false; }
+  void gradient_checkpointing_enable();
+  void gradient_checkpointing_disable();
+  bool is_gradient_checkpointing() const { return gradient_checkpointing_; }
+  // Makes the embedding output require grad, so checkpointed layers and adapters get gradients
+  // while the embeddings are frozen.
+  void enable_input_require_grads();
+  void disable_input_require_grads();
+
+  // Tags for the model card that push_to_hub writes (add_model_tags), without duplicates.
+  void add_model_tags(const std::vector<std::string>& tags);
+  const std::vector<std::string>& model_tags() const { return model_tags_; }
+  // register_for_auto_class: records this class under `auto_class` ("AutoModel",
+  // "AutoModelForCausalLM", ...) in the config's auto_map, so save_pretrained writes it and the
+  // Auto class picks this class when loading the files back (the class must be registered,
+  // e.g. by a plugin). ConfigError for an unknown Auto class.
+  void register_for_auto_class(const std::string& auto_class = "AutoModel");
 
  protected:
+  // Module paths, relative to this model, of the token embedding and the LM head ("" when the
+  // class has none). A base model names its embedding; head classes name their head.
+  virtual std::string input_embeddings_name() const { return ""; }
+  virtual std::string output_embeddings_name() const { return ""; }
+  // Called by resize_token_embeddings for vocabulary-sized state beyond the embedding and head
+  // weights (BERT's separate MLM bias).
+  virtual void resized_token_embeddings(int64_t /*new_num_tokens*/) {}
+  // One layer of a stack: (layer index, hidden states, where to store attention probabilities or
+  // nullptr) -> new hidden states. Checkpointed layers run again in backward: capture by value.
+  using LayerStep = std::function<at::Tensor(int64_t index, const at::Tensor& hidden, at::Tensor* probs)>;
+  // Runs `count` layers on `hidden`. Each layer's input goes to out.hidden_states when
+  // want_hidden, its attention probabilities to out.attentions when want_attn. With gradient
+  // checkpointing active (and no attentions asked), every layer goes through checkpoint().
+  at::Tensor run_layers(int64_t count, const LayerStep& layer, at::Tensor hidden, bool want_hidden, bool want_attn,
+                        ModelOutput& out) const;
+  // Gradient checkpointing is on, the model is training and autograd is recording.
+  bool checkpointing_active() const;
+
   ConfigPtr config_;
 
  private:
   void init_weight(const std::string& name, at::Tensor& tensor, c10::ScalarType dtype) const;
+  PreTrainedModel* base_model();
+  std::shared_ptr<torch::nn::Module> find_module(const std::string& path) const;
+
+  bool gradient_checkpointing_ = false;
+  std::vector<std::string> model_tags_;
 };
 
 using ModelPtr = std::shared_ptr<PreTrainedModel>;

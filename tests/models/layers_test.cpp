@@ -1,0 +1,82 @@
+// The shared layers' reduced-precision paths: bf16 / fp16 products equal PyTorch's arithmetic
+// (fp32 accumulation, one rounding) whichever kernel the CPU gets: the weight-streaming kernel
+// for few rows, sgemm on converted weights for many, or libtorch's own on native-bf16 CPUs.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <plugformer/layers.h>
+
+using namespace plugformer;
+
+namespace {
+
+// One unit in the last place of the rounded result, plus a little for the summation order.
+void expect_close_in_type(const at::Tensor& actual, const at::Tensor& reference_fp32, c10::ScalarType type) {
+  ASSERT_EQ(actual.scalar_type(), type);
+  ASSERT_EQ(actual.sizes(), reference_fp32.sizes());
+  const double ulp = type == at::kBFloat16 ? 1.0 / 128 : 1.0 / 1024;
+  const at::Tensor diff = (actual.to(at::kFloat) - reference_fp32).abs();
+  const at::Tensor bound = reference_fp32.abs() * ulp + 1e-3;
+  EXPECT_TRUE((diff <= bound).all().item<bool>()) << "max diff " << diff.max().item<double>();
+}
+
+class ReducedPrecision : public ::testing::TestWithParam<c10::ScalarType> {};
+
+}  // namespace
+
+TEST_P(ReducedPrecision, LinearMatchesFp32ArithmeticForAnyRowCount) {
+  const auto type = GetParam();
+  at::manual_seed(3);
+  Linear linear(37, 70);  // 37: not a multiple of the 16-wide vector loop
+  linear.weight.set_data(at::randn({70, 37}).to(type));
+  linear.bias.set_data(at::randn({70}).to(type));
+  for (int64_t rows : {1, 3, 8, 9, 64}) {
+    SCOPED_TRACE(rows);
+    const at::Tensor x = at::randn({1, rows, 37}).to(type);
+    const at::Tensor reference =
+        at::linear(x.to(at::kFloat), linear.weight.to(at::kFloat), linear.bias.to(at::kFloat));
+    at::NoGradGuard no_grad;
+    expect_close_in_type(linear.forward(x), reference, type);
+  }
+}
+
+TEST_P(ReducedPrecision, Conv1DMatchesFp32ArithmeticForAnyRowCount) {
+  const auto type = GetParam();
+  at::manual_seed(4);
+  Conv1D conv(37, 300);  // 300 columns: more than one 256-column block, with a tail
+  conv.weight.set_data(at::randn({37, 300}).to(type));
+  conv.bias.set_data(at::randn({300}).to(type));
+  for (int64_t rows : {1, 5, 8, 20}) {
+    SCOPED_TRACE(rows);
+    const at::Tensor x = at::randn({rows, 1, 37}).to(type);
+    const at::Tensor reference = at::matmul(x.to(at::kFloat), conv.weight.to(at::kFloat)) + conv.bias.to(at::kFloat);
+    at::NoGradGuard no_grad;
+    expect_close_in_type(conv.forward(x), reference, type);
+  }
+}
+
+TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
+  const auto type = GetParam();
+  at::manual_seed(5);
+  const at::Tensor q = at::randn({2, 4, 3, 16}).to(type), k = at::randn({2, 2, 5, 16}).to(type),
+                   v = at::randn({2, 2, 5, 16}).to(type);
+  const at::Tensor out = attention(q, k, v, at::Tensor(), 0.25);
+  const at::Tensor fp32 = attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), at::Tensor(), 0.25);
+  ASSERT_EQ(out.scalar_type(), type);
+  // Scores and probabilities are rounded to the reduced type on the way, as in PyTorch.
+  EXPECT_LE((out.to(at::kFloat) - fp32).abs().max().item<double>(), type == at::kBFloat16 ? 0.05 : 0.01);
+}
+
+TEST(ReducedPrecisionGrad, LinearStaysDifferentiable) {
+  Linear linear(8, 4);
+  linear.weight.set_data(at::randn({4, 8}).to(at::kBFloat16));
+  linear.bias.set_data(at::zeros({4}).to(at::kBFloat16));
+  const at::Tensor x = at::randn({2, 8}).to(at::kBFloat16).requires_grad_(true);
+  linear.forward(x).to(at::kFloat).sum().backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_TRUE(at::allclose(x.grad().to(at::kFloat), linear.weight.sum(0).to(at::kFloat).expand({2, 8}), 1e-2, 1e-2));
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision, ::testing::Values(at::kBFloat16, at::kHalf),
+                         [](const auto& info) { return std::string(info.param == at::kBFloat16 ? "bf16" : "fp16"); });
