@@ -12,6 +12,12 @@ namespace plugformer {
 
 namespace {
 
+// No autograd graph is being recorded for this product (inference mode, no_grad, or frozen
+// operands): the fast paths below are not differentiable.
+bool without_grad(const at::Tensor& x, const at::Tensor& weight) {
+  return !at::GradMode::is_enabled() || (!x.requires_grad() && !weight.requires_grad());
+}
+
 // Weights start uninitialised: they are replaced by checkpoint tensors (or initialised by the
 // loader when missing), so filling them here would only cost time.
 at::Tensor uninitialised(at::IntArrayRef sizes) { return at::empty(sizes, at::kFloat); }
@@ -25,7 +31,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias) {
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
   const int64_t in = weight.size(1);
-  if (x.numel() == in && x.scalar_type() == at::kFloat && !x.requires_grad() && !weight.requires_grad()) {
+  if (x.numel() == in && x.scalar_type() == at::kFloat && without_grad(x, weight)) {
     // One row (decode at batch 1): gemv instead of a 1-row gemm.
     at::Tensor y = at::mv(weight, x.reshape({in}));
     if (bias.defined()) y.add_(bias);
@@ -46,7 +52,10 @@ at::Tensor Conv1D::forward(const at::Tensor& x) const {
   if (use_reduced_precision_fallback(x, weight)) return reduced_precision_linear(x, weight, bias, /*weight_in_out=*/true);
   auto sizes = x.sizes().vec();
   sizes.back() = weight.size(1);
-  return at::addmm(bias, x.reshape({-1, weight.size(0)}), weight).view(sizes);
+  const int64_t in = weight.size(0);
+  if (x.numel() == in && x.scalar_type() == at::kFloat && without_grad(x, weight))
+    return at::addmv(bias, weight.t(), x.reshape({in})).view(sizes);  // one row: gemv, as in Linear
+  return at::addmm(bias, x.reshape({-1, in}), weight).view(sizes);
 }
 
 Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim) {

@@ -10,6 +10,8 @@
 
 #include <cpuid.h>
 
+#include <type_traits>
+
 #include "matmul.h"
 
 namespace plugformer {
@@ -32,13 +34,30 @@ bool is_reduced(c10::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf
 // Up to this many rows, the weight-streaming kernel beats converting the weight for sgemm.
 constexpr int64_t kStreamingRows = 8;
 
-__attribute__((target("avx2,fma"))) inline __m256 load8(const c10::BFloat16* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+// Sixteen 2-byte weights as two vectors of fp32. For bf16 the widening is an interleave with
+// zeros (an fp32 whose low half is zero), which yields elements in the order of kBf16Order, so
+// the other operand is permuted once per call to match instead of shuffling every load.
+constexpr int kBf16Order[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+
+__attribute__((target("avx2,fma"))) inline void load16(const c10::BFloat16* p, __m256& lo, __m256& hi) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i zero = _mm256_setzero_si256();
+  lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, raw));
+  hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, raw));
 }
 
-__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const c10::Half* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+__attribute__((target("avx2,fma,f16c"))) inline void load16(const c10::Half* p, __m256& lo, __m256& hi) {
+  lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+}
+
+template <class W>
+constexpr bool kPermuted = std::is_same_v<W, c10::BFloat16>;
+
+// Position within a 16-block of the element that load16 puts at lane j.
+template <class W>
+int lane_source(int j) {
+  return kPermuted<W> ? kBf16Order[j] : j;
 }
 
 __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
@@ -48,81 +67,159 @@ __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// y[r, o] = sum_i x[r, i] * w[o, i] for up to 4 rows of x (fp32) against 2-byte weights,
-// fp32 accumulation. Each weight row is read from memory once per call.
+// x [rows, n] in fp32 with every full 16-block in load16's lane order; the tail as it is.
 template <class W>
-__attribute__((target("avx2,fma,f16c"))) void rows_times_weight(const float* x, int64_t rows, const W* w,
-                                                                 int64_t in, int64_t out_begin, int64_t out_end,
-                                                                 float* y, int64_t out_stride) {
-  const int64_t vec_end = in / 16 * 16;
+at::Tensor in_lane_order(const at::Tensor& x) {
+  at::Tensor out = x.to(at::kFloat).contiguous();
+  if (!kPermuted<W>) return out;
+  at::Tensor copy = out.clone();
+  const int64_t rows = x.size(0), n = x.size(1), vec_end = n / 16 * 16;
+  const float* src = copy.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < vec_end; b += 16)
+      for (int j = 0; j < 16; ++j) dst[r * n + b + j] = src[r * n + b + lane_source<W>(j)];
+  return out;
+}
+
+// y[r, o] = sum_i x[r, i] * w[o, i] for R rows of x (fp32, in lane order) against the 2-byte
+// weight rows [out_begin, out_end) of w [out, in], fp32 accumulation. U blocks of 16 per step
+// give 2U independent accumulators per row (FMA latency, not bandwidth, bounds one chain);
+// the weight is prefetched 1 KB ahead.
+template <int R, int U, class W>
+__attribute__((target("avx2,fma,f16c"))) void dot_rows(const float* x, const W* w, int64_t in, int64_t out_begin,
+                                                        int64_t out_end, float* y, int64_t y_stride) {
+  constexpr int64_t step = 16 * U;
+  const int64_t vec_end = in / step * step;
   for (int64_t o = out_begin; o < out_end; ++o) {
     const W* wr = w + o * in;
-    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-      const int64_t n = std::min<int64_t>(4, rows - r0);
-      __m256 acc[4][2];
-      for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-      for (int64_t i = 0; i < vec_end; i += 16) {
-        const __m256 w0 = load8(wr + i), w1 = load8(wr + i + 8);
-        for (int r = 0; r < n; ++r) {
-          const float* xr = x + (r0 + r) * in + i;
-          acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xr), w0, acc[r][0]);
-          acc[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8), w1, acc[r][1]);
-        }
+    __m256 acc[R][2 * U];
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < 2 * U; ++u) acc[r][u] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < vec_end; i += step) {
+      _mm_prefetch(reinterpret_cast<const char*>(wr + i + 512), _MM_HINT_T0);
+      __m256 wv[2 * U];
+      for (int u = 0; u < U; ++u) load16(wr + i + 16 * u, wv[2 * u], wv[2 * u + 1]);
+      for (int r = 0; r < R; ++r)
+        for (int u = 0; u < 2 * U; ++u)
+          acc[r][u] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + i + 8 * u), wv[u], acc[r][u]);
+    }
+    for (int64_t i = vec_end; i + 16 <= in; i += 16) {  // a last single block of 16
+      __m256 lo, hi;
+      load16(wr + i, lo, hi);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + i), lo, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + i + 8), hi, acc[r][1]);
       }
-      for (int r = 0; r < n; ++r) {
-        float sum = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1]));
-        const float* xr = x + (r0 + r) * in;
-        for (int64_t i = vec_end; i < in; ++i) sum += xr[i] * float(wr[i]);
-        y[(r0 + r) * out_stride + o] = sum;
-      }
+    }
+    for (int r = 0; r < R; ++r) {
+      __m256 total = acc[r][0];
+      for (int u = 1; u < 2 * U; ++u) total = _mm256_add_ps(total, acc[r][u]);
+      float sum = horizontal_sum(total);
+      for (int64_t i = in / 16 * 16; i < in; ++i) sum += x[r * in + i] * float(wr[i]);
+      y[r * y_stride + o] = sum;
     }
   }
 }
 
-// The same product for a weight stored [in, out] (GPT-2's Conv1D): y[r, o] = sum_i x[r, i] * w[i, o],
-// for the output columns [out_begin, out_end), accumulated in y (which starts at zero).
 template <class W>
-__attribute__((target("avx2,fma,f16c"))) void rows_times_weight_in_out(const float* x, int64_t rows, const W* w,
-                                                                        int64_t in, int64_t out, int64_t out_begin,
-                                                                        int64_t out_end, float* y) {
-  const int64_t vec_end = out_begin + (out_end - out_begin) / 8 * 8;
-  for (int64_t i = 0; i < in; ++i) {
-    const W* wr = w + i * out;
-    for (int64_t r = 0; r < rows; ++r) {
-      const __m256 xi = _mm256_set1_ps(x[r * in + i]);
-      float* yr = y + r * out;
-      for (int64_t o = out_begin; o < vec_end; o += 8)
-        _mm256_storeu_ps(yr + o, _mm256_fmadd_ps(xi, load8(wr + o), _mm256_loadu_ps(yr + o)));
-      for (int64_t o = vec_end; o < out_end; ++o) yr[o] += x[r * in + i] * float(wr[o]);
+void dot_row_group(int64_t rows, const float* x, const W* w, int64_t in, int64_t ob, int64_t oe, float* y,
+                   int64_t out) {
+  switch (rows) {
+    case 1: return dot_rows<1, 2>(x, w, in, ob, oe, y, out);
+    case 2: return dot_rows<2, 2>(x, w, in, ob, oe, y, out);
+    case 3: return dot_rows<3, 1>(x, w, in, ob, oe, y, out);
+    default: return dot_rows<4, 1>(x, w, in, ob, oe, y, out);
+  }
+}
+
+// Adds x[r, i] * w[i, o] over i in [i_begin, i_end) to y[r, o] for the [in, out] layout
+// (GPT-2's Conv1D): weight rows stream by contiguously, K at a time so each load and store of
+// y (in lane order, kept in cache) serves K rows.
+template <int R, int K, class W>
+__attribute__((target("avx2,fma,f16c"))) void accumulate_rows(const float* x, const W* w, int64_t in, int64_t out,
+                                                               int64_t i_begin, int64_t i_end, float* y) {
+  const int64_t vec_end = out / 16 * 16;
+  int64_t i = i_begin;
+  for (; i + K <= i_end; i += K) {
+    __m256 xi[R][K];
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k < K; ++k) xi[r][k] = _mm256_set1_ps(x[r * in + i + k]);
+    for (int64_t o = 0; o < vec_end; o += 16) {
+      __m256 lo[K], hi[K];
+      for (int k = 0; k < K; ++k) load16(w + (i + k) * out + o, lo[k], hi[k]);
+      for (int r = 0; r < R; ++r) {
+        float* yr = y + r * out + o;
+        __m256 a = _mm256_loadu_ps(yr), b = _mm256_loadu_ps(yr + 8);
+        for (int k = 0; k < K; ++k) {
+          a = _mm256_fmadd_ps(xi[r][k], lo[k], a);
+          b = _mm256_fmadd_ps(xi[r][k], hi[k], b);
+        }
+        _mm256_storeu_ps(yr, a);
+        _mm256_storeu_ps(yr + 8, b);
+      }
     }
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k < K; ++k)
+        for (int64_t o = vec_end; o < out; ++o) y[r * out + o] += x[r * in + i + k] * float(w[(i + k) * out + o]);
+  }
+  if (i < i_end) accumulate_rows<R, 1>(x, w, in, out, i, i_end, y);
+}
+
+template <class W>
+void accumulate_row_group(int64_t rows, const float* x, const W* w, int64_t in, int64_t out, int64_t ib, int64_t ie,
+                          float* y) {
+  switch (rows) {
+    case 1: return accumulate_rows<1, 4>(x, w, in, out, ib, ie, y);
+    case 2: return accumulate_rows<2, 2>(x, w, in, out, ib, ie, y);
+    case 3: return accumulate_rows<3, 2>(x, w, in, out, ib, ie, y);
+    default: return accumulate_rows<4, 2>(x, w, in, out, ib, ie, y);
   }
 }
 
 // x [rows, in] (any floating type) times a 2-byte weight -> fp32 [rows, out]. The weight is
 // [out, in] (Linear) or, with in_out, [in, out] (Conv1D).
+template <class W>
 at::Tensor streaming_linear(const at::Tensor& x2d, const at::Tensor& weight, bool in_out) {
-  const at::Tensor x = x2d.to(at::kFloat).contiguous();
   const at::Tensor w = weight.contiguous();
-  const int64_t rows = x.size(0), in = x.size(1), out = in_out ? w.size(1) : w.size(0);
-  at::Tensor y = in_out ? at::zeros({rows, out}, at::kFloat) : at::empty({rows, out}, at::kFloat);
-  const float* xp = x.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  const bool bf16 = w.scalar_type() == at::kBFloat16;
-  if (in_out) {
-    // Blocks of 256 columns keep each thread's slice of y in L1 while the weight streams by.
-    const int64_t blocks = (out + 255) / 256;
-    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-      const int64_t ob = begin * 256, oe = std::min(out, end * 256);
-      if (bf16) rows_times_weight_in_out(xp, rows, w.data_ptr<c10::BFloat16>(), in, out, ob, oe, yp);
-      else rows_times_weight_in_out(xp, rows, w.data_ptr<c10::Half>(), in, out, ob, oe, yp);
-    });
-  } else {
+  const W* wp = w.data_ptr<W>();
+  const int64_t rows = x2d.size(0), in = x2d.size(1), out = in_out ? w.size(1) : w.size(0);
+  if (!in_out) {
+    const at::Tensor x = in_lane_order<W>(x2d);
+    at::Tensor y = at::empty({rows, out}, at::kFloat);
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
-      if (bf16) rows_times_weight(xp, rows, w.data_ptr<c10::BFloat16>(), in, begin, end, yp, out);
-      else rows_times_weight(xp, rows, w.data_ptr<c10::Half>(), in, begin, end, yp, out);
+      for (int64_t r0 = 0; r0 < rows; r0 += 4)
+        dot_row_group(std::min<int64_t>(4, rows - r0), xp + r0 * in, wp, in, begin, end, yp + r0 * out, out);
     });
+    return y;
   }
-  return y;
+  // [in, out]: each thread takes a contiguous range of weight rows and sums into its own
+  // partial result (in lane order); the partials are added and put back in column order.
+  const at::Tensor x = x2d.to(at::kFloat).contiguous();
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), in / 64));
+  at::Tensor partial = at::zeros({parts, rows, out}, at::kFloat);
+  const float* xp = x.data_ptr<float>();
+  float* pp = partial.data_ptr<float>();
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) {
+      const int64_t ib = in * part / parts, ie = in * (part + 1) / parts;
+      for (int64_t r0 = 0; r0 < rows; r0 += 4)
+        accumulate_row_group(std::min<int64_t>(4, rows - r0), xp + r0 * in, wp, in, out, ib, ie,
+                             pp + part * rows * out + r0 * out);
+    }
+  });
+  at::Tensor y = partial.sum(0);
+  if (!kPermuted<W>) return y;
+  at::Tensor ordered = y.clone();
+  const float* src = y.data_ptr<float>();
+  float* dst = ordered.data_ptr<float>();
+  const int64_t vec_end = out / 16 * 16;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < vec_end; b += 16)
+      for (int j = 0; j < 16; ++j) dst[r * out + b + lane_source<W>(j)] = src[r * out + b + j];
+  return ordered;
 }
 
 }  // namespace
@@ -142,7 +239,8 @@ at::Tensor reduced_precision_linear(const at::Tensor& x, const at::Tensor& weigh
   at::Tensor y;
   const at::Tensor x2d = x.reshape({rows, in});
   if (!grad && rows <= kStreamingRows && cpu_has_avx2_fma()) {
-    y = streaming_linear(x2d, weight, weight_in_out);
+    y = weight.scalar_type() == at::kBFloat16 ? streaming_linear<c10::BFloat16>(x2d, weight, weight_in_out)
+                                              : streaming_linear<c10::Half>(x2d, weight, weight_in_out);
     if (bias.defined()) y.add_(bias);
   } else {
     const at::Tensor w = weight.to(at::kFloat);

@@ -28,16 +28,18 @@ class ReducedPrecision : public ::testing::TestWithParam<c10::ScalarType> {};
 TEST_P(ReducedPrecision, LinearMatchesFp32ArithmeticForAnyRowCount) {
   const auto type = GetParam();
   at::manual_seed(3);
-  Linear linear(37, 70);  // 37: not a multiple of the 16-wide vector loop
-  linear.weight.set_data(at::randn({70, 37}).to(type));
+  for (int64_t in : {37, 53}) {  // not multiples of the vector loops' 16 / 32 elements
+  Linear linear(in, 70);
+  linear.weight.set_data(at::randn({70, in}).to(type));
   linear.bias.set_data(at::randn({70}).to(type));
-  for (int64_t rows : {1, 3, 8, 9, 64}) {
-    SCOPED_TRACE(rows);
-    const at::Tensor x = at::randn({1, rows, 37}).to(type);
+  for (int64_t rows : {1, 2, 3, 8, 9, 64}) {
+    SCOPED_TRACE(std::to_string(rows) + " rows of " + std::to_string(in));
+    const at::Tensor x = at::randn({1, rows, in}).to(type);
     const at::Tensor reference =
         at::linear(x.to(at::kFloat), linear.weight.to(at::kFloat), linear.bias.to(at::kFloat));
     at::NoGradGuard no_grad;
     expect_close_in_type(linear.forward(x), reference, type);
+  }
   }
 }
 

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""PyTorch eager peer for bench/generation: GPT-2 and Llama written with plain torch ops the
+way transformers' eager code computes them (F.linear, a growing KV cache, fp32 softmax), on
+the same config.json + model.safetensors that plugformer loads. Bench tool only: the project
+never needs Python. Run with Debian's /usr/bin/python3 (python3-torch).
+
+    eager.py MODEL_DIR --dtype float32 --batch 1 --prompt 512 --new 128 --threads 2
+
+Prints one JSON line: prefill_tokens_per_s, decode_tokens_per_s (all rows), ttft_ms.
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import time
+
+import torch
+import torch.nn.functional as F
+
+ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = bytearray(f.read())
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        t = torch.frombuffer(data[a:b], dtype=ST_DTYPES[info["dtype"]]) if b > a else torch.empty(0)
+        out[name] = t.view(info["shape"]).clone()
+    return out
+
+
+class Gpt2:
+    def __init__(self, cfg, w, dtype):
+        self.c = cfg
+        self.w = {k: v.to(dtype) for k, v in w.items()}
+        if "lm_head.weight" not in self.w:
+            self.w["lm_head.weight"] = self.w["transformer.wte.weight"]
+        # Conv1D stores [in, out]: F.linear wants [out, in] (transformers' Conv1D uses addmm on the
+        # [in, out] weight; the transposed view gives the same product).
+        for k in list(self.w):
+            if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+                self.w[k] = self.w[k].t()
+
+    def forward(self, ids, cache):
+        c, w = self.c, self.w
+        past = cache[0][0].shape[2] if cache else 0
+        pos = torch.arange(past, past + ids.shape[1])
+        h = F.embedding(ids, w["transformer.wte.weight"]) + F.embedding(pos, w["transformer.wpe.weight"])
+        nh, hd = c["n_head"], c["n_embd"] // c["n_head"]
+        new_cache = []
+        for i in range(c["n_layer"]):
+            p = f"transformer.h.{i}."
+            x = F.layer_norm(h, (c["n_embd"],), w[p + "ln_1.weight"], w[p + "ln_1.bias"], c["layer_norm_epsilon"])
+            q, k, v = F.linear(x, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]).split(c["n_embd"], -1)
+            q, k, v = [t.view(t.shape[0], t.shape[1], nh, hd).transpose(1, 2) for t in (q, k, v)]
+            if cache:
+                k = torch.cat([cache[i][0], k], 2)
+                v = torch.cat([cache[i][1], v], 2)
+            new_cache.append((k, v))
+            s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(hd)
+            if q.shape[2] > 1:
+                causal = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool).tril(k.shape[2] - q.shape[2])
+                s = s.masked_fill(~causal, torch.finfo(s.dtype).min)
+            a = torch.matmul(F.softmax(s, -1, dtype=torch.float32).to(q.dtype), v)
+            a = a.transpose(1, 2).reshape(h.shape)
+            h = h + F.linear(a, w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"])
+            x = F.layer_norm(h, (c["n_embd"],), w[p + "ln_2.weight"], w[p + "ln_2.bias"], c["layer_norm_epsilon"])
+            x = F.gelu(F.linear(x, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]), approximate="tanh")
+            h = h + F.linear(x, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"])
+        h = F.layer_norm(h, (c["n_embd"],), w["transformer.ln_f.weight"], w["transformer.ln_f.bias"],
+                         c["layer_norm_epsilon"])
+        return F.linear(h[:, -1:], w["lm_head.weight"]).float(), new_cache
+
+
+class Llama:
+    def __init__(self, cfg, w, dtype):
+        self.c = cfg
+        self.w = {k: v.to(dtype) for k, v in w.items()}
+        if "lm_head.weight" not in self.w:
+            self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
+        self.hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        self.inv_freq = 1.0 / (cfg.get("rope_theta", 10000.0) ** (torch.arange(0, self.hd, 2).float() / self.hd))
+
+    def rms(self, x, weight):
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.c["rms_norm_eps"])
+        return weight * h.to(x.dtype)
+
+    @staticmethod
+    def rotate_half(x):
+        x1, x2 = x.chunk(2, -1)
+        return torch.cat((-x2, x1), -1)
+
+    def forward(self, ids, cache):
+        c, w = self.c, self.w
+        past = cache[0][0].shape[2] if cache else 0
+        b, n = ids.shape
+        pos = torch.arange(past, past + n).float()
+        freqs = torch.outer(pos, self.inv_freq)
+        emb = torch.cat((freqs, freqs), -1)
+        h = F.embedding(ids, w["model.embed_tokens.weight"])
+        cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
+        nh, kvh, hd = c["num_attention_heads"], c["num_key_value_heads"], self.hd
+        new_cache = []
+        for i in range(c["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            x = self.rms(h, w[p + "input_layernorm.weight"])
+            q = F.linear(x, w[p + "self_attn.q_proj.weight"]).view(b, n, nh, hd).transpose(1, 2)
+            k = F.linear(x, w[p + "self_attn.k_proj.weight"]).view(b, n, kvh, hd).transpose(1, 2)
+            v = F.linear(x, w[p + "self_attn.v_proj.weight"]).view(b, n, kvh, hd).transpose(1, 2)
+            q = q * cos + self.rotate_half(q) * sin
+            k = k * cos + self.rotate_half(k) * sin
+            if cache:
+                k = torch.cat([cache[i][0], k], 2)
+                v = torch.cat([cache[i][1], v], 2)
+            new_cache.append((k, v))
+            kk, vv = k.repeat_interleave(nh // kvh, 1), v.repeat_interleave(nh // kvh, 1)
+            s = torch.matmul(q, kk.transpose(-1, -2)) / math.sqrt(hd)
+            if n > 1:
+                causal = torch.ones(n, kk.shape[2], dtype=torch.bool).tril(kk.shape[2] - n)
+                s = s.masked_fill(~causal, torch.finfo(s.dtype).min)
+            a = torch.matmul(F.softmax(s, -1, dtype=torch.float32).to(q.dtype), vv)
+            h = h + F.linear(a.transpose(1, 2).reshape(b, n, -1), w[p + "self_attn.o_proj.weight"])
+            x = self.rms(h, w[p + "post_attention_layernorm.weight"])
+            x = F.silu(F.linear(x, w[p + "mlp.gate_proj.weight"])) * F.linear(x, w[p + "mlp.up_proj.weight"])
+            h = h + F.linear(x, w[p + "mlp.down_proj.weight"])
+        h = self.rms(h, w["model.norm.weight"])
+        return F.linear(h[:, -1:], w["lm_head.weight"]).float(), new_cache
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = json.load(open(os.path.join(args.model, "config.json")))
+    weights = load_safetensors(os.path.join(args.model, "model.safetensors"))
+    dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
+    model = (Gpt2 if cfg["model_type"] == "gpt2" else Llama)(cfg, weights, dtype)
+    vocab = cfg["vocab_size"]
+    ids = torch.randint(0, vocab, (args.batch, args.prompt), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        model.forward(ids[:, :8], None)  # warm-up
+        t0 = time.perf_counter()
+        logits, cache = model.forward(ids, None)
+        token = logits[:, -1].argmax(-1, keepdim=True)
+        t1 = time.perf_counter()
+        for _ in range(args.new - 1):
+            logits, cache = model.forward(token, cache)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+        t2 = time.perf_counter()
+    print(json.dumps({"engine": "pytorch-eager", "dtype": args.dtype, "batch": args.batch,
+                      "prefill_tokens_per_s": args.batch * args.prompt / (t1 - t0),
+                      "decode_tokens_per_s": args.batch * (args.new - 1) / (t2 - t1),
+                      "ttft_ms": (t1 - t0) * 1e3}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+// Prefill and decode speed of plugformer's generate() on a decoder-only model, with the memory
+// bandwidth bound measured in the same process. Driven by run_bench.sh, which runs the PyTorch
+// eager peer (eager.py) and llama.cpp on the same weights.
+//
+//   generation_bench make-gpt2 DIR                       random gpt2-small (124M) in HF format
+//   generation_bench run DIR [--dtype D] [--batch B] [--prompt N] [--new M] [--threads T]
+//   generation_bench bandwidth                           DRAM read bandwidth, GB/s
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <plugformer/auto.h>
+#include <plugformer/generation.h>
+#include <plugformer/layers.h>
+#include <plugformer/runtime.h>
+
+using namespace plugformer;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Streams a 1 GiB matrix (far larger than the caches) through a matrix-vector product, the
+// access pattern of decode; the best of several passes, in GB/s. (A reduction such as sum()
+// reads ~25% slower here, so it would understate what a streaming kernel gets.)
+double read_bandwidth() {
+  at::Tensor matrix = at::ones({int64_t(1) << 16, 4096}, at::kFloat);
+  at::Tensor vector = at::ones({4096}, at::kFloat);
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto t = Clock::now();
+    const at::Tensor y = at::mv(matrix, vector);
+    const double gbps = double(matrix.nbytes()) / seconds_since(t) / 1e9;
+    if (y[0].item<float>() > 0) best = std::max(best, gbps);
+  }
+  return best;
+}
+
+// Bytes a decode step reads: every weight once, except embedding tables (one row each), plus the
+// embedding again when it serves as the tied LM head.
+int64_t weight_bytes_per_token(PreTrainedModel& model) {
+  int64_t bytes = model.memory_footprint(false);
+  for (const auto& m : model.modules())
+    if (auto* e = dynamic_cast<Embedding*>(m.get())) bytes -= int64_t(e->weight.nbytes());
+  if (auto head = model.get_output_embeddings();
+      head && head->weight.data_ptr() == model.get_input_embeddings()->weight.data_ptr())
+    bytes += int64_t(head->weight.nbytes());
+  return bytes;
+}
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return int64_t(usage.ru_maxrss) * 1024;
+}
+
+void make_gpt2(const std::string& dir) {
+  auto config = AutoConfig::for_model("gpt2", json{{"n_embd", 768}, {"n_layer", 12}, {"n_head", 12},
+                                                   {"n_positions", 1024}, {"vocab_size", 50257}});
+  auto model = AutoModelForCausalLM::from_config(config);
+  model->save_pretrained(dir);
+  std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
+}
+
+void run(const std::string& dir, std::map<std::string, std::string> opt) {
+  const int64_t batch = std::stoll(opt["--batch"]), prompt = std::stoll(opt["--prompt"]),
+                new_tokens = std::stoll(opt["--new"]);
+  PretrainedOptions options;
+  options.torch_dtype = opt["--dtype"];
+  const auto load_start = Clock::now();
+  auto model = AutoModelForCausalLM::from_pretrained(dir, options);
+  const double load_s = seconds_since(load_start);
+  if (!opt["--threads"].empty()) at::set_num_threads(std::stoi(opt["--threads"]));
+
+  const int64_t vocab = model->config().get("vocab_size").get<int64_t>();
+  at::Tensor ids = at::randint(0, vocab, {batch, prompt}, at::kLong);
+  GenerationConfig config = GenerationConfig::from_model_config(model->config());
+  config.eos_token_id.clear();  // always generate new_tokens
+  config.max_new_tokens = new_tokens;
+  config.do_sample = false;
+  c10::InferenceMode guard;
+  {
+    GenerationConfig warm = config;
+    warm.max_new_tokens = 2;
+    generate(*model, ids.narrow(1, 0, 8), {}, warm);
+  }
+  Clock::time_point first;
+  bool seen = false;
+  const auto start = Clock::now();
+  generate(*model, ids, {}, config, [&](int64_t row, int64_t) {
+    if (!seen && row == 0) {
+      first = Clock::now();
+      seen = true;
+    }
+    return true;
+  });
+  const auto end = Clock::now();
+  const double prefill_s = std::chrono::duration<double>(first - start).count();
+  const double decode_s = std::chrono::duration<double>(end - first).count();
+  const int64_t peak_rss = peak_rss_bytes();  // before the bandwidth probe allocates its buffer
+  const double bandwidth = read_bandwidth();
+  const int64_t bytes = weight_bytes_per_token(*model);
+  json out = {{"engine", "plugformer"},
+              {"dtype", opt["--dtype"]},
+              {"batch", batch},
+              {"prefill_tokens_per_s", double(batch * prompt) / prefill_s},
+              {"decode_tokens_per_s", double(batch * (new_tokens - 1)) / decode_s},
+              {"ttft_ms", prefill_s * 1e3},
+              {"load_ms", load_s * 1e3},
+              {"peak_rss_mb", peak_rss / 1e6},
+              {"weight_mb_per_token", bytes / 1e6},
+              {"bandwidth_gbps", bandwidth},
+              {"decode_bound_tokens_per_s", bandwidth * 1e9 / double(bytes)}};
+  std::cout << out.dump() << std::endl;
+}
+
+// GB/s of weight read by one-row products through the shared layers, per dtype and layout.
+void linear_speed() {
+  c10::InferenceMode guard;
+  for (auto type : {at::kFloat, at::kBFloat16}) {
+    for (bool conv : {false, true}) {
+      const int64_t in = 768, out = 3072, copies = 64;  // 64 distinct weights: 600 MB fp32, beyond the caches
+      std::vector<at::Tensor> weights;
+      for (int64_t i = 0; i < copies; ++i) weights.push_back(at::randn(conv ? at::IntArrayRef{in, out} : at::IntArrayRef{out, in}).to(type));
+      const at::Tensor x = at::randn({1, 1, in}).to(type);
+      double best = 1e9;
+      for (int rep = 0; rep < 5; ++rep) {
+        const auto t = Clock::now();
+        for (const auto& w : weights) {
+          if (conv) {
+            Conv1D layer(in, out);
+            layer.weight = w;
+            layer.bias = at::zeros({out}, type);
+            layer.forward(x);
+          } else {
+            Linear layer(in, out, false);
+            layer.weight = w;
+            layer.forward(x);
+          }
+        }
+        best = std::min(best, seconds_since(t));
+      }
+      std::cout << c10::toString(type) << (conv ? " Conv1D " : " Linear ") << double(copies * in * out * weights[0].element_size()) / best / 1e9 << " GB/s\n";
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    init_runtime();
+    const std::string command = argc > 1 ? argv[1] : "";
+    if (command == "make-gpt2" && argc == 3) {
+      make_gpt2(argv[2]);
+      return 0;
+    }
+    if (command == "linear") {
+      linear_speed();
+      return 0;
+    }
+    if (command == "bandwidth") {
+      std::cout << read_bandwidth() << "\n";
+      return 0;
+    }
+    if (command == "run" && argc >= 3) {
+      std::map<std::string, std::string> opt = {
+          {"--dtype", "float32"}, {"--batch", "1"}, {"--prompt", "512"}, {"--new", "128"}, {"--threads", ""}};
+      for (int i = 3; i + 1 < argc; i += 2) {
+        if (!opt.count(argv[i])) throw InvalidInputError(std::string("unknown option ") + argv[i]);
+        opt[argv[i]] = argv[i + 1];
+      }
+      run(argv[2], opt);
+      return 0;
+    }
+    std::cerr << "usage: generation_bench make-gpt2 DIR | run DIR [--dtype D] [--batch B] [--prompt N] [--new M] "
+                 "[--threads T] | bandwidth\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Side-by-side generation speed: plugformer, PyTorch eager (eager.py) and, for Llama,
+llama.cpp's llama-bench, on the same weights, in one run. Prints a markdown table.
+
+    run_bench.py gpt2  --build build --work /tmp/genbench
+    run_bench.py llama --build build --work /tmp/genbench --llama-bench /path/llama-bench \
+                       --generator ../shared/bench/make_random_llama.py
+
+gpt2: a random gpt2-small (124M) written by `generation_bench make-gpt2`.
+llama: the "small" random Llama (hidden 768, 12 layers, vocab 32000) from the shared generator,
+in HF format for plugformer / eager and GGUF (f32, bf16) for llama.cpp.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def llama_cpp(bench, gguf, threads, prompt, new):
+    """Best of flash attention on/off for prefill and for decode, as the shared README asks."""
+    best = {}
+    for fa in ("0", "1"):
+        out = subprocess.run([bench, "-m", gguf, "-t", str(threads), "-p", str(prompt), "-n", str(new), "-fa", fa,
+                              "-o", "json"], check=True, capture_output=True, text=True).stdout
+        for row in json.loads(out):
+            key = "prefill" if row["n_prompt"] > 0 else "decode"
+            best[key] = max(best.get(key, 0), row["avg_ts"])
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("family", choices=["gpt2", "llama"])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--work", default="/tmp/genbench")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--llama-bench", default="")
+    ap.add_argument("--generator", default=os.path.join(HERE, "../../../shared/bench/make_random_llama.py"))
+    args = ap.parse_args()
+
+    bench = os.path.join(args.build, "bin", "generation_bench")
+    model = os.path.join(args.work, args.family)
+    if args.family == "gpt2":
+        if not os.path.exists(os.path.join(model, "config.json")):
+            subprocess.run([bench, "make-gpt2", model], check=True)
+    else:
+        if not os.path.exists(os.path.join(model, "hf", "config.json")):
+            subprocess.run([sys.executable, args.generator, "--size", "small", "--out", model, "--hf-dtype",
+                            "float32", "--gguf", "f32", "bf16"], check=True)
+        model_hf = os.path.join(model, "hf")
+
+    hf_dir = model if args.family == "gpt2" else model_hf
+    rows = []
+    for dtype in args.dtypes.split(","):
+        for batch in [int(b) for b in args.batches.split(",")]:
+            common = ["--dtype", dtype, "--batch", str(batch), "--prompt", str(args.prompt), "--new", str(args.new),
+                      "--threads", str(args.threads)]
+            ours = run_json([bench, "run", hf_dir] + common)
+            eager = run_json(["/usr/bin/python3", os.path.join(HERE, "eager.py"), hf_dir] + common)
+            row = {"dtype": dtype, "batch": batch, "ours": ours, "eager": eager}
+            if args.family == "llama" and args.llama_bench and batch == 1:
+                gguf = os.path.join(model, "model-f32.gguf" if dtype == "float32" else "model-bf16.gguf")
+                row["llama.cpp"] = llama_cpp(args.llama_bench, gguf, args.threads, args.prompt, args.new)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+
+    print(f"\n{args.family}: prompt {args.prompt}, {args.new} new tokens, {args.threads} threads; tokens/s "
+          f"(decode counts every row of the batch)\n")
+    has_lcpp = any("llama.cpp" in r for r in rows)
+    head = "| dtype | batch | prefill ours | prefill eager | ratio | decode ours | decode eager | ratio |"
+    if has_lcpp:
+        head += " prefill llama.cpp | decode llama.cpp | ours / llama.cpp (prefill, decode) |"
+    head += " decode bound | % of bound | TTFT ms | peak RSS MB |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        o, e = r["ours"], r["eager"]
+        line = (f"| {r['dtype']} | {r['batch']} | {o['prefill_tokens_per_s']:.0f} | {e['prefill_tokens_per_s']:.0f} | "
+                f"{o['prefill_tokens_per_s'] / e['prefill_tokens_per_s']:.2f}x | {o['decode_tokens_per_s']:.1f} | "
+                f"{e['decode_tokens_per_s']:.1f} | {o['decode_tokens_per_s'] / e['decode_tokens_per_s']:.2f}x |")
+        if has_lcpp:
+            l = r.get("llama.cpp")
+            line += (f" {l['prefill']:.0f} | {l['decode']:.1f} | {o['prefill_tokens_per_s'] / l['prefill']:.2f}x, "
+                     f"{o['decode_tokens_per_s'] / l['decode']:.2f}x |" if l else " | | |")
+        bound = o["decode_bound_tokens_per_s"]  # decode steps per second when reading weights is all it costs
+        pct = 100 * o["decode_tokens_per_s"] / r["batch"] / bound
+        line += f" {bound:.1f} | {pct:.0f}% | {o['ttft_ms']:.0f} | {o['peak_rss_mb']:.0f} |"
+        print(line)
+    print(f"\nweights read per token: {rows[0]['ours']['weight_mb_per_token']:.0f} MB (fp32); "
+          f"measured read bandwidth {rows[0]['ours']['bandwidth_gbps']:.1f} GB/s")
+
+
+if __name__ == "__main__":
+    main()
