@@ -207,6 +207,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     throw InvalidInputError("attention: " + std::to_string(heads) + " query heads are not a multiple of " +
                             std::to_string(kv_heads) + " key/value heads");
   const int64_t groups = heads / kv_heads;
+  if (!probs && single_query_attention_applies(q, k, v, mask)) return single_query_attention(q, k, v, mask, scale);
   const int64_t batch = q.size(0), q_len = q.size(2), dim = q.size(3), kv_len = k.size(2);
   // Grouped-query attention without copying k/v: fold each group of query heads into rows.
   at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, dim});

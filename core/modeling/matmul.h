@@ -18,4 +18,11 @@ at::Tensor reduced_precision_linear(const at::Tensor& x, const at::Tensor& weigh
 // at::matmul, computed in fp32 (result rounded back) for 2-byte inputs without native support.
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
+// One query position per head (decode) in fp32 without autograd, keys/values with contiguous
+// rows: attention computed in one pass over the cache (attention_kernel.cpp).
+bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& mask);
+at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& mask, double scale);
+
 }  // namespace plugformer

@@ -282,7 +282,15 @@ BertLMPredictionHead::BertLMPredictionHead(const BertConfig& c) {
 }
 
 at::Tensor BertLMPredictionHead::forward(const at::Tensor& hidden) const {
-  return at::linear(transform_->forward(hidden), decoder_->weight, bias_);
+  return decoder_->forward(transform_->forward(hidden)) + bias_;
+}
+
+void BertLMPredictionHead::resize_bias(int64_t vocab_size) {
+  at::NoGradGuard no_grad;
+  at::Tensor bias = at::zeros({vocab_size}, bias_.options());
+  const int64_t kept = std::min(vocab_size, bias_.size(0));
+  bias.narrow(0, 0, kept).copy_(bias_.narrow(0, 0, kept));
+  bias_.set_data(bias);
 }
 
 BertClsHeads::BertClsHeads(const BertConfig& c, bool with_predictions, bool with_seq_relationship) {

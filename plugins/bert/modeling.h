@@ -107,6 +107,9 @@ class BertModel : public PreTrainedModel {
   // Outputs: last_hidden_state, pooler_output (with the pooling layer).
   ModelOutput forward(const ModelInputs& inputs) override;
 
+ protected:
+  std::string input_embeddings_name() const override { return "embeddings.word_embeddings"; }
+
  private:
   const BertConfig& cfg_;
   std::shared_ptr<BertEmbeddings> embeddings_;
@@ -134,6 +137,9 @@ class BertLMPredictionHead : public torch::nn::Module {
  public:
   explicit BertLMPredictionHead(const BertConfig& config);
   at::Tensor forward(const at::Tensor& hidden) const;
+  // resize_token_embeddings: the bias follows the vocabulary, new tokens starting at zero (as
+  // transformers pads the tied decoder bias).
+  void resize_bias(int64_t vocab_size);
 
  private:
   std::shared_ptr<BertPredictionHeadTransform> transform_;
@@ -159,6 +165,14 @@ class BertHeadModel : public PreTrainedModel {
   std::vector<std::string> ignored_unexpected_keys() const override;
 
  protected:
+  // The masked-LM head of the classes that have one (its decoder is the output embedding).
+  virtual BertLMPredictionHead* lm_prediction_head() const { return nullptr; }
+  std::string output_embeddings_name() const override {
+    return lm_prediction_head() ? "cls.predictions.decoder" : "";
+  }
+  void resized_token_embeddings(int64_t vocab_size) override {
+    if (auto* head = lm_prediction_head()) head->resize_bias(vocab_size);
+  }
   // Runs the base model; `out` gets nothing yet, the caller adds its fields then calls finish().
   ModelOutput base_forward(const ModelInputs& inputs) { return bert_->forward(inputs); }
   static void finish(ModelOutput& out, ModelOutput& base);
@@ -174,6 +188,9 @@ class BertForMaskedLM : public BertHeadModel {
   std::vector<std::pair<std::string, std::string>> tied_weights() const override;
   ModelOutput forward(const ModelInputs& inputs) override;
 
+ protected:
+  BertLMPredictionHead* lm_prediction_head() const override { return cls_->predictions.get(); }
+
  private:
   std::shared_ptr<BertClsHeads> cls_;
 };
@@ -186,6 +203,9 @@ class BertLMHeadModel : public BertHeadModel {
   bool can_generate() const override { return true; }
   ModelOutput forward(const ModelInputs& inputs) override;
 
+ protected:
+  BertLMPredictionHead* lm_prediction_head() const override { return cls_->predictions.get(); }
+
  private:
   std::shared_ptr<BertClsHeads> cls_;
 };
@@ -196,6 +216,9 @@ class BertForPreTraining : public BertHeadModel {
   std::string class_name() const override { return "BertForPreTraining"; }
   std::vector<std::pair<std::string, std::string>> tied_weights() const override;
   ModelOutput forward(const ModelInputs& inputs) override;
+
+ protected:
+  BertLMPredictionHead* lm_prediction_head() const override { return cls_->predictions.get(); }
 
  private:
   std::shared_ptr<BertClsHeads> cls_;

@@ -27,11 +27,12 @@ class PerFamily : public ::testing::TestWithParam<Family> {
     return AutoModelForCausalLM::from_pretrained(path.empty() ? kFixtures + GetParam().fixture : path);
   }
   static at::Tensor ids() { return at::tensor({5, 17, 42, 100, 7, 3, 250, 11}, at::kLong).view({2, 4}); }
-  static at::Tensor logits(PreTrainedModel& model, const at::Tensor& input_ids) {
-    at::NoGradGuard no_grad;
-    return model.forward(ModelInputs{{"input_ids", input_ids}})["logits"];
-  }
 };
+
+at::Tensor logits(PreTrainedModel& model, const at::Tensor& input_ids) {
+  at::NoGradGuard no_grad;
+  return model.forward(ModelInputs{{"input_ids", input_ids}})["logits"];
+}
 
 std::string family_name(const ::testing::TestParamInfo<Family>& info) { return info.param.name; }
 void PrintTo(const Family& family, std::ostream* os) { *os << family.name; }
@@ -310,4 +311,21 @@ TEST(Checkpointing, RecomputesInBackward) {
   layer(x).sum().backward();
   EXPECT_TRUE(at::allclose(gw, w.grad()));
   EXPECT_TRUE(at::allclose(gx, x.grad()));
+}
+
+TEST(PreTrainedModelResize, BertMaskedLmBiasFollowsTheVocabulary) {
+  auto model = AutoModelForMaskedLM::from_pretrained(kFixtures + "bert-tiny-mlm");
+  const int64_t vocab = model->get_input_embeddings()->weight.size(0);
+  const at::Tensor ids = at::tensor({2, 5, 9, 3}, at::kLong).view({1, 4});
+  const at::Tensor before = logits(*model, ids);
+  model->resize_token_embeddings(vocab + 6);
+  EXPECT_EQ(model->get_output_embeddings()->weight.data_ptr(), model->get_input_embeddings()->weight.data_ptr());
+  const at::Tensor after = logits(*model, ids);
+  ASSERT_EQ(after.size(-1), vocab + 6);
+  EXPECT_LE((after.narrow(-1, 0, vocab) - before).abs().max().item<double>(), 1e-5);
+
+  test::TempDir dir("resize-bert");
+  model->save_pretrained(dir.path());
+  auto reloaded = AutoModelForMaskedLM::from_pretrained(dir.path().string());
+  EXPECT_LE((logits(*reloaded, ids) - after).abs().max().item<double>(), 1e-6);
 }
