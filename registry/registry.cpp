@@ -229,7 +229,21 @@ ModelPtr Registry::make_model(const ModelEntry& entry, ConfigPtr config) const {
       }
   }
   if (!factory) throw RegistryError("no model class '" + entry.architecture + "' registered for " + entry.task);
-  return keep_alive(factory(std::move(config)), owner);
+  ModelPtr model = keep_alive(factory(config), owner);
+  // A pruned model's files hold the pruned shapes: prune as the config says before loading
+  // (transformers does it in post_init).
+  const json pruned = config->get("pruned_heads");
+  if (pruned.is_object() && !pruned.empty()) {
+    std::map<int64_t, std::vector<int64_t>> heads;
+    try {
+      for (const auto& [layer, list] : pruned.items()) heads[std::stoll(layer)] = list.get<std::vector<int64_t>>();
+    } catch (const std::exception&) {
+      throw ConfigError("config.json: pruned_heads must map layer numbers to lists of head numbers, got " +
+                        pruned.dump());
+    }
+    model->prune_heads(heads);
+  }
+  return model;
 }
 
 bool Registry::has_tokenizer(const std::string& class_name) const {

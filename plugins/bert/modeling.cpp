@@ -84,6 +84,14 @@ BertSelfAttention::BertSelfAttention(const BertConfig& c, int64_t layer_idx)
         "distance_embedding", std::make_shared<Embedding>(2 * c.max_position_embeddings - 1, head_dim_));
 }
 
+at::Tensor BertSelfAttention::prune_heads(const std::vector<int64_t>& heads) {
+  auto [removed, index] = find_pruneable_heads_and_indices(heads, heads_, head_dim_, pruned_heads_);
+  for (auto* projection : {query_.get(), key_.get(), value_.get()}) prune_linear_layer(*projection, index, 0);
+  heads_ -= int64_t(removed.size());
+  pruned_heads_.insert(removed.begin(), removed.end());
+  return index;
+}
+
 at::Tensor BertSelfAttention::forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask,
                                       KVCache* cache, at::Tensor* probs) {
   at::Tensor q = split_heads(query_->forward(hidden), heads_);
@@ -177,6 +185,14 @@ BertModel::BertModel(std::shared_ptr<BertConfig> config, bool add_pooling_layer)
   embeddings_ = register_module("embeddings", std::make_shared<BertEmbeddings>(cfg_));
   encoder_ = register_module("encoder", std::make_shared<BertEncoder>(cfg_));
   if (add_pooling_layer) pooler_ = register_module("pooler", std::make_shared<BertPooler>(cfg_));
+}
+
+void BertModel::prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) {
+  for (const auto& [layer, heads] : heads_to_prune) {
+    auto attention = std::dynamic_pointer_cast<BertAttention>(find_module("encoder.layer." + std::to_string(layer) + ".attention"));
+    if (!attention) throw InvalidInputError("prune_heads: layer " + std::to_string(layer) + " does not exist");
+    attention->prune_heads(heads);
+  }
 }
 
 ModelOutput BertModel::forward(const ModelInputs& inputs) {

@@ -29,9 +29,13 @@ class BertSelfAttention : public torch::nn::Module {
   // mask: additive [batch, 1, q_len or 1, kv_len] or undefined; head_mask: [heads] or undefined.
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
                      at::Tensor* probs);
+  // Removes heads (numbered as in the unpruned layer); returns the kept rows of the
+  // [heads * head_dim] projections so the output projection can drop the same inputs.
+  at::Tensor prune_heads(const std::vector<int64_t>& heads);
 
  private:
   int64_t layer_idx_, heads_, head_dim_, max_positions_;
+  std::set<int64_t> pruned_heads_;
   std::string position_embedding_type_;
   std::shared_ptr<Linear> query_, key_, value_;
   std::shared_ptr<Embedding> distance_embedding_;  // relative_key / relative_key_query only
@@ -42,6 +46,7 @@ class BertResidualOutput : public torch::nn::Module {
  public:
   BertResidualOutput(const BertConfig& config, int64_t in_features);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& residual) const;
+  Linear& dense() { return *dense_; }
 
  private:
   std::shared_ptr<Linear> dense_;
@@ -53,6 +58,7 @@ class BertAttention : public torch::nn::Module {
   BertAttention(const BertConfig& config, int64_t layer_idx);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
                      at::Tensor* probs);
+  void prune_heads(const std::vector<int64_t>& heads) { prune_linear_layer(output_->dense(), self_->prune_heads(heads), 1); }
 
  private:
   std::shared_ptr<BertSelfAttention> self_;
@@ -109,6 +115,7 @@ class BertModel : public PreTrainedModel {
 
  protected:
   std::string input_embeddings_name() const override { return "embeddings.word_embeddings"; }
+  void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) override;
 
  private:
   const BertConfig& cfg_;

@@ -15,6 +15,7 @@ GPT2Attention::GPT2Attention(const GPT2Config& c, int64_t layer_idx)
       embed_dim_(c.n_embd),
       heads_(c.n_head),
       head_dim_(c.head_dim()),
+      split_size_(c.n_embd),
       upcast_(c.reorder_and_upcast_attn) {
   // _attn divides by sqrt(head_dim) (scale_attn_weights), then by layer_idx + 1
   // (scale_attn_by_inverse_layer_idx); _upcast_and_reordered_attn folds both into one factor.
@@ -26,7 +27,7 @@ GPT2Attention::GPT2Attention(const GPT2Config& c, int64_t layer_idx)
 }
 
 at::Tensor GPT2Attention::forward(const at::Tensor& hidden, const at::Tensor& mask, KVCache* cache, at::Tensor* probs) {
-  auto qkv = c_attn_->forward(hidden).split(embed_dim_, -1);
+  auto qkv = c_attn_->forward(hidden).split(split_size_, -1);
   at::Tensor q = split_heads(qkv[0], heads_);
   at::Tensor k = split_heads(qkv[1], heads_);
   at::Tensor v = split_heads(qkv[2], heads_);
@@ -44,6 +45,15 @@ at::Tensor GPT2Attention::forward(const at::Tensor& hidden, const at::Tensor& ma
     out = attention(q, k, v, mask, scale_, probs);
   }
   return c_proj_->forward(merge_heads(out));
+}
+
+void GPT2Attention::prune_heads(const std::vector<int64_t>& heads) {
+  auto [removed, index] = find_pruneable_heads_and_indices(heads, heads_, head_dim_, pruned_heads_);
+  prune_conv1d_layer(*c_attn_, at::cat({index, index + split_size_, index + 2 * split_size_}), 1);
+  prune_conv1d_layer(*c_proj_, index, 0);
+  heads_ -= int64_t(removed.size());
+  split_size_ = heads_ * head_dim_;
+  pruned_heads_.insert(removed.begin(), removed.end());
 }
 
 GPT2MLP::GPT2MLP(const GPT2Config& c) : act_(get_activation(c.activation_function)) {
@@ -76,6 +86,14 @@ GPT2Model::GPT2Model(std::shared_ptr<GPT2Config> config) : PreTrainedModel(confi
     list->push_back(h_.back());
   }
   ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(cfg_.n_embd, cfg_.layer_norm_epsilon));
+}
+
+void GPT2Model::prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) {
+  for (const auto& [layer, heads] : heads_to_prune) {
+    auto attention = std::dynamic_pointer_cast<GPT2Attention>(find_module("h." + std::to_string(layer) + ".attn"));
+    if (!attention) throw InvalidInputError("prune_heads: layer " + std::to_string(layer) + " does not exist");
+    attention->prune_heads(heads);
+  }
 }
 
 ModelOutput GPT2Model::forward(const ModelInputs& inputs) {

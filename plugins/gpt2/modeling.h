@@ -14,9 +14,13 @@ class GPT2Attention : public torch::nn::Module {
  public:
   GPT2Attention(const GPT2Config& config, int64_t layer_idx);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, KVCache* cache, at::Tensor* probs);
+  // Removes heads (numbered as in the unpruned layer) from c_attn's q, k, v parts and c_proj.
+  void prune_heads(const std::vector<int64_t>& heads);
 
  private:
   int64_t layer_idx_, embed_dim_, heads_, head_dim_;
+  int64_t split_size_;  // width of each of q, k, v: heads_ * head_dim_
+  std::set<int64_t> pruned_heads_;
   double scale_;
   bool upcast_;
   std::shared_ptr<Conv1D> c_attn_, c_proj_;
@@ -62,6 +66,7 @@ class GPT2Model : public PreTrainedModel {
 
  protected:
   std::string input_embeddings_name() const override { return "wte"; }
+  void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) override;
 
  private:
   const GPT2Config& cfg_;

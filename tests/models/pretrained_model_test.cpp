@@ -329,3 +329,77 @@ TEST(PreTrainedModelResize, BertMaskedLmBiasFollowsTheVocabulary) {
   auto reloaded = AutoModelForMaskedLM::from_pretrained(dir.path().string());
   EXPECT_LE((logits(*reloaded, ids) - after).abs().max().item<double>(), 1e-6);
 }
+
+namespace {
+
+struct PruneCase {
+  std::string fixture, architecture, heads_of_layer, output_projection;  // module paths with {L} for the layer
+  int64_t head_dim;
+};
+
+at::Tensor hidden_states(PreTrainedModel& model, const at::Tensor& ids) {
+  at::NoGradGuard no_grad;
+  return model.forward(ModelInputs{{"input_ids", ids}})["last_hidden_state"];
+}
+
+std::string layer_path(std::string pattern, int64_t layer) {
+  return pattern.replace(pattern.find("{L}"), 3, std::to_string(layer));
+}
+
+// A pruned head contributes nothing: the reference zeroes its slice of the attention output
+// projection's inputs in the unpruned model.
+void check_pruning(const PruneCase& c) {
+  PretrainedOptions options;
+  options.architecture = c.architecture;
+  const std::string path = kFixtures + c.fixture;
+  auto reference = load_model_for_architecture(path, options);
+  auto pruned = load_model_for_architecture(path, options);
+  const std::map<int64_t, std::vector<int64_t>> heads = {{0, {0, 2}}, {1, {1}}};
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& [layer, list] : heads)
+      for (const auto& item : reference->named_parameters())
+        if (item.key() == layer_path(c.output_projection, layer) + ".weight") {
+          at::Tensor w = item.value();
+          const bool conv = c.architecture.rfind("GPT2", 0) == 0;  // Conv1D: [in, out]
+          for (int64_t h : list) (conv ? w.narrow(0, h * c.head_dim, c.head_dim) : w.narrow(1, h * c.head_dim, c.head_dim)).zero_();
+        }
+  }
+  const at::Tensor ids = at::tensor({3, 14, 15, 9, 2, 6}, at::kLong).view({1, 6});
+  const at::Tensor expected = hidden_states(*reference, ids);
+
+  const int64_t before = pruned->num_parameters();
+  pruned->prune_heads(heads);
+  EXPECT_LE((hidden_states(*pruned, ids) - expected).abs().max().item<double>(), 1e-5);
+  EXPECT_LT(pruned->num_parameters(), before);
+  for (const auto& item : pruned->named_parameters())
+    if (item.key() == layer_path(c.output_projection, 0) + ".weight") {
+      const bool conv = c.architecture.rfind("GPT2", 0) == 0;
+      EXPECT_EQ(item.value().size(conv ? 0 : 1), reference->config().get("hidden_size").get<int64_t>() - 2 * c.head_dim);
+    }
+  // Pruning again with an already pruned head only removes the new one.
+  pruned->prune_heads({{1, {1, 3}}});
+  EXPECT_EQ(pruned->config().get("pruned_heads"), (json{{"0", {0, 2}}, {"1", {1, 3}}}));
+
+  // Saved and loaded back: built pruned from the config, same outputs.
+  test::TempDir dir("prune-" + c.fixture);
+  pruned->save_pretrained(dir.path());
+  auto reloaded = load_model_for_architecture(dir.path().string(), options);
+  EXPECT_EQ(reloaded->num_parameters(), pruned->num_parameters());
+  EXPECT_LE((hidden_states(*reloaded, ids) - hidden_states(*pruned, ids)).abs().max().item<double>(), 1e-6);
+}
+
+}  // namespace
+
+TEST(PruneHeads, Bert) {
+  check_pruning({"bert-tiny-mlm", "BertModel", "", "encoder.layer.{L}.attention.output.dense",
+                 AutoConfig::from_pretrained(kFixtures + "bert-tiny-mlm")->get("hidden_size").get<int64_t>() /
+                     AutoConfig::from_pretrained(kFixtures + "bert-tiny-mlm")->get("num_attention_heads").get<int64_t>()});
+}
+
+TEST(PruneHeads, Gpt2) { check_pruning({"gpt2-tiny-lm", "GPT2Model", "", "h.{L}.attn.c_proj", 32 / 4}); }
+
+TEST(PruneHeads, FamiliesWithoutItSayWhich) {
+  auto model = AutoModelForCausalLM::from_pretrained(kFixtures + "llama-tiny");
+  EXPECT_THROW(model->prune_heads({{0, {1}}}), Error);
+}

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -103,6 +104,17 @@ at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch
                                  c10::ScalarType dtype);
 // Bidirectional padding mask [batch, 1, 1, kv_len] from [batch, kv_len] (encoders, cross-attention).
 at::Tensor padding_attention_mask(const at::Tensor& attention_mask, c10::ScalarType dtype);
+
+// Head pruning, as transformers' pytorch_utils: which of `heads` are still present (minus
+// already_pruned) and the indices of the rows of a [n_heads * head_size] projection to keep, in
+// the current layout (n_heads counts the heads left after earlier pruning).
+std::pair<std::set<int64_t>, at::Tensor> find_pruneable_heads_and_indices(const std::vector<int64_t>& heads,
+                                                                          int64_t n_heads, int64_t head_size,
+                                                                          const std::set<int64_t>& already_pruned);
+// Keeps the output features (dim 0, with their biases) or input features (dim 1) listed in index.
+void prune_linear_layer(Linear& layer, const at::Tensor& index, int64_t dim = 0);
+// The same for a Conv1D ([in, out]): dim 1 keeps output features (with biases), dim 0 inputs.
+void prune_conv1d_layer(Conv1D& layer, const at::Tensor& index, int64_t dim = 1);
 
 // Splits [batch, seq, heads * dim] into [batch, heads, seq, dim] and back.
 at::Tensor split_heads(const at::Tensor& x, int64_t heads);

@@ -165,6 +165,11 @@ class PreTrainedModel : public torch::nn::Module {
                                                      std::optional<int64_t> pad_to_multiple_of = std::nullopt,
                                                      bool mean_resizing = true);
 
+  // Removes attention heads: {layer: [heads]}, indices as in the unpruned model. The union with
+  // earlier pruning is kept in config.pruned_heads (saved with the config and applied again when
+  // the model is built from it, so pruned checkpoints load). Error for families without it.
+  void prune_heads(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune);
+
   // Additive masks (0 where attended, the dtype's lowest value where masked) from 0/1 masks:
   // [batch, seq] -> [batch, 1, 1, seq] (causal [batch, 1, seq, seq] when config.is_decoder),
   // [batch, q, k] -> [batch, 1, q, k]. dtype defaults to the model's.
@@ -197,6 +202,10 @@ class PreTrainedModel : public torch::nn::Module {
   // class has none). A base model names its embedding; head classes name their head.
   virtual std::string input_embeddings_name() const { return ""; }
   virtual std::string output_embeddings_name() const { return ""; }
+  // The family's pruning of its base model's layers (only heads not pruned before are passed).
+  virtual void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune);
+  // A submodule by dotted path ("encoder.layer.3.attention"), or nullptr.
+  std::shared_ptr<torch::nn::Module> find_module(const std::string& path) const;
   // Called by resize_token_embeddings for vocabulary-sized state beyond the embedding and head
   // weights (BERT's separate MLM bias).
   virtual void resized_token_embeddings(int64_t /*new_num_tokens*/) {}
@@ -216,7 +225,6 @@ class PreTrainedModel : public torch::nn::Module {
  private:
   void init_weight(const std::string& name, at::Tensor& tensor, c10::ScalarType dtype) const;
   PreTrainedModel* base_model();
-  std::shared_ptr<torch::nn::Module> find_module(const std::string& path) const;
 
   bool gradient_checkpointing_ = false;
   std::vector<std::string> model_tags_;
