@@ -48,7 +48,7 @@ bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, co
          (!mask.defined() || mask.scalar_type() == f) && k.stride(3) == 1 && v.stride(3) == 1 &&
          k.stride(2) == k.size(3) && v.stride(2) == v.size(3) &&
          (!at::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad() && !v.requires_grad())) &&
-         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+         cpu_has_avx2_fma();
 }
 
 at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,

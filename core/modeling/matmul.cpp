@@ -27,8 +27,6 @@ bool cpu_has_native_bf16() {
   return amx_bf16 || avx512_bf16;
 }
 
-bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-
 bool is_reduced(c10::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 
 // Up to this many rows, the weight-streaming kernel beats converting the weight for sgemm.
@@ -223,6 +221,11 @@ at::Tensor streaming_linear(const at::Tensor& x2d, const at::Tensor& weight, boo
 }
 
 }  // namespace
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
 
 bool native_reduced_precision_matmul() {
   static const bool native = cpu_has_native_bf16();

@@ -5,6 +5,8 @@
 
 namespace plugformer {
 
+// The CPU runs the AVX2 + FMA kernels of this folder.
+bool cpu_has_avx2_fma();
 // True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where libtorch's own bf16
 // products are fast.
 bool native_reduced_precision_matmul();

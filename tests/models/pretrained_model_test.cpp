@@ -333,7 +333,9 @@ TEST(PreTrainedModelResize, BertMaskedLmBiasFollowsTheVocabulary) {
 namespace {
 
 struct PruneCase {
-  std::string fixture, architecture, heads_of_layer, output_projection;  // module paths with {L} for the layer
+  std::string fixture, architecture;
+  std::string output_projection;  // the attention output projection's path, {L} standing for the layer
+  bool conv1d;                    // its weight is [in, out] (GPT-2's Conv1D) rather than [out, in]
   int64_t head_dim;
 };
 
@@ -361,8 +363,7 @@ void check_pruning(const PruneCase& c) {
       for (const auto& item : reference->named_parameters())
         if (item.key() == layer_path(c.output_projection, layer) + ".weight") {
           at::Tensor w = item.value();
-          const bool conv = c.architecture.rfind("GPT2", 0) == 0;  // Conv1D: [in, out]
-          for (int64_t h : list) (conv ? w.narrow(0, h * c.head_dim, c.head_dim) : w.narrow(1, h * c.head_dim, c.head_dim)).zero_();
+          for (int64_t h : list) w.narrow(c.conv1d ? 0 : 1, h * c.head_dim, c.head_dim).zero_();
         }
   }
   const at::Tensor ids = at::tensor({3, 14, 15, 9, 2, 6}, at::kLong).view({1, 6});
@@ -373,10 +374,8 @@ void check_pruning(const PruneCase& c) {
   EXPECT_LE((hidden_states(*pruned, ids) - expected).abs().max().item<double>(), 1e-5);
   EXPECT_LT(pruned->num_parameters(), before);
   for (const auto& item : pruned->named_parameters())
-    if (item.key() == layer_path(c.output_projection, 0) + ".weight") {
-      const bool conv = c.architecture.rfind("GPT2", 0) == 0;
-      EXPECT_EQ(item.value().size(conv ? 0 : 1), reference->config().get("hidden_size").get<int64_t>() - 2 * c.head_dim);
-    }
+    if (item.key() == layer_path(c.output_projection, 0) + ".weight")
+      EXPECT_EQ(item.value().size(c.conv1d ? 0 : 1), reference->config().get("hidden_size").get<int64_t>() - 2 * c.head_dim);
   // Pruning again with an already pruned head only removes the new one.
   pruned->prune_heads({{1, {1, 3}}});
   EXPECT_EQ(pruned->config().get("pruned_heads"), (json{{"0", {0, 2}}, {"1", {1, 3}}}));
@@ -392,12 +391,12 @@ void check_pruning(const PruneCase& c) {
 }  // namespace
 
 TEST(PruneHeads, Bert) {
-  check_pruning({"bert-tiny-mlm", "BertModel", "", "encoder.layer.{L}.attention.output.dense",
-                 AutoConfig::from_pretrained(kFixtures + "bert-tiny-mlm")->get("hidden_size").get<int64_t>() /
-                     AutoConfig::from_pretrained(kFixtures + "bert-tiny-mlm")->get("num_attention_heads").get<int64_t>()});
+  const auto config = AutoConfig::from_pretrained(kFixtures + "bert-tiny-mlm");
+  const int64_t head_dim = config->get("hidden_size").get<int64_t>() / config->get("num_attention_heads").get<int64_t>();
+  check_pruning({"bert-tiny-mlm", "BertModel", "encoder.layer.{L}.attention.output.dense", false, head_dim});
 }
 
-TEST(PruneHeads, Gpt2) { check_pruning({"gpt2-tiny-lm", "GPT2Model", "", "h.{L}.attn.c_proj", 32 / 4}); }
+TEST(PruneHeads, Gpt2) { check_pruning({"gpt2-tiny-lm", "GPT2Model", "h.{L}.attn.c_proj", true, 32 / 4}); }
 
 TEST(PruneHeads, FamiliesWithoutItSayWhich) {
   auto model = AutoModelForCausalLM::from_pretrained(kFixtures + "llama-tiny");
