@@ -123,7 +123,10 @@ struct GenerateArgs {
 void run_generate(const GenerateArgs& args) {
   PretrainedOptions options;
   options.torch_dtype = args.dtype;
-  auto model = AutoModelForCausalLM::from_pretrained(args.model, options);
+  // Encoder-decoder checkpoints (T5) generate from their Seq2SeqLM class, the others from CausalLM.
+  const bool seq2seq = AutoConfig::from_pretrained(args.model, options)->is_encoder_decoder;
+  auto model = seq2seq ? AutoModelForSeq2SeqLM::from_pretrained(args.model, options)
+                       : AutoModelForCausalLM::from_pretrained(args.model, options);
   GenerationConfig gen = GenerationConfig::from_model_config(model->config());
   if (auto file = resolve_file(args.model, "generation_config.json", options, true))
     gen.update_from_json(read_json_file(*file), file->string());
@@ -157,7 +160,7 @@ void run_generate(const GenerateArgs& args) {
   const at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0);
   std::unique_ptr<Streamer> streamer;
   if (tokenizer && args.ids.empty() && !args.json_output && gen.num_beams == 1) {
-    std::cout << args.prompt << std::flush;
+    if (!seq2seq) std::cout << args.prompt << std::flush;  // a decoder-only model continues the prompt
     streamer = std::make_unique<Streamer>(tokenizer);
   }
   TokenCallback stream;
@@ -166,18 +169,20 @@ void run_generate(const GenerateArgs& args) {
     return true;
   };
   auto out = generate(*model, input, at::Tensor(), gen, stream, tokenizer.get());
+  // Sequences start with the prompt, or for encoder-decoder models with decoder_start_token_id.
+  const int64_t skip = seq2seq ? 1 : int64_t(prompt.size());
   if (args.json_output) {
     at::Tensor seq = out.sequences[0].contiguous();
     std::vector<int64_t> ids(seq.data_ptr<int64_t>(), seq.data_ptr<int64_t>() + seq.numel());
-    json result = {{"prompt_ids", prompt}, {"generated_ids", std::vector<int64_t>(ids.begin() + long(prompt.size()), ids.end())}};
+    json result = {{"prompt_ids", prompt}, {"generated_ids", std::vector<int64_t>(ids.begin() + skip, ids.end())}};
     if (tokenizer) result["text"] = tokenizer->decode(result["generated_ids"].get<std::vector<int64_t>>(), true);
     std::cout << result.dump() << "\n";
   } else if (streamer) {
     std::cout << "\n";
   } else {
     at::Tensor seq = out.sequences[0].contiguous();
-    std::vector<int64_t> ids(seq.data_ptr<int64_t>() + prompt.size(), seq.data_ptr<int64_t>() + seq.numel());
-    std::cout << (tokenizer ? args.prompt + tokenizer->decode(ids, true) : json(ids).dump()) << "\n";
+    std::vector<int64_t> ids(seq.data_ptr<int64_t>() + skip, seq.data_ptr<int64_t>() + seq.numel());
+    std::cout << (tokenizer ? (seq2seq ? "" : args.prompt) + tokenizer->decode(ids, true) : json(ids).dump()) << "\n";
   }
 }
 
@@ -221,7 +226,7 @@ void add_model_commands(CLI::App& app) {
   info->callback([] { run_info(info_model, info_dtype); });
 
   static GenerateArgs gen;
-  auto* generate_cmd = app.add_subcommand("generate", "Generate text (greedy) from a prompt, streamed to the terminal");
+  auto* generate_cmd = app.add_subcommand("generate", "Generate text from a prompt (decoder-only or encoder-decoder), streamed to the terminal");
   generate_cmd->add_option("model", gen.model, "Model directory (default: the shipped stories260K)");
   generate_cmd->add_option("prompt", gen.prompt, "Prompt text");
   generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
@@ -248,7 +253,7 @@ void add_model_commands(CLI::App& app) {
   forward->add_option("model", fwd_model, "Model directory")->required();
   forward->add_option("--class", fwd_class, "Model class (LlamaForCausalLM) or Auto class (AutoModelForCausalLM); "
                                             "default: config.json architectures");
-  forward->add_option("--inputs", fwd_inputs, "safetensors file of int64 inputs (input_ids, attention_mask, ...)")->required();
+  forward->add_option("--inputs", fwd_inputs, "safetensors file of named inputs (input_ids, attention_mask, decoder_input_ids, ...)")->required();
   forward->add_option("--out", fwd_out, "safetensors file to write the outputs to")->required();
   forward->add_option("--dtype", fwd_dtype, "float32 | bfloat16 | float16 | auto");
   forward->callback([] { run_forward(fwd_model, fwd_class, fwd_inputs, fwd_out, fwd_dtype); });

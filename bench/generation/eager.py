@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch eager peer for bench/generation: GPT-2 and Llama written with plain torch ops the
+"""PyTorch eager peer for bench/generation: GPT-2, Llama and T5 written with plain torch ops the
 way transformers' eager code computes them (F.linear, a growing KV cache, fp32 softmax), on
-the same config.json + model.safetensors that plugformer loads. Bench tool only: the project
+the same config.json + model.safetensors that plugformer loads. For T5 the prompt goes to the
+encoder (run once) and decoding starts from decoder_start_token_id with self- and
+cross-attention caches. Bench tool only: the project
 never needs Python. Run with Debian's /usr/bin/python3 (python3-torch).
 
     eager.py MODEL_DIR --dtype float32 --batch 1 --prompt 512 --new 128 --threads 2
@@ -18,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I64": torch.int64}
 
 
 def load_safetensors(path):
@@ -135,6 +137,103 @@ class Llama:
         return F.linear(h[:, -1:], w["lm_head.weight"]).float(), new_cache
 
 
+class T5:
+    def __init__(self, cfg, w, dtype):
+        self.c = cfg
+        self.w = {k: v.to(dtype) for k, v in w.items()}
+        if "lm_head.weight" not in self.w:
+            self.w["lm_head.weight"] = self.w["shared.weight"]
+        self.tied = cfg.get("tie_word_embeddings", True)
+        self.gated = cfg.get("feed_forward_proj", "relu").startswith("gated")
+
+    def rms(self, x, weight):
+        v = x.float().pow(2).mean(-1, keepdim=True)
+        return weight * (x.float() * torch.rsqrt(v + self.c["layer_norm_epsilon"])).to(x.dtype)
+
+    def bias(self, stack, q_pos, k_len, bidirectional):
+        c = self.c
+        rel = torch.arange(k_len)[None, :] - q_pos[:, None]
+        n, md, buckets = c["relative_attention_num_buckets"], c["relative_attention_max_distance"], 0
+        if bidirectional:
+            n //= 2
+            buckets = (rel > 0).long() * n
+            rel = rel.abs()
+        else:
+            rel = -torch.clamp(rel, max=0)
+        exact = n // 2
+        large = exact + (torch.log(rel.float() / exact) / math.log(md / exact) * (n - exact)).long()
+        buckets = buckets + torch.where(rel < exact, rel, torch.clamp(large, max=n - 1))
+        table = self.w[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+        return F.embedding(buckets, table).permute(2, 0, 1).unsqueeze(0)
+
+    def attend(self, p, x, kv, bias, cache, key):
+        w, nh = self.w, self.c["num_heads"]
+        b, n, _ = x.shape
+        q = F.linear(x, w[p + "q.weight"]).view(b, n, nh, -1).transpose(1, 2)
+        if key in cache and kv is not None:  # cross-attention keys/values of the encoder output
+            k, v = cache[key]
+        else:
+            src = x if kv is None else kv
+            k = F.linear(src, w[p + "k.weight"]).view(b, src.shape[1], nh, -1).transpose(1, 2)
+            v = F.linear(src, w[p + "v.weight"]).view(b, src.shape[1], nh, -1).transpose(1, 2)
+            if kv is None and key in cache:
+                k, v = torch.cat([cache[key][0], k], 2), torch.cat([cache[key][1], v], 2)
+            cache[key] = (k, v)
+        s = torch.matmul(q, k.transpose(-1, -2))
+        if bias is not None:
+            s = s + bias
+        a = torch.matmul(torch.softmax(s.float(), -1).to(q.dtype), v)
+        return F.linear(a.transpose(1, 2).reshape(b, n, -1), w[p + "o.weight"])
+
+    def ff(self, p, x):
+        w = self.w
+        if self.gated:
+            h = F.gelu(F.linear(x, w[p + "wi_0.weight"]), approximate="tanh") * F.linear(x, w[p + "wi_1.weight"])
+        else:
+            h = F.relu(F.linear(x, w[p + "wi.weight"]))
+        return F.linear(h, w[p + "wo.weight"])
+
+    def encode(self, ids):
+        c, w = self.c, self.w
+        h = F.embedding(ids, w["shared.weight"])
+        bias = self.bias("encoder", torch.arange(ids.shape[1]), ids.shape[1], True).to(h.dtype)
+        for i in range(c["num_layers"]):
+            p = f"encoder.block.{i}.layer."
+            h = h + self.attend(p + "0.SelfAttention.", self.rms(h, w[p + "0.layer_norm.weight"]), None, bias, {}, None)
+            h = h + self.ff(p + "1.DenseReluDense.", self.rms(h, w[p + "1.layer_norm.weight"]))
+        return self.rms(h, w["encoder.final_layer_norm.weight"])
+
+    def decode(self, ids, cache, encoded):
+        c, w = self.c, self.w
+        past = cache[("self", 0)][0].shape[2] if ("self", 0) in cache else 0
+        h = F.embedding(ids, w["shared.weight"])
+        n = ids.shape[1]
+        bias = self.bias("decoder", torch.arange(past, past + n), past + n, False).to(h.dtype)
+        if n > 1:
+            bias = bias + torch.triu(torch.full((n, past + n), torch.finfo(h.dtype).min), past + 1)
+        for i in range(c.get("num_decoder_layers") or c["num_layers"]):
+            p = f"decoder.block.{i}.layer."
+            h = h + self.attend(p + "0.SelfAttention.", self.rms(h, w[p + "0.layer_norm.weight"]), None, bias, cache,
+                                ("self", i))
+            h = h + self.attend(p + "1.EncDecAttention.", self.rms(h, w[p + "1.layer_norm.weight"]), encoded, None,
+                                cache, ("cross", i))
+            h = h + self.ff(p + "2.DenseReluDense.", self.rms(h, w[p + "2.layer_norm.weight"]))
+        h = self.rms(h, w["decoder.final_layer_norm.weight"])[:, -1:]
+        if self.tied:
+            h = h * c["d_model"] ** -0.5
+        return F.linear(h, w["lm_head.weight"]).float(), cache
+
+    def forward(self, ids, cache):
+        """generate()'s loop shape: the first call encodes the prompt and starts the decoder."""
+        if cache is None:
+            encoded = self.encode(ids)
+            start = torch.full((ids.shape[0], 1), self.c.get("decoder_start_token_id", 0), dtype=torch.long)
+            cache = {"encoded": encoded}
+            logits, cache = self.decode(start, cache, encoded)
+            return logits, cache
+        return self.decode(ids, cache, cache["encoded"])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -148,7 +247,7 @@ def main():
     cfg = json.load(open(os.path.join(args.model, "config.json")))
     weights = load_safetensors(os.path.join(args.model, "model.safetensors"))
     dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
-    model = (Gpt2 if cfg["model_type"] == "gpt2" else Llama)(cfg, weights, dtype)
+    model = {"gpt2": Gpt2, "llama": Llama, "t5": T5}[cfg["model_type"]](cfg, weights, dtype)
     vocab = cfg["vocab_size"]
     ids = torch.randint(0, vocab, (args.batch, args.prompt), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

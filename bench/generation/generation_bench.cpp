@@ -1,8 +1,10 @@
-// Prefill and decode speed of plugformer's generate() on a decoder-only model, with the memory
-// bandwidth bound measured in the same process. Driven by run_bench.sh, which runs the PyTorch
-// eager peer (eager.py) and llama.cpp on the same weights.
+// Prefill and decode speed of plugformer's generate() on a decoder-only or encoder-decoder model
+// (there "prefill" is encoding the prompt plus the first decoder step), with the memory bandwidth
+// bound measured in the same process. Driven by run_bench.py, which runs the PyTorch eager peer
+// (eager.py) and llama.cpp on the same weights.
 //
 //   generation_bench make-gpt2 DIR                       random gpt2-small (124M) in HF format
+//   generation_bench make-t5 DIR                         random t5-small (60M) in HF format
 //   generation_bench run DIR [--dtype D] [--batch B] [--prompt N] [--new M] [--threads T]
 //   generation_bench bandwidth                           DRAM read bandwidth, GB/s
 #include <ATen/ATen.h>
@@ -44,11 +46,19 @@ double read_bandwidth() {
 }
 
 // Bytes a decode step reads: every weight once, except embedding tables (one row each), plus the
-// embedding again when it serves as the tied LM head.
+// embedding again when it serves as the tied LM head. An encoder-decoder model reads neither its
+// encoder nor its cross-attention key/value projections (their output is cached).
 int64_t weight_bytes_per_token(PreTrainedModel& model) {
   int64_t bytes = model.memory_footprint(false);
   for (const auto& m : model.modules())
     if (auto* e = dynamic_cast<Embedding*>(m.get())) bytes -= int64_t(e->weight.nbytes());
+  if (model.config().is_encoder_decoder)
+    for (const auto& p : model.named_parameters(true)) {
+      const std::string& name = p.key();
+      const bool encoder_only = name.rfind("encoder.", 0) == 0 || name.find("EncDecAttention.k.") != std::string::npos ||
+                                name.find("EncDecAttention.v.") != std::string::npos;
+      if (encoder_only && name.find("relative_attention_bias") == std::string::npos) bytes -= int64_t(p.value().nbytes());
+    }
   if (auto head = model.get_output_embeddings();
       head && head->weight.data_ptr() == model.get_input_embeddings()->weight.data_ptr())
     bytes += int64_t(head->weight.nbytes());
@@ -69,13 +79,23 @@ void make_gpt2(const std::string& dir) {
   std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
 }
 
+// t5-small's shape (transformers' T5Config defaults): relu feed-forward, tied embeddings.
+void make_t5(const std::string& dir) {
+  auto config = AutoConfig::for_model("t5", json::object());
+  auto model = AutoModelForSeq2SeqLM::from_config(config);
+  model->save_pretrained(dir);
+  std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
+}
+
 void run(const std::string& dir, std::map<std::string, std::string> opt) {
   const int64_t batch = std::stoll(opt["--batch"]), prompt = std::stoll(opt["--prompt"]),
                 new_tokens = std::stoll(opt["--new"]);
   PretrainedOptions options;
   options.torch_dtype = opt["--dtype"];
   const auto load_start = Clock::now();
-  auto model = AutoModelForCausalLM::from_pretrained(dir, options);
+  auto model = AutoConfig::from_pretrained(dir, options)->is_encoder_decoder
+                   ? AutoModelForSeq2SeqLM::from_pretrained(dir, options)
+                   : AutoModelForCausalLM::from_pretrained(dir, options);
   const double load_s = seconds_since(load_start);
   if (!opt["--threads"].empty()) at::set_num_threads(std::stoi(opt["--threads"]));
 
@@ -160,6 +180,8 @@ int main(int argc, char** argv) {
     const std::string command = argc > 1 ? argv[1] : "";
     if (command == "make-gpt2" && argc == 3) {
       make_gpt2(argv[2]);
+    } else if (command == "make-t5" && argc == 3) {
+      make_t5(argv[2]);
       return 0;
     }
     if (command == "linear") {
@@ -180,7 +202,7 @@ int main(int argc, char** argv) {
       run(argv[2], opt);
       return 0;
     }
-    std::cerr << "usage: generation_bench make-gpt2 DIR | run DIR [--dtype D] [--batch B] [--prompt N] [--new M] "
+    std::cerr << "usage: generation_bench make-gpt2 DIR | make-t5 DIR | run DIR [--dtype D] [--batch B] [--prompt N] [--new M] "
                  "[--threads T] | bandwidth\n";
     return 2;
   } catch (const std::exception& e) {

@@ -3,10 +3,13 @@
 llama.cpp's llama-bench, on the same weights, in one run. Prints a markdown table.
 
     run_bench.py gpt2  --build build --work /tmp/genbench
+    run_bench.py t5    --build build --work /tmp/genbench --prompt 256 --new 64
     run_bench.py llama --build build --work /tmp/genbench --llama-bench /path/llama-bench \
                        --generator ../shared/bench/make_random_llama.py
 
 gpt2: a random gpt2-small (124M) written by `generation_bench make-gpt2`.
+t5: a random t5-small (60M) written by `generation_bench make-t5`; the prompt is encoded, then
+the decoder generates (prefill = encoding + first decoder step).
 llama: the "small" random Llama (hidden 768, 12 layers, vocab 32000) from the shared generator,
 in HF format for plugformer / eager and GGUF (f32, bf16) for llama.cpp.
 """
@@ -39,7 +42,7 @@ def llama_cpp(bench, gguf, threads, prompt, new):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("family", choices=["gpt2", "llama"])
+    ap.add_argument("family", choices=["gpt2", "llama", "t5"])
     ap.add_argument("--build", default="build")
     ap.add_argument("--work", default="/tmp/genbench")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -56,16 +59,16 @@ def main():
 
     bench = os.path.join(args.build, "bin", "generation_bench")
     model = os.path.join(args.work, args.family)
-    if args.family == "gpt2":
+    if args.family in ("gpt2", "t5"):
         if not os.path.exists(os.path.join(model, "config.json")):
-            subprocess.run([bench, "make-gpt2", model], check=True)
+            subprocess.run([bench, "make-" + args.family, model], check=True)
     else:
         if not os.path.exists(os.path.join(model, "hf", "config.json")):
             subprocess.run([sys.executable, args.generator, "--size", "small", "--out", model, "--hf-dtype",
                             "float32", "--gguf", "f32", "bf16"], check=True)
         model_hf = os.path.join(model, "hf")
 
-    hf_dir = model if args.family == "gpt2" else model_hf
+    hf_dir = model_hf if args.family == "llama" else model
     rows = []
     for dtype in args.dtypes.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:

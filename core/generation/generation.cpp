@@ -310,33 +310,61 @@ class LogitsPipeline {
   int64_t prompt_len_, max_length_, min_keep_;
 };
 
+// The encoder side of an encoder-decoder model (undefined for decoder-only models).
+struct EncoderInputs {
+  at::Tensor input_ids, attention_mask;
+
+  bool defined() const { return input_ids.defined(); }
+  EncoderInputs repeat_interleave(int64_t times) const {
+    if (!defined() || times == 1) return *this;
+    return {input_ids.repeat_interleave(times, 0), attention_mask.repeat_interleave(times, 0)};
+  }
+};
+
 // Runs the model on what the cache has not seen yet and returns the last position's logits.
+// Encoder-decoder models run their encoder on the first step only; its output is fed back after.
 class Stepper {
  public:
-  Stepper(PreTrainedModel& model, bool use_cache) : model_(model), cache_(use_cache ? std::make_shared<KVCache>() : nullptr) {}
+  Stepper(PreTrainedModel& model, bool use_cache, EncoderInputs encoder)
+      : model_(model), cache_(use_cache ? std::make_shared<KVCache>() : nullptr), encoder_(std::move(encoder)) {}
 
   at::Tensor next_logits(const at::Tensor& sequences, const at::Tensor& mask) {
-    // Positions count only real tokens, so left padding does not shift them.
-    at::Tensor positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1);
     const int64_t fed = cache_ && seen_ > 0 ? sequences.size(1) - seen_ : sequences.size(1);
     ModelInputs inputs;
-    inputs.tensors["input_ids"] = sequences.narrow(1, sequences.size(1) - fed, fed);
-    inputs.tensors["attention_mask"] = mask;
-    inputs.tensors["position_ids"] = positions.narrow(1, positions.size(1) - fed, fed);
+    if (encoder_.defined()) {
+      if (encoded_.defined()) inputs.tensors["encoder_outputs"] = encoded_;
+      else inputs.tensors["input_ids"] = encoder_.input_ids;
+      inputs.tensors["attention_mask"] = encoder_.attention_mask;
+      inputs.tensors["decoder_input_ids"] = sequences.narrow(1, sequences.size(1) - fed, fed);
+    } else {
+      // Positions count only real tokens, so left padding does not shift them.
+      at::Tensor positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1);
+      inputs.tensors["input_ids"] = sequences.narrow(1, sequences.size(1) - fed, fed);
+      inputs.tensors["attention_mask"] = mask;
+      inputs.tensors["position_ids"] = positions.narrow(1, positions.size(1) - fed, fed);
+    }
     inputs.past_key_values = cache_;
     inputs.use_cache = bool(cache_);
     inputs.logits_to_keep = 1;
-    at::Tensor logits = model_.forward(inputs)["logits"];
+    ModelOutput out = model_.forward(inputs);
+    if (encoder_.defined() && !encoded_.defined()) encoded_ = out["encoder_last_hidden_state"];
+    at::Tensor logits = out["logits"];
     seen_ = sequences.size(1);
     return logits.select(1, logits.size(1) - 1).to(at::kFloat).clone();
   }
   void reorder(const at::Tensor& rows) {
     if (cache_) cache_->reorder(rows);
+    if (encoder_.defined()) {
+      encoder_.attention_mask = encoder_.attention_mask.index_select(0, rows);
+      encoded_ = encoded_.index_select(0, rows);
+    }
   }
 
  private:
   PreTrainedModel& model_;
   std::shared_ptr<KVCache> cache_;
+  EncoderInputs encoder_;
+  at::Tensor encoded_;
   int64_t seen_ = 0;
 };
 
@@ -383,8 +411,8 @@ struct BeamHypotheses {
   }
 };
 
-GenerateOutput beam_search(PreTrainedModel& model, at::Tensor sequences, at::Tensor mask, const GenerationConfig& c,
-                           int64_t max_length, const Tokenizer* tokenizer) {
+GenerateOutput beam_search(PreTrainedModel& model, at::Tensor sequences, at::Tensor mask, const EncoderInputs& encoder,
+                           const GenerationConfig& c, int64_t max_length, const Tokenizer* tokenizer) {
   const int64_t batch = sequences.size(0), beams = c.num_beams, prompt_len = sequences.size(1);
   sequences = sequences.repeat_interleave(beams, 0);
   mask = mask.repeat_interleave(beams, 0);
@@ -397,7 +425,7 @@ GenerateOutput beam_search(PreTrainedModel& model, at::Tensor sequences, at::Ten
   const std::set<int64_t> eos(c.eos_token_id.begin(), c.eos_token_id.end());
   const auto start = std::chrono::steady_clock::now();
   LogitsPipeline pipeline(c, prompt_len, max_length);
-  Stepper stepper(model, c.use_cache);
+  Stepper stepper(model, c.use_cache, encoder.repeat_interleave(beams));
   GenerateOutput out;
 
   while (sequences.size(1) < max_length) {
@@ -490,7 +518,26 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
   if (config.num_beams > 1 && on_token) throw InvalidInputError("streaming is not available with beam search");
   c10::InferenceMode inference;
 
-  const int64_t prompt_len = input_ids.size(1);
+  // Encoder-decoder models: the prompt goes to the encoder and the decoder starts from
+  // decoder_start_token_id; sequences are the decoder's, as in transformers.
+  EncoderInputs encoder;
+  at::Tensor sequences = input_ids.to(at::kLong);
+  at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(sequences);
+  if (model.config().is_encoder_decoder) {
+    const auto start = config.decoder_start_token_id ? config.decoder_start_token_id : config.bos_token_id;
+    if (!start)
+      throw InvalidInputError("encoder-decoder generation needs decoder_start_token_id (or bos_token_id) in the "
+                              "generation config or config.json");
+    // Without a mask, padding is recognised by pad_token_id (when it is not also eos), as transformers does.
+    if (!attention_mask.defined() && config.pad_token_id &&
+        std::find(config.eos_token_id.begin(), config.eos_token_id.end(), *config.pad_token_id) == config.eos_token_id.end())
+      mask = (sequences != *config.pad_token_id).to(at::kLong);
+    encoder = {sequences, mask};
+    sequences = at::full({input_ids.size(0), 1}, *start, at::kLong);
+    mask = at::ones_like(sequences);
+  }
+
+  const int64_t prompt_len = sequences.size(1);
   const int64_t max_length = config.max_new_tokens ? prompt_len + *config.max_new_tokens : config.max_length;
   if (max_length < prompt_len)
     throw InvalidInputError("the prompt has " + std::to_string(prompt_len) + " tokens, more than max_length " +
@@ -504,13 +551,12 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
   if (max_length > context)
     logger().warn("prompt + new tokens ({}) exceed the model's max_position_embeddings ({})", max_length, context);
 
-  at::Tensor sequences = input_ids.to(at::kLong);
-  at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones_like(sequences);
-  if (config.num_beams > 1) return beam_search(model, sequences, mask, config, max_length, tokenizer);
+  if (config.num_beams > 1) return beam_search(model, sequences, mask, encoder, config, max_length, tokenizer);
 
   if (config.num_return_sequences > 1) {
     sequences = sequences.repeat_interleave(config.num_return_sequences, 0);
     mask = mask.repeat_interleave(config.num_return_sequences, 0);
+    encoder = encoder.repeat_interleave(config.num_return_sequences);
   }
   const int64_t rows = sequences.size(0);
   std::optional<int64_t> pad = config.pad_token_id;
@@ -521,7 +567,7 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
   if (!config.seed) generator.set_current_seed(c10::detail::getNonDeterministicRandom());
   const auto start = std::chrono::steady_clock::now();
   LogitsPipeline pipeline(config, prompt_len, max_length);
-  Stepper stepper(model, config.use_cache);
+  Stepper stepper(model, config.use_cache, encoder);
   GenerateOutput out;
 
   while (sequences.size(1) < max_length) {

@@ -54,4 +54,28 @@ at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& i
   return logits.index({at::arange(batch, at::kLong), last});
 }
 
+void question_answering_outputs(const at::Tensor& logits, const ModelInputs& inputs, ModelOutput& out) {
+  if (logits.dim() != 3 || logits.size(-1) != 2)
+    throw ConfigError("question answering needs 2 outputs per token (start, end), got " +
+                      std::to_string(logits.size(-1)) + " (config num_labels)");
+  auto parts = logits.to(at::kFloat).split(1, -1);
+  at::Tensor start = parts[0].squeeze(-1).contiguous(), end = parts[1].squeeze(-1).contiguous();
+  if (inputs.has("start_positions") && inputs.has("end_positions")) {
+    const int64_t ignored = start.size(1);
+    at::Tensor s = inputs.get("start_positions"), e = inputs.get("end_positions");
+    if (s.dim() > 1) s = s.squeeze(-1);
+    if (e.dim() > 1) e = e.squeeze(-1);
+    if (s.dim() != 1 || e.dim() != 1 || s.size(0) != start.size(0) || e.size(0) != start.size(0))
+      throw InvalidInputError("start_positions and end_positions must be [batch]");
+    s = s.to(at::kLong).clamp(0, ignored);
+    e = e.to(at::kLong).clamp(0, ignored);
+    auto ce = [&](const at::Tensor& l, const at::Tensor& t) {
+      return at::cross_entropy_loss(l, t, {}, at::Reduction::Mean, ignored);
+    };
+    out.set("loss", (ce(start, s) + ce(end, e)) / 2.0);
+  }
+  out.set("start_logits", start);
+  out.set("end_logits", end);
+}
+
 }  // namespace plugformer

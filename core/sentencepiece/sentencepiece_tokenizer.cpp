@@ -26,6 +26,13 @@ class SentencePieceTokenizer final : public Tokenizer {
     add_bos_ = flag("add_bos_token", defaults.add_bos_token);
     add_eos_ = flag("add_eos_token", defaults.add_eos_token);
     legacy_ = flag("legacy", true);
+    // T5's sentinel tokens <extra_id_0> .. <extra_id_{n-1}> sit after the SentencePiece vocabulary,
+    // numbered from the end (<extra_id_0> is the last id).
+    if (auto it = cfg.find("extra_ids"); it != cfg.end() && !it->is_null()) {
+      if (!it->is_number_integer() || it->get<int64_t>() < 0)
+        throw TokenizerError((files.dir / "tokenizer_config.json").string() + ": field 'extra_ids' must be a non-negative integer");
+      extra_ids_ = it->get<int64_t>();
+    }
     special_ = read_special_tokens(files);
     for (auto [mine, fallback] : {std::pair{&special_.bos_token, &defaults.special_tokens.bos_token},
                                   std::pair{&special_.eos_token, &defaults.special_tokens.eos_token},
@@ -38,6 +45,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     // Special tokens are matched in the text as whole strings, longest first.
     for (const auto& t : {special_.bos_token, special_.eos_token, special_.unk_token, special_.pad_token})
       if (t && !t->empty() && token_to_id(*t)) specials_.push_back(*t);
+    for (int64_t i = 0; i < extra_ids_; ++i) specials_.push_back(extra_id_token(i));
     if (auto it = cfg.find("added_tokens_decoder"); it != cfg.end() && it->is_object())
       for (const auto& [id, token] : it->items())
         if (token.is_object() && token.value("special", false) && token.contains("content") && token["content"].is_string())
@@ -50,7 +58,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     Encoding enc;
     auto push = [&](int64_t id, bool special) {
       enc.ids.push_back(id);
-      enc.tokens.push_back(processor_.IdToPiece(int(id)));
+      enc.tokens.push_back(*id_to_token(id));
       enc.special_tokens_mask.push_back(special ? 1 : 0);
     };
     if (add_special_tokens && add_bos_ && bos_token_id()) push(*bos_token_id(), true);
@@ -91,9 +99,9 @@ class SentencePieceTokenizer final : public Tokenizer {
     for (size_t i = 0; i < ids.size(); ++i) {
       const int64_t id = ids[i];
       if (id < 0 || id >= int64_t(vocab_size())) throw TokenizerError("decode: id " + std::to_string(id) + " is outside the vocabulary");
-      const std::string piece = processor_.IdToPiece(int(id));
+      const std::string piece = *id_to_token(id);
       const bool special = std::find(specials_.begin(), specials_.end(), piece) != specials_.end() ||
-                           processor_.IsControl(int(id));
+                           (id < pieces() && processor_.IsControl(int(id)));
       if (special) {
         if (skip_special_tokens) continue;
         if (!prev_special && i != 0 && legacy_) out += " ";
@@ -108,15 +116,24 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
 
   std::optional<int64_t> token_to_id(std::string_view token) const override {
+    constexpr std::string_view prefix = "<extra_id_";
+    if (extra_ids_ > 0 && token.size() > prefix.size() + 1 && token.substr(0, prefix.size()) == prefix &&
+        token.back() == '>') {
+      const std::string digits(token.substr(prefix.size(), token.size() - prefix.size() - 1));
+      if (!digits.empty() && digits.size() < 10 && std::all_of(digits.begin(), digits.end(), ::isdigit) &&
+          std::stoll(digits) < extra_ids_)
+        return pieces() + extra_ids_ - 1 - std::stoll(digits);
+    }
     const int id = processor_.PieceToId(token);
     if (id == processor_.unk_id() && token != processor_.IdToPiece(id)) return std::nullopt;
     return id;
   }
   std::optional<std::string> id_to_token(int64_t id) const override {
     if (id < 0 || id >= int64_t(vocab_size())) return std::nullopt;
+    if (id >= pieces()) return extra_id_token(pieces() + extra_ids_ - 1 - id);
     return processor_.IdToPiece(int(id));
   }
-  size_t vocab_size() const override { return size_t(processor_.GetPieceSize()); }
+  size_t vocab_size() const override { return size_t(pieces() + extra_ids_); }
 
  private:
   std::string flush(std::vector<int>& run) const {
@@ -127,8 +144,12 @@ class SentencePieceTokenizer final : public Tokenizer {
     return text;
   }
 
+  int64_t pieces() const { return processor_.GetPieceSize(); }
+  static std::string extra_id_token(int64_t i) { return "<extra_id_" + std::to_string(i) + ">"; }
+
   sentencepiece::SentencePieceProcessor processor_;
   bool add_bos_ = false, add_eos_ = false, legacy_ = true;
+  int64_t extra_ids_ = 0;
   std::vector<std::string> specials_;
 };
 

@@ -487,22 +487,8 @@ ModelOutput BertForQuestionAnswering::forward(const ModelInputs& inputs) {
     throw ConfigError("BertForQuestionAnswering needs num_labels == 2 (start and end), got " +
                       std::to_string(cfg_.num_labels()));
   ModelOutput base = base_forward(inputs);
-  at::Tensor logits = qa_outputs_->forward(base["last_hidden_state"]);
-  auto parts = logits.split(1, -1);
-  at::Tensor start = parts[0].squeeze(-1).contiguous(), end = parts[1].squeeze(-1).contiguous();
   ModelOutput out;
-  if (inputs.has("start_positions") && inputs.has("end_positions")) {
-    // Positions outside the sequence are clamped to seq_len and ignored, as transformers does.
-    const int64_t ignored = start.size(1);
-    at::Tensor s = inputs.get("start_positions"), e = inputs.get("end_positions");
-    if (s.dim() > 1) s = s.squeeze(-1);
-    if (e.dim() > 1) e = e.squeeze(-1);
-    s = s.clamp(0, ignored);
-    e = e.clamp(0, ignored);
-    out.set("loss", (cross_entropy(start, s, ignored) + cross_entropy(end, e, ignored)) / 2.0);
-  }
-  out.set("start_logits", start);
-  out.set("end_logits", end);
+  question_answering_outputs(qa_outputs_->forward(base["last_hidden_state"]), inputs, out);
   finish(out, base);
   return out;
 }

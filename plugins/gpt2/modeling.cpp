@@ -233,27 +233,8 @@ GPT2ForQuestionAnswering::GPT2ForQuestionAnswering(std::shared_ptr<GPT2Config> c
 
 ModelOutput GPT2ForQuestionAnswering::forward(const ModelInputs& inputs) {
   ModelOutput base = transformer_->forward(inputs);
-  at::Tensor logits = qa_outputs_->forward(base["last_hidden_state"]).to(at::kFloat);
-  auto parts = logits.split(1, -1);
-  at::Tensor start = parts[0].squeeze(-1).contiguous(), end = parts[1].squeeze(-1).contiguous();
   ModelOutput out;
-  if (inputs.has("start_positions") && inputs.has("end_positions")) {
-    // Positions outside the sequence are clamped to seq_len and ignored, as transformers does.
-    const int64_t ignored = start.size(1);
-    at::Tensor s = inputs.get("start_positions"), e = inputs.get("end_positions");
-    if (s.dim() > 1) s = s.squeeze(-1);
-    if (e.dim() > 1) e = e.squeeze(-1);
-    if (s.dim() != 1 || e.dim() != 1 || s.size(0) != start.size(0) || e.size(0) != start.size(0))
-      throw InvalidInputError("start_positions and end_positions must be [batch]");
-    s = s.to(at::kLong).clamp(0, ignored);
-    e = e.to(at::kLong).clamp(0, ignored);
-    auto ce = [&](const at::Tensor& l, const at::Tensor& t) {
-      return at::cross_entropy_loss(l, t, {}, at::Reduction::Mean, ignored);
-    };
-    out.set("loss", (ce(start, s) + ce(end, e)) / 2.0);
-  }
-  out.set("start_logits", start);
-  out.set("end_logits", end);
+  question_answering_outputs(qa_outputs_->forward(base["last_hidden_state"]), inputs, out);
   finish(out, base);
   return out;
 }

@@ -32,11 +32,11 @@ void compare(const std::string& what, const at::Tensor& actual, const at::Tensor
 
 }  // namespace
 
-void check_model_fixture(const std::string& name) {
+void check_model_fixture(const std::string& name, double atol_override) {
   const std::string dir = fixture_dir(name);
   const json spec = read_json_file(dir + "/expected.json");
   auto tensors = SafetensorsFile::open(dir + "/expected.safetensors");
-  const double atol = spec.value("atol", 1e-4);
+  const double atol = atol_override > 0 ? atol_override : spec.value("atol", 1e-4);
   c10::InferenceMode guard;
 
   auto load = [&](const json& entry) {
@@ -68,10 +68,12 @@ void check_model_fixture(const std::string& name) {
     GenerationConfig config;
     config.max_new_tokens = entry["max_new_tokens"].get<int64_t>();
     config.pad_token_id = model->config().pad_token_id;
+    config.decoder_start_token_id = model->config().decoder_start_token_id;
     for (bool use_cache : {true, false}) {
       config.use_cache = use_cache;
       auto out = generate(*model, inputs.get("input_ids"), inputs.get("attention_mask"), config);
-      const int64_t prompt = inputs.get("input_ids").size(1);
+      // Encoder-decoder sequences are the decoder's: decoder_start_token_id, then the new tokens.
+      const int64_t prompt = model->config().is_encoder_decoder ? 1 : inputs.get("input_ids").size(1);
       at::Tensor fresh = out.sequences.narrow(1, prompt, out.sequences.size(1) - prompt);
       const auto expected = entry["new_tokens"].get<std::vector<std::vector<int64_t>>>();
       ASSERT_EQ(fresh.size(0), int64_t(expected.size()));
@@ -80,6 +82,9 @@ void check_model_fixture(const std::string& name) {
         std::vector<int64_t> got(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
         EXPECT_EQ(got, expected[b]) << "row " << b << (use_cache ? " with" : " without") << " KV cache";
       }
+      if (entry.contains("sequences_tensor"))
+        EXPECT_TRUE(at::equal(out.sequences, tensors->get(entry["sequences_tensor"].get<std::string>())))
+            << "sequences differ" << (use_cache ? " with" : " without") << " KV cache";
       if (entry.contains("scores_tensor") && use_cache) {
         at::Tensor scores = at::stack(out.scores, 1);
         compare(case_name + ".scores", scores, tensors->get(entry["scores_tensor"].get<std::string>()), at::Tensor(), atol);

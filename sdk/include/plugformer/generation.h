@@ -1,6 +1,6 @@
-// Text generation for decoder-only models: GenerationConfig (generation_config.json) and
-// generate() with a KV cache, batched prompts (left padding), stopping on eos / length, and a
-// streaming callback.
+// Text generation for decoder-only and encoder-decoder models: GenerationConfig
+// (generation_config.json) and generate() with a KV cache, batched prompts (left padding),
+// stopping on eos / length, and a streaming callback.
 #pragma once
 
 #include <cstdint>
@@ -66,6 +66,9 @@ struct GenerateOutput {
 };
 
 // input_ids [batch, prompt_len]; attention_mask [batch, prompt_len] (left padding) or undefined.
+// Encoder-decoder models (config.is_encoder_decoder): input_ids go to the encoder, run once; the
+// decoder starts from decoder_start_token_id (else bos_token_id; InvalidInputError without
+// either) and `sequences` are the decoder's, starting with that token, as in transformers.
 // `tokenizer` is needed for stop_strings. Streaming (on_token) is for greedy and sampling.
 GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                         const GenerationConfig& config, const TokenCallback& on_token = {},

@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "plugformer/config.h"
+#include "plugformer/modeling.h"
 
 namespace plugformer {
 
@@ -21,5 +22,10 @@ at::Tensor sequence_classification_loss(const PretrainedConfig& config, const at
 // logits [batch, seq, n] -> [batch, n] at each row's rightmost token that is not pad_token_id.
 at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& input_ids,
                                    std::optional<int64_t> pad_token_id);
+
+// Extractive question answering: logits [batch, seq, 2] -> start_logits and end_logits [batch, seq]
+// set in `out`; with start_positions and end_positions ([batch]) in `inputs` also the loss, the mean
+// of both cross entropies, positions outside the sequence clamped to seq_len and ignored.
+void question_answering_outputs(const at::Tensor& logits, const ModelInputs& inputs, ModelOutput& out);
 
 }  // namespace plugformer
