@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--repeat", type=int, default=1, help="each side reports the best of R runs per phase")
     ap.add_argument("--llama-bench", default="")
     ap.add_argument("--eager-skip", default="",
                     help="dtype:batch pairs not to run in eager (bf16 eager runs at ~0.6 GFLOP/s on CPUs without "
@@ -73,7 +74,7 @@ def main():
     for dtype in args.dtypes.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
             common = ["--dtype", dtype, "--batch", str(batch), "--prompt", str(args.prompt), "--new", str(args.new),
-                      "--threads", str(args.threads)]
+                      "--threads", str(args.threads), "--repeat", str(args.repeat)]
             ours = run_json([bench, "run", hf_dir] + common)
             skip = f"{dtype}:{batch}" in args.eager_skip.split(",")
             eager = None if skip else run_json(["/usr/bin/python3", os.path.join(HERE, "eager.py"), hf_dir] + common)
@@ -84,13 +85,13 @@ def main():
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
 
-    print(f"\n{args.family}: prompt {args.prompt}, {args.new} new tokens, {args.threads} threads; tokens/s "
-          f"(decode counts every row of the batch)\n")
+    print(f"\n{args.family}: prompt {args.prompt}, {args.new} new tokens, {args.threads} threads, best of {args.repeat}; "
+          f"tokens/s (decode counts every row of the batch)\n")
     has_lcpp = any("llama.cpp" in r for r in rows)
     head = "| dtype | batch | prefill ours | prefill eager | ratio | decode ours | decode eager | ratio |"
     if has_lcpp:
         head += " prefill llama.cpp | decode llama.cpp | ours / llama.cpp (prefill, decode) |"
-    head += " decode bound | % of bound | TTFT ms | peak RSS MB |"
+    head += " decode bound | % of bound | TTFT ms | peak RSS MB | end-to-end speed-up (eager time / ours) |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
@@ -109,6 +110,9 @@ def main():
         bound = o["decode_bound_tokens_per_s"]  # decode steps per second when reading weights is all it costs
         pct = 100 * o["decode_tokens_per_s"] / r["batch"] / bound
         line += f" {bound:.1f} | {pct:.0f}% | {o['ttft_ms']:.0f} | {o['peak_rss_mb']:.0f} |"
+        # Wall time of the whole request (prefill, then the new tokens), eager over ours.
+        total = lambda x: x["ttft_ms"] + 1e3 * r["batch"] * (args.new - 1) / x["decode_tokens_per_s"]
+        line += f" {total(e) / total(o):.2f}x |" if e else " |"
         print(line)
     print(f"\nweights read per token: {rows[0]['ours']['weight_mb_per_token']:.0f} MB (fp32); "
           f"measured read bandwidth {rows[0]['ours']['bandwidth_gbps']:.1f} GB/s")
