@@ -11,7 +11,8 @@
 
 namespace plugformer::cli {
 
-void add_model_commands(CLI::App& app);  // list, info, generate, forward
+void add_model_commands(CLI::App& app);     // list, info, generate, forward
+void add_pipeline_commands(CLI::App& app);  // run <task>
 
 }  // namespace plugformer::cli
 

@@ -9,6 +9,11 @@
 #include <plugformer/generation.h>
 #include <plugformer/safetensors.h>
 
+#include <cstdlib>
+#include <filesystem>
+
+#include <unistd.h>
+
 namespace plugformer::testing {
 
 namespace {
@@ -30,13 +35,24 @@ void compare(const std::string& what, const at::Tensor& actual, const at::Tensor
   EXPECT_LE(max_diff, atol) << what << ": max |actual - expected| = " << max_diff;
 }
 
+// The fixture's atol, except for t5-tiny-v1_1. Its random weights give attention scores up to
+// ~56 and the model amplifies fp32 rounding to ~1e-4 at the logits: the file's own `main` row 0
+// and `single` case (identical inputs, an all-ones mask the only difference) differ by 9.1e-5,
+// and an fp64 evaluation of the same formulas is 1.4e-4 from its `single.logits`. Our fp32
+// numbers are 1.3e-4 (single) and 2.4e-4 (20 cached decode steps) from it, so it is checked at
+// 3e-4; its greedy ids must still be equal.
+double fixture_atol(const std::string& name, const json& spec) {
+  if (name == "t5-tiny-v1_1") return 3e-4;
+  return spec.value("atol", 1e-4);
+}
+
 }  // namespace
 
-void check_model_fixture(const std::string& name, double atol_override) {
+void check_model_fixture(const std::string& name) {
   const std::string dir = fixture_dir(name);
   const json spec = read_json_file(dir + "/expected.json");
   auto tensors = SafetensorsFile::open(dir + "/expected.safetensors");
-  const double atol = atol_override > 0 ? atol_override : spec.value("atol", 1e-4);
+  const double atol = fixture_atol(name, spec);
   c10::InferenceMode guard;
 
   auto load = [&](const json& entry) {
@@ -91,6 +107,32 @@ void check_model_fixture(const std::string& name, double atol_override) {
       }
     }
   }
+}
+
+void check_model_fixture_through_cli(const std::string& name) {
+  const std::string dir = fixture_dir(name);
+  const json spec = read_json_file(dir + "/expected.json");
+  auto tensors = SafetensorsFile::open(dir + "/expected.safetensors");
+  const auto work = std::filesystem::temp_directory_path() / ("fixture_cli_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(work);
+  for (const auto& [case_name, entry] : spec["cases"].items()) {
+    SCOPED_TRACE(name + " case " + case_name + " through plugformer forward");
+    std::vector<std::pair<std::string, at::Tensor>> inputs;
+    for (const auto& [kwarg, tensor] : entry["inputs"].items()) inputs.emplace_back(kwarg, tensors->get(tensor.get<std::string>()));
+    save_safetensors(work / "inputs.safetensors", inputs);
+    const std::string cls = entry.value("architecture", spec["architecture"].get<std::string>());
+    const std::string cmd = std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer forward " + dir + " --class " + cls +
+                            " --inputs " + (work / "inputs.safetensors").string() + " --out " +
+                            (work / "outputs.safetensors").string() + " > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    auto outputs = SafetensorsFile::open(work / "outputs.safetensors");
+    for (const auto& [field, tensor] : entry["outputs"].items()) {
+      const std::string how = entry["compare"].value(field, "all");
+      compare(case_name + "." + field, outputs->get(field), tensors->get(tensor.get<std::string>()),
+              how == "all" ? at::Tensor() : tensors->get(how), fixture_atol(name, spec));
+    }
+  }
+  std::filesystem::remove_all(work);
 }
 
 }  // namespace plugformer::testing

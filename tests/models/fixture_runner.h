@@ -7,8 +7,11 @@
 namespace plugformer::testing {
 
 // Checks every case and generation of one fixture with GoogleTest assertions, within the
-// fixture's atol unless `atol` is given (only for a fixture whose own numbers are shown to carry
-// more fp32 rounding than its atol; the caller says why).
-void check_model_fixture(const std::string& name, double atol = 0);
+// fixture's atol (see fixture_atol in the .cpp for the one fixture checked more loosely, and why).
+void check_model_fixture(const std::string& name);
+
+// The forward cases again, through `plugformer forward` (inputs written to a safetensors file,
+// the class passed with --class, every output read back).
+void check_model_fixture_through_cli(const std::string& name);
 
 }  // namespace plugformer::testing

@@ -81,13 +81,8 @@ CliResult run_cli(const std::string& args) {
 }  // namespace
 
 TEST(T5Fixtures, TinyReluTied) { plugformer::testing::check_model_fixture("t5-tiny"); }
-// This fixture's random weights give attention scores up to ~56, and the model amplifies fp32
-// rounding to ~1e-4 at the logits: the file's own `main` row 0 and `single` (identical inputs, an
-// all-ones mask the only difference) differ by 9.1e-5, and an fp64 evaluation of the same
-// formulas is 1.4e-4 from `single.logits`. Our fp32 numbers are 1.3e-4 (single) and 2.4e-4 (20
-// cached decode steps) from it, so it is checked at 3e-4; greedy ids must still be equal. The
-// other T5 fixtures hold 1e-4.
-TEST(T5Fixtures, TinyGatedGeluUntied) { plugformer::testing::check_model_fixture("t5-tiny-v1_1", 3e-4); }
+// Checked at 3e-4: the fixture carries ~1e-4 of fp32 rounding itself (see fixture_runner.cpp).
+TEST(T5Fixtures, TinyGatedGeluUntied) { plugformer::testing::check_model_fixture("t5-tiny-v1_1"); }
 TEST(T5Fixtures, TinyEncoderGatedSilu) { plugformer::testing::check_model_fixture("t5-tiny-encoder"); }
 
 TEST(T5Config, FeedForwardProjDecidesTheActivation) {
