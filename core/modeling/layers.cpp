@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "plugformer/error.h"
+#include "peft/lora.h"
 #include "plugformer/layers.h"
 
 #include "matmul.h"
@@ -30,6 +31,11 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias) {
 }
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
+  if (lora) return lora->forward(x, base_forward(x));
+  return base_forward(x);
+}
+
+at::Tensor Linear::base_forward(const at::Tensor& x) const {
   const int64_t in = weight.size(1);
   if (x.numel() == in && x.scalar_type() == at::kFloat && without_grad(x, weight)) {
     // One row (decode at batch 1): gemv instead of a 1-row gemm.
@@ -49,6 +55,11 @@ Conv1D::Conv1D(int64_t in_features, int64_t out_features) {
 }
 
 at::Tensor Conv1D::forward(const at::Tensor& x) const {
+  if (lora) return lora->forward(x, base_forward(x));
+  return base_forward(x);
+}
+
+at::Tensor Conv1D::base_forward(const at::Tensor& x) const {
   if (use_reduced_precision_fallback(x, weight)) return reduced_precision_linear(x, weight, bias, /*weight_in_out=*/true);
   auto sizes = x.sizes().vec();
   sizes.back() = weight.size(1);

@@ -15,13 +15,19 @@
 
 namespace plugformer {
 
+// LoRA adapters attached to a Linear / Conv1D by PeftModel (peft.h); defined in core.
+class LoraLayer;
+
 // y = x W^T + b with W stored [out, in]. One-row inputs (decode) take a matrix-vector product,
 // which is several times faster than the one-row sgemm path on CPU.
 class Linear : public torch::nn::Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias = true);
   at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor base_forward(const at::Tensor& x) const;  // without adapters
   at::Tensor weight, bias;
+  // Set by PeftModel: the active adapters' low-rank products are added to the output.
+  std::shared_ptr<LoraLayer> lora;
 };
 
 // GPT-2's Conv1D: a linear layer whose weight is stored [in, out].
@@ -29,7 +35,9 @@ class Conv1D : public torch::nn::Module {
  public:
   Conv1D(int64_t in_features, int64_t out_features);
   at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor base_forward(const at::Tensor& x) const;  // without adapters
   at::Tensor weight, bias;
+  std::shared_ptr<LoraLayer> lora;  // as Linear::lora
 };
 
 class Embedding : public torch::nn::Module {

@@ -1,0 +1,561 @@
+// PeftModel: PEFT's adapters, files and API over any family's model.
+#include "plugformer/peft.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/serialize.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <regex>
+#include <sstream>
+
+#include "checkpoint/checkpoint.h"
+#include "peft/lora.h"
+#include "plugformer/error.h"
+#include "plugformer/safetensors.h"
+
+namespace plugformer {
+
+namespace {
+
+// peft's fallback target modules per model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
+const std::map<std::string, std::vector<std::string>>& default_targets() {
+  static const std::map<std::string, std::vector<std::string>> m = {
+      {"llama", {"q_proj", "v_proj"}}, {"gpt2", {"c_attn"}}, {"bert", {"query", "value"}}, {"t5", {"q", "v"}}};
+  return m;
+}
+
+const std::string kPrefix = "base_model.model.";
+
+bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+// The LoRA layer state of a Linear / Conv1D module, or nullptr for other modules.
+std::shared_ptr<LoraLayer>* lora_slot(torch::nn::Module& m) {
+  if (auto* l = dynamic_cast<Linear*>(&m)) return &l->lora;
+  if (auto* c = dynamic_cast<Conv1D*>(&m)) return &c->lora;
+  return nullptr;
+}
+
+at::Tensor& weight_of(torch::nn::Module& m) {
+  if (auto* l = dynamic_cast<Linear*>(&m)) return l->weight;
+  return dynamic_cast<Conv1D&>(m).weight;
+}
+
+// peft's _check_target_module_exists plus layers_to_transform.
+bool targeted(const PeftConfig& c, const std::string& path) {
+  bool match;
+  if (c.target_modules_regex) {
+    match = std::regex_match(path, std::regex(*c.target_modules_regex));
+  } else {
+    match = std::any_of(c.target_modules.begin(), c.target_modules.end(),
+                        [&](const std::string& t) { return path == t || ends_with(path, "." + t); });
+  }
+  if (!match || c.layers_to_transform.empty()) return match;
+  static const std::regex layer_index(R"(.*\.[^.]*\.(\d+)\..*)");
+  std::smatch m;
+  if (!std::regex_match(path, m, layer_index)) return false;
+  const int64_t index = std::stoll(m[1].str());
+  return std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), index) != c.layers_to_transform.end();
+}
+
+std::string thousands(int64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string shape_of(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// adapter_config.json
+
+PeftConfig PeftConfig::from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) throw ConfigError(source + ": expected a JSON object");
+  PeftConfig c;
+  std::set<std::string> used;
+  auto get = [&](const char* key) -> const json* {
+    auto it = j.find(key);
+    used.insert(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  };
+  auto fail = [&](const std::string& key, const std::string& expected) {
+    throw ConfigError(source + ": field '" + key + "' must be " + expected);
+  };
+  auto string_field = [&](const char* key, std::string& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_string()) fail(key, "a string");
+      out = v->get<std::string>();
+    }
+  };
+  auto bool_field = [&](const char* key, bool& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_boolean()) fail(key, "true or false");
+      out = v->get<bool>();
+    }
+  };
+  auto int_field = [&](const char* key, int64_t& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_number_integer()) fail(key, "an integer");
+      out = v->get<int64_t>();
+    }
+  };
+  auto number_field = [&](const char* key, double& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_number()) fail(key, "a number");
+      out = v->get<double>();
+    }
+  };
+  auto list_field = [&](const char* key, std::vector<std::string>& out) {
+    if (const json* v = get(key)) {
+      if (!v->is_array()) fail(key, "a list of strings");
+      for (const auto& e : *v) {
+        if (!e.is_string()) fail(key, "a list of strings");
+        out.push_back(e.get<std::string>());
+      }
+    }
+  };
+
+  if (!j.contains("peft_type")) throw ConfigError(source + ": field 'peft_type' is missing");
+  string_field("peft_type", c.peft_type);
+  if (c.peft_type != "LORA" && !c.is_prompt_learning())
+    throw ConfigError(source + ": peft_type '" + c.peft_type + "' is not supported (LORA, PROMPT_TUNING, PREFIX_TUNING)");
+  string_field("task_type", c.task_type);
+  string_field("base_model_name_or_path", c.base_model_name_or_path);
+  bool_field("inference_mode", c.inference_mode);
+  if (c.peft_type == "LORA") {
+    int_field("r", c.r);
+    if (c.r <= 0) fail("r", "a positive integer");
+    number_field("lora_alpha", c.lora_alpha);
+    number_field("lora_dropout", c.lora_dropout);
+    if (c.lora_dropout < 0 || c.lora_dropout >= 1) fail("lora_dropout", "in [0, 1)");
+    if (const json* t = get("target_modules")) {
+      if (t->is_string()) c.target_modules_regex = t->get<std::string>();
+      else list_field("target_modules", c.target_modules);
+    }
+    bool_field("fan_in_fan_out", c.fan_in_fan_out);
+    string_field("bias", c.bias);
+    if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only") fail("bias", "none, all or lora_only");
+    list_field("modules_to_save", c.modules_to_save);
+    bool_field("use_rslora", c.use_rslora);
+    bool dora = false;
+    bool_field("use_dora", dora);
+    if (dora) throw ConfigError(source + ": use_dora (DoRA) is not supported");
+    if (const json* init = get("init_lora_weights")) {
+      if (init->is_boolean()) c.init_lora_weights = init->get<bool>() ? "true" : "false";
+      else if (init->is_string() && init->get<std::string>() == "gaussian") c.init_lora_weights = "gaussian";
+      else fail("init_lora_weights", "true, false or \"gaussian\"");
+    }
+    if (const json* layers = get("layers_to_transform")) {
+      if (layers->is_number_integer()) c.layers_to_transform = {layers->get<int64_t>()};
+      else if (layers->is_array()) {
+        for (const auto& e : *layers) {
+          if (!e.is_number_integer()) fail("layers_to_transform", "an integer or a list of integers");
+          c.layers_to_transform.push_back(e.get<int64_t>());
+        }
+      } else {
+        fail("layers_to_transform", "an integer or a list of integers");
+      }
+    }
+    for (const char* unsupported : {"rank_pattern", "alpha_pattern"})
+      if (const json* v = get(unsupported); v && !v->empty())
+        throw ConfigError(source + ": field '" + unsupported + "' (per-module ranks) is not supported");
+  } else {
+    int_field("num_virtual_tokens", c.num_virtual_tokens);
+    if (c.num_virtual_tokens <= 0) fail("num_virtual_tokens", "a positive integer");
+    bool_field("prefix_projection", c.prefix_projection);
+    int_field("encoder_hidden_size", c.encoder_hidden_size);
+  }
+  for (const auto& [key, value] : j.items())
+    if (!used.count(key)) c.extra[key] = value;
+  return c;
+}
+
+json PeftConfig::to_json() const {
+  json j = json::object();
+  j["peft_type"] = peft_type;
+  j["task_type"] = task_type.empty() ? json() : json(task_type);
+  j["base_model_name_or_path"] = base_model_name_or_path.empty() ? json() : json(base_model_name_or_path);
+  j["inference_mode"] = inference_mode;
+  if (peft_type == "LORA") {
+    j["r"] = r;
+    j["lora_alpha"] = lora_alpha;
+    j["lora_dropout"] = lora_dropout;
+    j["target_modules"] = target_modules_regex ? json(*target_modules_regex) : json(target_modules);
+    j["fan_in_fan_out"] = fan_in_fan_out;
+    j["bias"] = bias;
+    j["modules_to_save"] = modules_to_save.empty() ? json() : json(modules_to_save);
+    j["use_rslora"] = use_rslora;
+    j["use_dora"] = false;
+    j["init_lora_weights"] = init_lora_weights == "gaussian" ? json("gaussian") : json(init_lora_weights == "true");
+    j["layers_to_transform"] = layers_to_transform.empty() ? json() : json(layers_to_transform);
+    j["rank_pattern"] = json::object();
+    j["alpha_pattern"] = json::object();
+  } else {
+    j["num_virtual_tokens"] = num_virtual_tokens;
+    if (peft_type == "PREFIX_TUNING") {
+      j["prefix_projection"] = prefix_projection;
+      j["encoder_hidden_size"] = encoder_hidden_size;
+    }
+  }
+  for (const auto& [key, value] : extra.items()) j[key] = value;
+  return j;
+}
+
+double PeftConfig::scaling() const { return use_rslora ? lora_alpha / std::sqrt(double(r)) : lora_alpha / double(r); }
+
+// ---------------------------------------------------------------------------------------------
+// PeftModel
+
+PeftModel::PeftModel(ModelPtr model, std::string task_type)
+    : PreTrainedModel(model->config_ptr()),
+      base_(std::move(model)),
+      task_type_(std::move(task_type)),
+      state_(std::make_shared<LoraState>()) {
+  holder_ = register_module("base_model", std::make_shared<torch::nn::Module>());
+  holder_->register_module("model", base_);
+}
+
+PeftModel::~PeftModel() = default;
+
+std::string PeftModel::class_name() const {
+  static const std::map<std::string, std::string> names = {{"CAUSAL_LM", "PeftModelForCausalLM"},
+                                                           {"SEQ_CLS", "PeftModelForSequenceClassification"},
+                                                           {"TOKEN_CLS", "PeftModelForTokenClassification"},
+                                                           {"SEQ_2_SEQ_LM", "PeftModelForSeq2SeqLM"}};
+  auto it = names.find(task_type_);
+  return it == names.end() ? "PeftModel" : it->second;
+}
+
+std::shared_ptr<PeftModel> PeftModel::create(ModelPtr model, const PeftConfig& config, const std::string& adapter_name) {
+  if (!model) throw InvalidInputError("get_peft_model: no model");
+  std::shared_ptr<PeftModel> peft(new PeftModel(std::move(model), config.task_type));
+  peft->add_adapter(adapter_name, config);
+  peft->set_trainable(adapter_name, !config.inference_mode);
+  return peft;
+}
+
+std::shared_ptr<PeftModel> PeftModel::from_pretrained(ModelPtr model, const std::string& adapter,
+                                                      const PeftLoadOptions& options) {
+  if (!model) throw InvalidInputError("PeftModel::from_pretrained: no model");
+  auto file = resolve_file(adapter, "adapter_config.json", options.hub);
+  const PeftConfig config = PeftConfig::from_json(read_json_file(*file), file->string());
+  std::shared_ptr<PeftModel> peft(new PeftModel(std::move(model), config.task_type));
+  peft->load_adapter(adapter, options.adapter_name, options);
+  return peft;
+}
+
+void PeftModel::add_adapter(const std::string& adapter_name, const PeftConfig& config) {
+  if (adapter_name.empty() || adapter_name.find('.') != std::string::npos)
+    throw InvalidInputError("adapter name '" + adapter_name + "' must be non-empty and contain no '.'");
+  if (configs_.count(adapter_name)) throw InvalidInputError("adapter '" + adapter_name + "' exists already");
+  if (!configs_.empty() && configs_.begin()->second.is_prompt_learning() != config.is_prompt_learning())
+    throw InvalidInputError("LoRA and prompt-learning adapters cannot be mixed in one PeftModel");
+  PeftConfig c = config;
+  if (c.base_model_name_or_path.empty()) c.base_model_name_or_path = base_->config().name_or_path.value_or("");
+  inject(adapter_name, c);
+  configs_[adapter_name] = c;
+  if (state_->active.empty()) state_->active = adapter_name;
+}
+
+void PeftModel::inject(const std::string& adapter_name, const PeftConfig& config) {
+  if (config.is_prompt_learning()) throw InvalidInputError("prompt learning adapters are not available yet");
+  PeftConfig c = config;
+  if (c.target_modules.empty() && !c.target_modules_regex) {
+    auto it = default_targets().find(base_->config().model_type());
+    if (it == default_targets().end())
+      throw ConfigError("target_modules is not set and there is no default for model_type '" +
+                        base_->config().model_type() + "'");
+    c.target_modules = it->second;
+  }
+  std::set<std::string> candidates;
+  int64_t matched = 0;
+  for (const auto& item : base_->named_modules("", false)) {
+    const std::string& path = item.key();
+    torch::nn::Module& module = *item.value();
+    auto* slot = lora_slot(module);
+    if (slot) candidates.insert(path.substr(path.rfind('.') + 1));
+    if (!targeted(c, path)) continue;
+    if (!slot)
+      throw InvalidInputError("LoRA target module '" + path + "' is not supported: only Linear and Conv1D layers "
+                              "can carry LoRA adapters");
+    const bool conv = dynamic_cast<Conv1D*>(&module) != nullptr;
+    const at::Tensor& w = weight_of(module);
+    const int64_t in = conv ? w.size(0) : w.size(1), out = conv ? w.size(1) : w.size(0);
+    if (!*slot) *slot = std::make_shared<LoraLayer>(module, in, out, conv || c.fan_in_fan_out, state_);
+    (*slot)->add(adapter_name, c.r, c.scaling(), c.lora_dropout, c.init_lora_weights);
+    // New adapters follow the base weights' device and dtype (fp32 for reduced-precision bases, as PEFT's
+    // autocast_adapter_dtype does).
+    ++matched;
+  }
+  if (matched == 0) {
+    std::string names, targets = c.target_modules_regex ? *c.target_modules_regex : "";
+    for (const auto& t : c.target_modules) targets += (targets.empty() ? "" : ", ") + t;
+    for (const auto& n : candidates) names += (names.empty() ? "" : ", ") + n;
+    throw InvalidInputError("LoRA target_modules [" + targets + "] matched no module of " + base_->class_name() +
+                            (c.layers_to_transform.empty() ? "" : " in layers_to_transform") +
+                            "; its Linear / Conv1D modules are: " + names);
+  }
+}
+
+std::vector<std::string> PeftModel::adapters() const {
+  std::vector<std::string> names;
+  for (const auto& [name, c] : configs_) names.push_back(name);
+  return names;
+}
+
+const std::string& PeftModel::active_adapter() const { return state_->active; }
+
+const PeftConfig& PeftModel::peft_config(const std::string& adapter_name) const {
+  const std::string& name = adapter_name.empty() ? state_->active : adapter_name;
+  auto it = configs_.find(name);
+  if (it == configs_.end()) throw InvalidInputError("no adapter named '" + name + "'");
+  return it->second;
+}
+
+void PeftModel::set_adapter(const std::string& adapter_name) {
+  if (!configs_.count(adapter_name)) throw InvalidInputError("no adapter named '" + adapter_name + "'");
+  state_->active = adapter_name;
+}
+
+void PeftModel::delete_adapter(const std::string& adapter_name) {
+  if (!configs_.count(adapter_name)) throw InvalidInputError("no adapter named '" + adapter_name + "'");
+  for (const auto& item : base_->named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot) {
+      (*slot)->remove(adapter_name);
+      if ((*slot)->empty()) slot->reset();
+    }
+  configs_.erase(adapter_name);
+  if (state_->active == adapter_name) state_->active = configs_.empty() ? "" : configs_.begin()->first;
+}
+
+void PeftModel::set_trainable(const std::string& adapter_name, bool trainable) {
+  const PeftConfig& c = configs_.at(adapter_name);
+  std::set<std::string> adapted;  // module paths carrying this adapter
+  for (const auto& item : base_->named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot && (*slot)->has(adapter_name)) adapted.insert(item.key());
+  const std::string a = ".lora_A." + adapter_name + ".", b = ".lora_B." + adapter_name + ".";
+  for (auto& p : base_->named_parameters(true)) {
+    const std::string& name = p.key();
+    bool train = name.find(a) != std::string::npos || name.find(b) != std::string::npos;
+    const bool is_lora = name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
+    if (!is_lora && ends_with(name, "bias")) {
+      const std::string module = name.substr(0, name.rfind('.'));
+      train = c.bias == "all" || (c.bias == "lora_only" && adapted.count(module));
+    }
+    for (const auto& m : c.modules_to_save)
+      if (!is_lora && (starts_with(name, m + ".") || name.find("." + m + ".") != std::string::npos)) train = true;
+    p.value().set_requires_grad(trainable && train);
+  }
+}
+
+void PeftModel::load_adapter(const std::string& adapter, const std::string& adapter_name, const PeftLoadOptions& options) {
+  auto config_file = resolve_file(adapter, "adapter_config.json", options.hub);
+  PeftConfig config = PeftConfig::from_json(read_json_file(*config_file), config_file->string());
+  std::map<std::string, at::Tensor> tensors;
+  std::shared_ptr<SafetensorsFile> mapping;  // keeps zero-copy tensors valid while copying
+  std::string source;
+  if (auto st = resolve_file(adapter, "adapter_model.safetensors", options.hub, true)) {
+    mapping = SafetensorsFile::open(*st);
+    for (const auto& key : mapping->keys()) tensors[key] = mapping->get(key);
+    source = st->string();
+  } else if (auto bin = resolve_file(adapter, "adapter_model.bin", options.hub, true)) {
+    tensors = load_torch_bin(*bin);
+    source = bin->string();
+  } else {
+    throw FileNotFoundError(adapter + ": no adapter weights (adapter_model.safetensors or adapter_model.bin)");
+  }
+  add_adapter(adapter_name, config);
+  try {
+    load_adapter_weights(adapter_name, tensors, source);
+  } catch (...) {
+    delete_adapter(adapter_name);
+    throw;
+  }
+  set_trainable(adapter_name, options.is_trainable);
+}
+
+void PeftModel::load_adapter_weights(const std::string& adapter_name, const std::map<std::string, at::Tensor>& tensors,
+                                     const std::string& source) {
+  torch::NoGradGuard no_grad;
+  const PeftConfig& c = configs_.at(adapter_name);
+  std::map<std::string, at::Tensor> params;
+  for (auto& p : base_->named_parameters(true)) params[p.key()] = p.value();
+  std::set<std::string> loaded;
+  for (const auto& [key, value] : tensors) {
+    if (!starts_with(key, kPrefix))
+      throw CheckpointError(source + ": key '" + key + "' does not start with '" + kPrefix + "' as PEFT writes them");
+    std::string name = key.substr(kPrefix.size());
+    for (const char* part : {".lora_A.", ".lora_B."})
+      if (auto at = name.find(part); at != std::string::npos && name.substr(at + 8) == "weight")
+        name = name.substr(0, at + 8) + adapter_name + ".weight";
+    auto it = params.find(name);
+    if (it == params.end())
+      throw CheckpointError(source + ": key '" + key + "' names a parameter " + base_->class_name() +
+                            " does not have (an adapter for another model or another set of target_modules?)");
+    if (it->second.sizes() != value.sizes())
+      throw CheckpointError(source + ": '" + key + "' has shape " + shape_of(value.sizes()) + " but r = " +
+                            std::to_string(c.r) + " in adapter_config.json and the layer give " +
+                            shape_of(it->second.sizes()));
+    it->second.copy_(value);
+    loaded.insert(name);
+  }
+  for (const auto& [name, p] : params)
+    if ((name.find(".lora_A." + adapter_name + ".") != std::string::npos ||
+         name.find(".lora_B." + adapter_name + ".") != std::string::npos) &&
+        !loaded.count(name))
+      throw CheckpointError(source + ": no weight for '" + name + "' (the adapter's files disagree with its config)");
+}
+
+ModelOutput PeftModel::forward(const ModelInputs& inputs) { return base_->forward(with_prompt(inputs)); }
+
+ModelInputs PeftModel::with_prompt(const ModelInputs& inputs) const { return inputs; }
+
+PeftModel::DisabledAdapters::DisabledAdapters(std::shared_ptr<LoraState> state)
+    : state_(std::move(state)), was_disabled_(state_->disabled) {
+  state_->disabled = true;
+}
+
+PeftModel::DisabledAdapters::~DisabledAdapters() { state_->disabled = was_disabled_; }
+
+PeftModel::DisabledAdapters PeftModel::disable_adapter() {
+  unmerge_adapter();  // merged weights would keep the adapter in the base
+  return DisabledAdapters(state_);
+}
+
+void PeftModel::merge_adapter(const std::vector<std::string>& adapter_names) {
+  const std::vector<std::string> names = adapter_names.empty() ? std::vector<std::string>{state_->active} : adapter_names;
+  for (const auto& n : names)
+    if (!configs_.count(n)) throw InvalidInputError("no adapter named '" + n + "'");
+  for (const auto& item : base_->named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot)
+      for (const auto& n : names) (*slot)->merge(n, weight_of(*item.value()));
+}
+
+void PeftModel::unmerge_adapter() {
+  for (const auto& item : base_->named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot) (*slot)->unmerge(weight_of(*item.value()));
+}
+
+ModelPtr PeftModel::merge_and_unload() {
+  if (!state_->active.empty()) merge_adapter();
+  for (const auto& item : base_->named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot) {
+      (*slot)->clear();  // merged weights stay; the adapter matrices go
+      slot->reset();
+    }
+  for (auto& p : base_->named_parameters(true)) p.value().set_requires_grad(false);
+  configs_.clear();
+  state_->active.clear();
+  return base_;
+}
+
+std::pair<int64_t, int64_t> PeftModel::get_nb_trainable_parameters() const {
+  int64_t trainable = 0, all = 0;
+  for (const auto& p : parameters(true)) {
+    all += p.numel();
+    if (p.requires_grad()) trainable += p.numel();
+  }
+  return {trainable, all};
+}
+
+std::string PeftModel::trainable_parameters_summary() const {
+  const auto [trainable, all] = get_nb_trainable_parameters();
+  char percent[32];
+  std::snprintf(percent, sizeof percent, "%.4f", all ? 100.0 * double(trainable) / double(all) : 0.0);
+  return "trainable params: " + thousands(trainable) + " || all params: " + thousands(all) + " || trainable%: " + percent;
+}
+
+void PeftModel::print_trainable_parameters() const { std::cout << trainable_parameters_summary() << std::endl; }
+
+std::vector<std::pair<std::string, at::Tensor>> PeftModel::adapter_state_dict(const std::string& adapter_name) const {
+  const std::string& name = adapter_name.empty() ? state_->active : adapter_name;
+  const PeftConfig& c = peft_config(name);
+  std::set<std::string> adapted;
+  for (const auto& item : base_->named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot && (*slot)->has(name)) adapted.insert(item.key());
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : base_->named_parameters(true)) {
+    const std::string& key = p.key();
+    const bool is_lora = key.find(".lora_A.") != std::string::npos || key.find(".lora_B.") != std::string::npos;
+    if (is_lora) {
+      // path.lora_A.<name>.weight -> path.lora_A.weight
+      const std::string tag = "." + name + ".weight";
+      if (ends_with(key, tag)) out.emplace_back(kPrefix + key.substr(0, key.size() - tag.size()) + ".weight", p.value());
+      continue;
+    }
+    bool keep = false;
+    if (ends_with(key, "bias"))
+      keep = c.bias == "all" || (c.bias == "lora_only" && adapted.count(key.substr(0, key.rfind('.'))));
+    for (const auto& m : c.modules_to_save)
+      keep = keep || starts_with(key, m + ".") || key.find("." + m + ".") != std::string::npos;
+    if (keep) out.emplace_back(kPrefix + key, p.value());
+  }
+  return out;
+}
+
+void PeftModel::save_pretrained(const std::filesystem::path& dir, const std::vector<std::string>& selected_adapters,
+                                bool safe_serialization) const {
+  const std::vector<std::string> names = selected_adapters.empty() ? adapters() : selected_adapters;
+  for (const auto& name : names) {
+    PeftConfig c = peft_config(name);
+    c.inference_mode = true;
+    // PEFT's layout: the default adapter at the top, the others in a folder of their name.
+    const auto out = name == "default" ? dir : dir / name;
+    std::filesystem::create_directories(out);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (auto& [key, t] : adapter_state_dict(name)) tensors.emplace_back(key, t.detach().contiguous());
+    if (safe_serialization) {
+      save_safetensors(out / "adapter_model.safetensors", tensors, {{"format", "pt"}});
+    } else {
+      c10::Dict<std::string, at::Tensor> dict;
+      for (auto& [key, t] : tensors) dict.insert(key, t);
+      const std::vector<char> bytes = torch::pickle_save(dict);
+      const auto tmp = out / "adapter_model.bin.tmp";
+      std::ofstream(tmp, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+      std::filesystem::rename(tmp, out / "adapter_model.bin");
+    }
+    write_json_file(out / "adapter_config.json", c.to_json());
+  }
+  create_or_update_model_card(dir);
+}
+
+void PeftModel::create_or_update_model_card(const std::filesystem::path& dir) const {
+  // The YAML header PEFT writes (library_name, base_model); an existing card keeps its body.
+  const auto file = dir / "README.md";
+  std::string body = "# Model Card\n\nAdapters: ";
+  for (const auto& name : adapters()) body += name + " (" + configs_.at(name).peft_type + ") ";
+  body += "\n";
+  if (std::filesystem::exists(file)) {
+    std::ifstream in(file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string text = ss.str();
+    if (starts_with(text, "---\n")) {
+      auto end = text.find("\n---\n", 4);
+      if (end != std::string::npos) text = text.substr(end + 5);
+    }
+    body = text;
+  }
+  std::string header = "---\nlibrary_name: peft\n";
+  const std::string base = base_->config().name_or_path.value_or("");
+  if (!base.empty()) header += "base_model: " + base + "\n";
+  if (!base_->model_tags().empty()) header += "tags:\n";
+  for (const auto& tag : base_->model_tags()) header += "- " + tag + "\n";
+  write_text_file(file, header + "---\n" + body);
+}
+
+}  // namespace plugformer
