@@ -17,6 +17,7 @@
 #include <plugformer/auto.h>
 #include <plugformer/error.h>
 #include <plugformer/generation.h>
+#include <plugformer/peft.h>
 #include <plugformer/plugin_loader.h>
 #include <plugformer/safetensors.h>
 
@@ -110,7 +111,7 @@ class Streamer {
 };
 
 struct GenerateArgs {
-  std::string model, prompt = "Once upon a time", dtype, ids;
+  std::string model, prompt = "Once upon a time", dtype, ids, adapter;
   int64_t max_new_tokens = 64;
   bool json_output = false;
   // Overrides of generation_config.json, when given.
@@ -125,8 +126,9 @@ void run_generate(const GenerateArgs& args) {
   options.torch_dtype = args.dtype;
   // Encoder-decoder checkpoints (T5) generate from their Seq2SeqLM class, the others from CausalLM.
   const bool seq2seq = AutoConfig::from_pretrained(args.model, options)->is_encoder_decoder;
-  auto model = seq2seq ? AutoModelForSeq2SeqLM::from_pretrained(args.model, options)
-                       : AutoModelForCausalLM::from_pretrained(args.model, options);
+  ModelPtr model = seq2seq ? AutoModelForSeq2SeqLM::from_pretrained(args.model, options)
+                           : AutoModelForCausalLM::from_pretrained(args.model, options);
+  if (!args.adapter.empty()) model = PeftModel::from_pretrained(model, args.adapter);  // PEFT adapter on top
   GenerationConfig gen = GenerationConfig::from_model_config(model->config());
   if (auto file = resolve_file(args.model, "generation_config.json", options, true))
     gen.update_from_json(read_json_file(*file), file->string());
@@ -231,6 +233,7 @@ void add_model_commands(CLI::App& app) {
   generate_cmd->add_option("prompt", gen.prompt, "Prompt text");
   generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
   generate_cmd->add_option("--dtype", gen.dtype, "float32 | bfloat16 | float16 | auto");
+  generate_cmd->add_option("--adapter", gen.adapter, "PEFT adapter directory or Hub id (LoRA, prompt or prefix tuning)");
   generate_cmd->add_option("--ids", gen.ids, "Prompt token ids, comma separated (instead of text)");
   generate_cmd->add_flag("--json", gen.json_output, "Print prompt and generated ids as JSON");
   generate_cmd->add_option("--do-sample", gen.do_sample, "Sample instead of greedy (true/false)");

@@ -249,11 +249,11 @@ std::shared_ptr<PeftModel> PeftModel::create(ModelPtr model, const PeftConfig& c
 }
 
 std::shared_ptr<PeftModel> PeftModel::from_pretrained(ModelPtr model, const std::string& adapter,
-                                                      const PeftLoadOptions& options) {
+                                                      const PeftLoadOptions& options, const std::string& task_type) {
   if (!model) throw InvalidInputError("PeftModel::from_pretrained: no model");
   auto file = resolve_file(adapter, "adapter_config.json", options.hub);
   const PeftConfig config = PeftConfig::from_json(read_json_file(*file), file->string());
-  std::shared_ptr<PeftModel> peft(new PeftModel(std::move(model), config.task_type));
+  std::shared_ptr<PeftModel> peft(new PeftModel(std::move(model), task_type.empty() ? config.task_type : task_type));
   peft->load_adapter(adapter, options.adapter_name, options);
   return peft;
 }
@@ -266,6 +266,12 @@ void PeftModel::add_adapter(const std::string& adapter_name, const PeftConfig& c
     throw InvalidInputError("LoRA and prompt-learning adapters cannot be mixed in one PeftModel");
   PeftConfig c = config;
   if (c.base_model_name_or_path.empty()) c.base_model_name_or_path = base_->config().name_or_path.value_or("");
+  if (c.task_type.empty()) c.task_type = task_type_;
+  if (c.peft_type == "LORA" && (task_type_ == "SEQ_CLS" || task_type_ == "TOKEN_CLS"))
+    for (const char* head : {"classifier", "score"})
+      if (base_->named_modules("", false).contains(head) &&
+          std::find(c.modules_to_save.begin(), c.modules_to_save.end(), head) == c.modules_to_save.end())
+        c.modules_to_save.push_back(head);
   inject(adapter_name, c);
   configs_[adapter_name] = c;
   if (state_->active.empty()) state_->active = adapter_name;
@@ -465,7 +471,9 @@ ModelPtr PeftModel::merge_and_unload() {
 
 std::pair<int64_t, int64_t> PeftModel::get_nb_trainable_parameters() const {
   int64_t trainable = 0, all = 0;
+  std::set<const void*> seen;  // tied weights count once, as torch's named_parameters() does
   for (const auto& p : parameters(true)) {
+    if (!seen.insert(p.unsafeGetTensorImpl()).second) continue;
     all += p.numel();
     if (p.requires_grad()) trainable += p.numel();
   }

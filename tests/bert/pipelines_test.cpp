@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../core/test_util.h"
+
 using namespace plugformer;
 
 namespace {
@@ -72,20 +74,6 @@ struct Fixture {
   }
 };
 
-struct CliResult {
-  int status;
-  std::string out;
-};
-
-CliResult run_cli(const std::string& args) {
-  const std::string cmd = std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
 
 Entity token(const std::string& label, double score, int64_t id, int64_t start, int64_t end) {
   return {label, score, "", start, end, std::nullopt, {id}};
@@ -273,7 +261,7 @@ TEST(FeatureExtraction, TokensClsAndNormalisedMean) {
 
 TEST(PipelineCli, RunPrintsWhatThePipelineReturns) {
   const auto mlm = with_tokenizer("bert-tiny-mlm");
-  auto r = run_cli("run fill-mask " + mlm.string() + " \"the cat sat on the [MASK] .\" --top-k 3 --json");
+  auto r = test::run_cli("run fill-mask " + mlm.string() + " \"the cat sat on the [MASK] .\" --top-k 3 --json");
   ASSERT_EQ(r.status, 0) << r.out;
   const json fill = json::parse(r.out);
   ASSERT_EQ(fill.size(), 3u);
@@ -282,7 +270,7 @@ TEST(PipelineCli, RunPrintsWhatThePipelineReturns) {
   EXPECT_NEAR(fill[0]["score"].get<double>(), api[0]["score"].get<double>(), 1e-12);
   EXPECT_TRUE(fill[0].contains("sequence") && fill[0].contains("token_str"));
 
-  r = run_cli("run feature-extraction " + mlm.string() + " \"the cat\" \"the mat\" --pooling mean --normalize --json");
+  r = test::run_cli("run feature-extraction " + mlm.string() + " \"the cat\" \"the mat\" --pooling mean --normalize --json");
   ASSERT_EQ(r.status, 0) << r.out;
   const json features = json::parse(r.out);
   ASSERT_EQ(features.size(), 2u);  // one vector per input
@@ -290,29 +278,29 @@ TEST(PipelineCli, RunPrintsWhatThePipelineReturns) {
   for (double v : features[1]) norm += v * v;
   EXPECT_NEAR(norm, 1.0, 1e-5);
 
-  r = run_cli("run fill-mask " + mlm.string() + " \"the cat sat on the [MASK] .\"");
+  r = test::run_cli("run fill-mask " + mlm.string() + " \"the cat sat on the [MASK] .\"");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find(" | the cat sat on the "), std::string::npos) << r.out;  // readable lines
 
   const auto ner = with_tokenizer("bert-tiny-tokcls");
-  r = run_cli("run ner " + ner.string() + " \"John lives in Berlin.\" --aggregation-strategy simple --json");
+  r = test::run_cli("run ner " + ner.string() + " \"John lives in Berlin.\" --aggregation-strategy simple --json");
   ASSERT_EQ(r.status, 0) << r.out;
   const json groups = json::parse(r.out);
   ASSERT_FALSE(groups.empty());
   EXPECT_TRUE(groups[0].contains("entity_group") && groups[0].contains("start") && !groups[0].contains("index"));
 
   const auto qa = with_tokenizer("bert-tiny-qa");
-  r = run_cli("run question-answering " + qa.string() + " \"where does john live?\" \"john lives in berlin.\" --json");
+  r = test::run_cli("run question-answering " + qa.string() + " \"where does john live?\" \"john lives in berlin.\" --json");
   ASSERT_EQ(r.status, 0) << r.out;
   const json answer = json::parse(r.out);
   EXPECT_TRUE(answer.is_object() && answer.contains("answer") && answer.contains("score")) << r.out;
 
   const auto cls = with_tokenizer("bert-tiny-seqcls");
-  r = run_cli("run text-classification " + cls.string() + " \"paris is the capital of france.\" --top-k 2 --json");
+  r = test::run_cli("run text-classification " + cls.string() + " \"paris is the capital of france.\" --top-k 2 --json");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_EQ(json::parse(r.out).size(), 2u);
 
-  r = run_cli("run summarization " + cls.string() + " \"x\"");
+  r = test::run_cli("run summarization " + cls.string() + " \"x\"");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("unknown pipeline task"), std::string::npos) << r.out;
   for (const auto& d : {mlm, ner, qa, cls}) std::filesystem::remove_all(d);

@@ -15,25 +15,11 @@ using namespace plugformer;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;
-};
-
-Result run(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
 
 }  // namespace
 
 TEST(Cli, ListShowsTheLlamaPlugin) {
-  auto r = run("list");
+  auto r = test::run_cli("list");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("libplugformer_llama.so"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("LlamaForCausalLM"), std::string::npos);
@@ -42,7 +28,7 @@ TEST(Cli, ListShowsTheLlamaPlugin) {
 }
 
 TEST(Cli, GenerateDefaultModel) {
-  auto r = run("generate --max-new-tokens 40");
+  auto r = test::run_cli("generate --max-new-tokens 40");
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("Once upon a time, there was a little girl named Lily. She loved to play outside in the park."),
             std::string::npos)
@@ -50,14 +36,14 @@ TEST(Cli, GenerateDefaultModel) {
 }
 
 TEST(Cli, GenerateIdsAsJson) {
-  auto r = run("generate " + test::kStories + " --ids 1,403,407,261,378 --max-new-tokens 5 --json");
+  auto r = test::run_cli("generate " + test::kStories + " --ids 1,403,407,261,378 --max-new-tokens 5 --json");
   EXPECT_EQ(r.status, 0) << r.out;
   const json result = json::parse(r.out.substr(r.out.find('{')));
   EXPECT_EQ(result["generated_ids"].size(), 5u);
 }
 
 TEST(Cli, InfoPrintsCountsAndFootprint) {
-  auto r = run("info " + test::kStories);
+  auto r = test::run_cli("info " + test::kStories);
   EXPECT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("260032"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1040128 bytes"), std::string::npos) << r.out;
@@ -71,7 +57,7 @@ TEST(Cli, ForwardWritesTransformersOutputNames) {
   auto expected = SafetensorsFile::open(fixture + "/expected.safetensors");
   save_safetensors(dir / "in.safetensors", {{"input_ids", expected->get("input_ids")},
                                             {"attention_mask", expected->get("attention_mask")}});
-  auto r = run("forward " + fixture + " --class LlamaForCausalLM --inputs " + (dir / "in.safetensors").string() +
+  auto r = test::run_cli("forward " + fixture + " --class LlamaForCausalLM --inputs " + (dir / "in.safetensors").string() +
                " --out " + (dir / "out.safetensors").string());
   ASSERT_EQ(r.status, 0) << r.out;
   auto out = SafetensorsFile::open(dir / "out.safetensors");
@@ -80,11 +66,11 @@ TEST(Cli, ForwardWritesTransformersOutputNames) {
 }
 
 TEST(Cli, ErrorsAreOneLineAndNonZero) {
-  auto r = run("info /nonexistent/model");
+  auto r = test::run_cli("info /nonexistent/model");
   EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.out.rfind("error: ", 0), 0u) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
-  auto bad_ids = run("generate " + test::kStories + " --ids 1,99999 --max-new-tokens 2");
+  auto bad_ids = test::run_cli("generate " + test::kStories + " --ids 1,99999 --max-new-tokens 2");
   EXPECT_EQ(bad_ids.status, 1) << bad_ids.out;
   EXPECT_NE(bad_ids.out.find("outside the vocabulary"), std::string::npos) << bad_ids.out;
 }
@@ -92,12 +78,12 @@ TEST(Cli, ErrorsAreOneLineAndNonZero) {
 TEST(Cli, WarnsOnceWhenTheReferenceBlasIsActive) {
   const std::string reference = "/usr/lib/x86_64-linux-gnu/blas";
   if (!std::filesystem::exists(reference + "/libblas.so.3")) GTEST_SKIP() << "no reference BLAS installed";
-  auto slow = run("list", "LD_LIBRARY_PATH=" + reference + " ");
+  auto slow = test::run_cli("list", "LD_LIBRARY_PATH=" + reference + " ");
   EXPECT_EQ(slow.status, 0) << slow.out;
   size_t warnings = 0;
   for (size_t at = slow.out.find("reference BLAS"); at != std::string::npos; at = slow.out.find("reference BLAS", at + 1))
     ++warnings;
   EXPECT_EQ(warnings, 1u) << slow.out;
-  auto fast = run("list");
+  auto fast = test::run_cli("list");
   EXPECT_EQ(fast.out.find("reference BLAS"), std::string::npos) << fast.out;
 }

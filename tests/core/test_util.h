@@ -1,10 +1,15 @@
 // Helpers shared by the core tests.
 #pragma once
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace plugformer::test {
 
@@ -36,6 +41,22 @@ inline void copy_model(const std::string& from, const std::filesystem::path& to)
   std::filesystem::create_directories(to);
   for (const auto& e : std::filesystem::directory_iterator(from))
     std::filesystem::copy_file(e.path(), to / e.path().filename(), std::filesystem::copy_options::overwrite_existing);
+}
+
+// Runs the built `plugformer` command with `args` (stderr folded into the output); `env` is put in
+// front of the command line (VAR=value ...).
+struct CliResult {
+  int status;
+  std::string out;
+};
+inline CliResult run_cli(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  return {WEXITSTATUS(status), out};
 }
 
 }  // namespace plugformer::test

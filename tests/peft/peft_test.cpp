@@ -18,6 +18,8 @@
 
 #include <unistd.h>
 
+#include "../core/test_util.h"
+
 using namespace plugformer;
 
 namespace {
@@ -270,10 +272,8 @@ TEST(Lora, TrainableSummaryInPeftWording) {
 TEST(Lora, BiasModulesToSaveLayersAndRegexTargets) {
   // Sequence classification: the classifier head is trained and saved with the adapter.
   PeftConfig c = lora({"query", "value"});
-  c.task_type = "SEQ_CLS";
-  c.modules_to_save = {"classifier"};
   c.bias = "lora_only";
-  auto peft = get_peft_model(load("bert-tiny-seqcls"), c);
+  auto peft = PeftModelForSequenceClassification::create(load("bert-tiny-seqcls"), c);  // adds the classifier
   EXPECT_EQ(peft->class_name(), "PeftModelForSequenceClassification");
   EXPECT_TRUE(param(*peft, "base_model.model.classifier.weight").requires_grad());
   EXPECT_TRUE(param(*peft, "base_model.model.bert.encoder.layer.0.attention.self.query.bias").requires_grad());
@@ -374,5 +374,25 @@ TEST(LoraBadInput, UnknownPeftTypeAndMissingFiles) {
   EXPECT_THROW(PeftModel::from_pretrained(load("llama-tiny"), dir.string()), ConfigError);
   write_json_file(dir / "adapter_config.json", {{"peft_type", "LORA"}, {"use_dora", true}});
   EXPECT_THROW(PeftModel::from_pretrained(load("llama-tiny"), dir.string()), ConfigError);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(LoraCli, GenerateWithAdapterEqualsTheApi) {
+  auto peft = get_peft_model(AutoModelForCausalLM::from_pretrained(test::kStories), lora({"q_proj", "v_proj"}, 4, 64));
+  const auto dir = scratch("cli");
+  peft->save_pretrained(dir);
+  auto r = test::run_cli("generate " + test::kStories + " --adapter " + dir.string() + " --ids 1,403,407 --max-new-tokens 12 --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const json result = json::parse(r.out.substr(r.out.find('{')));
+  GenerationConfig config = GenerationConfig::from_model_config(peft->config());
+  config.update_from_json(read_json_file(test::kStories + "/generation_config.json"));
+  config.max_new_tokens = 12;
+  auto out = generate(*peft, at::tensor({1, 403, 407}, at::kLong).unsqueeze(0), {}, config);
+  at::Tensor fresh = out.sequences[0].narrow(0, 3, out.sequences.size(1) - 3).contiguous();
+  const std::vector<int64_t> expected(fresh.data_ptr<int64_t>(), fresh.data_ptr<int64_t>() + fresh.numel());
+  EXPECT_EQ(result["generated_ids"].get<std::vector<int64_t>>(), expected);
+  // Without the adapter the continuation differs (the adapter is large enough to change it).
+  auto plain = test::run_cli("generate " + test::kStories + " --ids 1,403,407 --max-new-tokens 12 --json");
+  EXPECT_NE(json::parse(plain.out.substr(plain.out.find('{')))["generated_ids"], result["generated_ids"]);
   std::filesystem::remove_all(dir);
 }

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../core/test_util.h"
 #include "../models/fixture_runner.h"
 
 using namespace plugformer;
@@ -63,20 +64,6 @@ std::filesystem::path edited_copy(const std::string& name, const std::function<v
   return dir;
 }
 
-struct CliResult {
-  int status;
-  std::string out;
-};
-
-CliResult run_cli(const std::string& args) {
-  const std::string cmd = std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
 
 }  // namespace
 
@@ -347,7 +334,7 @@ TEST(T5BadInput, DecoderInputsWithoutEncoderOutputs) {
 }
 
 TEST(T5Cli, GenerateSeq2SeqIdsAsJson) {
-  auto r = run_cli("generate " + fixture("t5-tiny") + " --ids 5,9,17,1 --max-new-tokens 8 --json");
+  auto r = test::run_cli("generate " + fixture("t5-tiny") + " --ids 5,9,17,1 --max-new-tokens 8 --json");
   ASSERT_EQ(r.status, 0) << r.out;
   const json result = json::parse(r.out.substr(r.out.find('{')));
   // The same as the API with the model's generation config (which stops at eos 1).
@@ -367,7 +354,7 @@ TEST(T5Cli, ForwardTakesDecoderInputIds) {
   save_safetensors(dir / "inputs.safetensors", {{"input_ids", expected("t5-tiny", "input_ids")},
                                                 {"attention_mask", expected("t5-tiny", "attention_mask")},
                                                 {"decoder_input_ids", expected("t5-tiny", "decoder_input_ids")}});
-  auto r = run_cli("forward " + fixture("t5-tiny") + " --inputs " + (dir / "inputs.safetensors").string() + " --out " +
+  auto r = test::run_cli("forward " + fixture("t5-tiny") + " --inputs " + (dir / "inputs.safetensors").string() + " --out " +
                    (dir / "out.safetensors").string());
   ASSERT_EQ(r.status, 0) << r.out;
   auto out = SafetensorsFile::open(dir / "out.safetensors");

@@ -71,8 +71,10 @@ class PeftModel : public PreTrainedModel {
   static std::shared_ptr<PeftModel> create(ModelPtr model, const PeftConfig& config,
                                            const std::string& adapter_name = "default");
   // An adapter directory or Hub id (adapter_config.json + adapter_model.safetensors / .bin).
+  // task_type: as the config says, unless given.
   static std::shared_ptr<PeftModel> from_pretrained(ModelPtr model, const std::string& adapter,
-                                                    const PeftLoadOptions& options = {});
+                                                    const PeftLoadOptions& options = {},
+                                                    const std::string& task_type = "");
   ~PeftModel() override;
 
   std::string class_name() const override;
@@ -139,6 +141,31 @@ class PeftModel : public PreTrainedModel {
 };
 
 using PeftModelPtr = std::shared_ptr<PeftModel>;
+
+// PEFT's task classes: PeftModel with task_type set (class_name() "PeftModelForCausalLM", ...).
+// The classification ones also train and save the model's `classifier` / `score` head
+// (added to modules_to_save), as PEFT does.
+namespace peft_tasks {
+inline constexpr char kCausalLM[] = "CAUSAL_LM";
+inline constexpr char kSeqCls[] = "SEQ_CLS";
+inline constexpr char kTokenCls[] = "TOKEN_CLS";
+inline constexpr char kSeq2SeqLM[] = "SEQ_2_SEQ_LM";
+}  // namespace peft_tasks
+
+template <const char* Task>
+struct PeftModelFor {
+  static PeftModelPtr create(ModelPtr model, PeftConfig config, const std::string& adapter_name = "default") {
+    config.task_type = Task;
+    return PeftModel::create(std::move(model), config, adapter_name);
+  }
+  static PeftModelPtr from_pretrained(ModelPtr model, const std::string& adapter, const PeftLoadOptions& options = {}) {
+    return PeftModel::from_pretrained(std::move(model), adapter, options, Task);
+  }
+};
+using PeftModelForCausalLM = PeftModelFor<peft_tasks::kCausalLM>;
+using PeftModelForSequenceClassification = PeftModelFor<peft_tasks::kSeqCls>;
+using PeftModelForTokenClassification = PeftModelFor<peft_tasks::kTokenCls>;
+using PeftModelForSeq2SeqLM = PeftModelFor<peft_tasks::kSeq2SeqLM>;
 
 // peft's get_peft_model.
 inline PeftModelPtr get_peft_model(ModelPtr model, const PeftConfig& config, const std::string& adapter_name = "default") {
