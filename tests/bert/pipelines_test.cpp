@@ -75,6 +75,13 @@ struct Fixture {
 };
 
 
+// The JSON line `plugformer run --json` prints last (log lines may come before it).
+json last_json(const std::string& out) {
+  std::string text = out;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return json::parse(text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1));
+}
+
 Entity token(const std::string& label, double score, int64_t id, int64_t start, int64_t end) {
   return {label, score, "", start, end, std::nullopt, {id}};
 }
@@ -263,7 +270,7 @@ TEST(PipelineCli, RunPrintsWhatThePipelineReturns) {
   const auto mlm = with_tokenizer("bert-tiny-mlm");
   auto r = test::run_cli("run fill-mask " + mlm.string() + " \"the cat sat on the [MASK] .\" --top-k 3 --json");
   ASSERT_EQ(r.status, 0) << r.out;
-  const json fill = json::parse(r.out);
+  const json fill = last_json(r.out);
   ASSERT_EQ(fill.size(), 3u);
   const json api = run_pipeline("fill-mask", mlm.string(), {"the cat sat on the [MASK] ."}, {{"top_k", 3}});
   EXPECT_EQ(fill[0]["token"], api[0]["token"]);
@@ -272,7 +279,7 @@ TEST(PipelineCli, RunPrintsWhatThePipelineReturns) {
 
   r = test::run_cli("run feature-extraction " + mlm.string() + " \"the cat\" \"the mat\" --pooling mean --normalize --json");
   ASSERT_EQ(r.status, 0) << r.out;
-  const json features = json::parse(r.out);
+  const json features = last_json(r.out);
   ASSERT_EQ(features.size(), 2u);  // one vector per input
   double norm = 0;
   for (double v : features[1]) norm += v * v;
@@ -285,20 +292,20 @@ TEST(PipelineCli, RunPrintsWhatThePipelineReturns) {
   const auto ner = with_tokenizer("bert-tiny-tokcls");
   r = test::run_cli("run ner " + ner.string() + " \"John lives in Berlin.\" --aggregation-strategy simple --json");
   ASSERT_EQ(r.status, 0) << r.out;
-  const json groups = json::parse(r.out);
+  const json groups = last_json(r.out);
   ASSERT_FALSE(groups.empty());
   EXPECT_TRUE(groups[0].contains("entity_group") && groups[0].contains("start") && !groups[0].contains("index"));
 
   const auto qa = with_tokenizer("bert-tiny-qa");
   r = test::run_cli("run question-answering " + qa.string() + " \"where does john live?\" \"john lives in berlin.\" --json");
   ASSERT_EQ(r.status, 0) << r.out;
-  const json answer = json::parse(r.out);
+  const json answer = last_json(r.out);
   EXPECT_TRUE(answer.is_object() && answer.contains("answer") && answer.contains("score")) << r.out;
 
   const auto cls = with_tokenizer("bert-tiny-seqcls");
   r = test::run_cli("run text-classification " + cls.string() + " \"paris is the capital of france.\" --top-k 2 --json");
   ASSERT_EQ(r.status, 0) << r.out;
-  EXPECT_EQ(json::parse(r.out).size(), 2u);
+  EXPECT_EQ(last_json(r.out).size(), 2u);
 
   r = test::run_cli("run summarization " + cls.string() + " \"x\"");
   EXPECT_EQ(r.status, 1);
