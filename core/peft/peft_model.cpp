@@ -13,6 +13,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "peft/lora.h"
+#include "peft/prompt.h"
 #include "plugformer/error.h"
 #include "plugformer/safetensors.h"
 
@@ -178,6 +179,12 @@ PeftConfig PeftConfig::from_json(const json& j, const std::string& source) {
     if (c.num_virtual_tokens <= 0) fail("num_virtual_tokens", "a positive integer");
     bool_field("prefix_projection", c.prefix_projection);
     int_field("encoder_hidden_size", c.encoder_hidden_size);
+    int_field("token_dim", c.token_dim);
+    int_field("num_attention_heads", c.num_attention_heads);
+    int_field("num_layers", c.num_layers);
+    std::string init = "RANDOM";
+    string_field("prompt_tuning_init", init);
+    if (init != "RANDOM") throw ConfigError(source + ": prompt_tuning_init '" + init + "' is not supported (RANDOM)");
   }
   for (const auto& [key, value] : j.items())
     if (!used.count(key)) c.extra[key] = value;
@@ -206,6 +213,11 @@ json PeftConfig::to_json() const {
     j["alpha_pattern"] = json::object();
   } else {
     j["num_virtual_tokens"] = num_virtual_tokens;
+    j["token_dim"] = token_dim;
+    j["num_attention_heads"] = num_attention_heads;
+    j["num_layers"] = num_layers;
+    j["num_transformer_submodules"] = 1;
+    if (peft_type == "PROMPT_TUNING") j["prompt_tuning_init"] = "RANDOM";
     if (peft_type == "PREFIX_TUNING") {
       j["prefix_projection"] = prefix_projection;
       j["encoder_hidden_size"] = encoder_hidden_size;
@@ -272,13 +284,43 @@ void PeftModel::add_adapter(const std::string& adapter_name, const PeftConfig& c
       if (base_->named_modules("", false).contains(head) &&
           std::find(c.modules_to_save.begin(), c.modules_to_save.end(), head) == c.modules_to_save.end())
         c.modules_to_save.push_back(head);
-  inject(adapter_name, c);
+  if (c.is_prompt_learning()) inject_prompt(adapter_name, c);
+  else inject(adapter_name, c);
   configs_[adapter_name] = c;
   if (state_->active.empty()) state_->active = adapter_name;
 }
 
+void PeftModel::inject_prompt(const std::string& adapter_name, PeftConfig& c) {
+  const PretrainedConfig& mc = base_->config();
+  if (mc.is_encoder_decoder || !base_->can_generate())
+    throw InvalidInputError("prompt tuning and prefix tuning are implemented for decoder-only language models; " +
+                            base_->class_name() + " is not one");
+  auto size = [&](const char* name) {
+    const json v = mc.get(name);
+    if (!v.is_number_integer()) throw ConfigError("prompt learning needs the model config's " + std::string(name));
+    return v.get<int64_t>();
+  };
+  const int64_t hidden = size("hidden_size"), heads = size("num_attention_heads");
+  const json kv = mc.get("num_key_value_heads");
+  // PEFT's _prepare_prompt_learning_config: prefixes carry key/value heads only (grouped-query attention).
+  const int64_t kv_heads = c.peft_type == "PREFIX_TUNING" && kv.is_number_integer() ? kv.get<int64_t>() : heads;
+  c.token_dim = hidden / heads * kv_heads;
+  c.num_attention_heads = kv_heads;
+  c.num_layers = size("num_hidden_layers");
+  const int64_t out_dim = c.peft_type == "PREFIX_TUNING" ? c.num_layers * 2 * c.token_dim : c.token_dim;
+  // A trainable prefix goes through the projection MLP; saved prefixes hold its output.
+  const bool project = c.peft_type == "PREFIX_TUNING" && c.prefix_projection && !c.inference_mode;
+  if (project && c.encoder_hidden_size <= 0) c.encoder_hidden_size = c.token_dim;
+  auto encoder = std::make_shared<PromptEncoder>(c.num_virtual_tokens, c.token_dim, project ? c.encoder_hidden_size : 0,
+                                                 out_dim);
+  prompts_[adapter_name] = encoder;
+  auto container = std::make_shared<torch::nn::Module>();
+  for (const auto& [name, e] : prompts_) container->register_module(name, e);
+  if (named_children().contains("prompt_encoder")) replace_module("prompt_encoder", container);
+  else register_module("prompt_encoder", container);
+}
+
 void PeftModel::inject(const std::string& adapter_name, const PeftConfig& config) {
-  if (config.is_prompt_learning()) throw InvalidInputError("prompt learning adapters are not available yet");
   PeftConfig c = config;
   if (c.target_modules.empty() && !c.target_modules_regex) {
     auto it = default_targets().find(base_->config().model_type());
@@ -344,6 +386,11 @@ void PeftModel::delete_adapter(const std::string& adapter_name) {
       (*slot)->remove(adapter_name);
       if ((*slot)->empty()) slot->reset();
     }
+  if (prompts_.erase(adapter_name)) {
+    auto container = std::make_shared<torch::nn::Module>();
+    for (const auto& [name, e] : prompts_) container->register_module(name, e);
+    replace_module("prompt_encoder", container);
+  }
   configs_.erase(adapter_name);
   if (state_->active == adapter_name) state_->active = configs_.empty() ? "" : configs_.begin()->first;
 }
@@ -366,6 +413,8 @@ void PeftModel::set_trainable(const std::string& adapter_name, bool trainable) {
       if (!is_lora && (starts_with(name, m + ".") || name.find("." + m + ".") != std::string::npos)) train = true;
     p.value().set_requires_grad(trainable && train);
   }
+  for (const auto& [name, encoder] : prompts_)
+    for (auto& p : encoder->parameters()) p.set_requires_grad(trainable && name == adapter_name);
 }
 
 void PeftModel::load_adapter(const std::string& adapter, const std::string& adapter_name, const PeftLoadOptions& options) {
@@ -401,6 +450,17 @@ void PeftModel::load_adapter_weights(const std::string& adapter_name, const std:
   std::map<std::string, at::Tensor> params;
   for (auto& p : base_->named_parameters(true)) params[p.key()] = p.value();
   std::set<std::string> loaded;
+  if (c.is_prompt_learning()) {
+    auto it = tensors.find("prompt_embeddings");
+    if (it == tensors.end()) throw CheckpointError(source + ": no 'prompt_embeddings' tensor for a " + c.peft_type + " adapter");
+    at::Tensor& table = prompts_.at(adapter_name)->embedding->weight;
+    if (it->second.sizes() != table.sizes())
+      throw CheckpointError(source + ": 'prompt_embeddings' has shape " + shape_of(it->second.sizes()) + " but " +
+                            std::to_string(c.num_virtual_tokens) + " virtual tokens of this model need " +
+                            shape_of(table.sizes()));
+    table.copy_(it->second);
+    return;
+  }
   for (const auto& [key, value] : tensors) {
     if (!starts_with(key, kPrefix))
       throw CheckpointError(source + ": key '" + key + "' does not start with '" + kPrefix + "' as PEFT writes them");
@@ -428,7 +488,49 @@ void PeftModel::load_adapter_weights(const std::string& adapter_name, const std:
 
 ModelOutput PeftModel::forward(const ModelInputs& inputs) { return base_->forward(with_prompt(inputs)); }
 
-ModelInputs PeftModel::with_prompt(const ModelInputs& inputs) const { return inputs; }
+ModelInputs PeftModel::with_prompt(const ModelInputs& inputs) const {
+  if (state_->disabled || state_->active.empty() || !configs_.at(state_->active).is_prompt_learning()) return inputs;
+  const PeftConfig& c = configs_.at(state_->active);
+  const PromptEncoder& encoder = *prompts_.at(state_->active);
+  const int64_t n = c.num_virtual_tokens;
+  const at::Tensor ids = inputs.get("input_ids"), embeds = inputs.get("inputs_embeds");
+  if (!ids.defined() && !embeds.defined()) throw InvalidInputError("prompt learning needs input_ids or inputs_embeds");
+  const int64_t batch = ids.defined() ? ids.size(0) : embeds.size(0);
+  ModelInputs out = inputs;
+  // The virtual tokens come first: every mask gets them, positions are left to the model (PEFT
+  // drops position_ids too), labels skip them.
+  if (inputs.has("attention_mask")) {
+    const at::Tensor mask = inputs.get("attention_mask");
+    out.tensors["attention_mask"] = at::cat({at::ones({batch, n}, mask.options()), mask}, 1);
+  }
+  out.tensors.erase("position_ids");
+  const bool first_step = !inputs.past_key_values || inputs.past_key_values->seq_length(0) == 0;
+  if (!first_step) return out;
+  at::Tensor virtual_tokens = encoder.forward();
+  if (c.peft_type == "PROMPT_TUNING") {
+    const at::Tensor tokens = embeds.defined() ? embeds : base_->get_input_embeddings()->forward(ids);
+    const at::Tensor prompts = virtual_tokens.to(tokens.scalar_type()).unsqueeze(0).expand({batch, n, tokens.size(2)});
+    out.tensors.erase("input_ids");
+    out.tensors["inputs_embeds"] = at::cat({prompts, tokens}, 1);
+    if (inputs.has("labels")) {
+      const at::Tensor labels = inputs.get("labels");
+      out.tensors["labels"] = at::cat({at::full({batch, n}, -100, labels.options()), labels}, 1);
+    }
+    return out;
+  }
+  // Prefix tuning: per layer keys and values of the virtual tokens, put in the cache first.
+  auto cache = inputs.past_key_values ? inputs.past_key_values : std::make_shared<KVCache>();
+  const int64_t head_dim = c.token_dim / c.num_attention_heads;
+  const at::Tensor kv = virtual_tokens.to(base_->dtype()).view({n, c.num_layers * 2, c.num_attention_heads, head_dim})
+                            .permute({1, 2, 0, 3});  // [layers * 2, heads, n, head_dim]
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    auto rows = [&](int64_t i) { return kv[i].unsqueeze(0).expand({batch, c.num_attention_heads, n, head_dim}).contiguous(); };
+    cache->update(size_t(layer), rows(2 * layer), rows(2 * layer + 1));
+  }
+  out.past_key_values = cache;
+  out.use_cache = true;
+  return out;
+}
 
 PeftModel::DisabledAdapters::DisabledAdapters(std::shared_ptr<LoraState> state)
     : state_(std::move(state)), was_disabled_(state_->disabled) {
@@ -444,8 +546,11 @@ PeftModel::DisabledAdapters PeftModel::disable_adapter() {
 
 void PeftModel::merge_adapter(const std::vector<std::string>& adapter_names) {
   const std::vector<std::string> names = adapter_names.empty() ? std::vector<std::string>{state_->active} : adapter_names;
-  for (const auto& n : names)
+  for (const auto& n : names) {
     if (!configs_.count(n)) throw InvalidInputError("no adapter named '" + n + "'");
+    if (configs_.at(n).is_prompt_learning())
+      throw InvalidInputError("adapter '" + n + "' is " + configs_.at(n).peft_type + ": only LoRA adapters merge");
+  }
   for (const auto& item : base_->named_modules("", false))
     if (auto* slot = lora_slot(*item.value()); slot && *slot)
       for (const auto& n : names) (*slot)->merge(n, weight_of(*item.value()));
@@ -457,6 +562,7 @@ void PeftModel::unmerge_adapter() {
 }
 
 ModelPtr PeftModel::merge_and_unload() {
+  if (!prompts_.empty()) throw InvalidInputError("merge_and_unload: prompt-learning adapters cannot be merged");
   if (!state_->active.empty()) merge_adapter();
   for (const auto& item : base_->named_modules("", false))
     if (auto* slot = lora_slot(*item.value()); slot && *slot) {
@@ -492,10 +598,15 @@ void PeftModel::print_trainable_parameters() const { std::cout << trainable_para
 std::vector<std::pair<std::string, at::Tensor>> PeftModel::adapter_state_dict(const std::string& adapter_name) const {
   const std::string& name = adapter_name.empty() ? state_->active : adapter_name;
   const PeftConfig& c = peft_config(name);
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  if (c.is_prompt_learning()) {
+    torch::NoGradGuard no_grad;
+    out.emplace_back("prompt_embeddings", prompts_.at(name)->forward().detach());
+    return out;
+  }
   std::set<std::string> adapted;
   for (const auto& item : base_->named_modules("", false))
     if (auto* slot = lora_slot(*item.value()); slot && *slot && (*slot)->has(name)) adapted.insert(item.key());
-  std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : base_->named_parameters(true)) {
     const std::string& key = p.key();
     const bool is_lora = key.find(".lora_A.") != std::string::npos || key.find(".lora_B.") != std::string::npos;

@@ -67,19 +67,25 @@ LlamaModel::LlamaModel(std::shared_ptr<LlamaConfig> config)
 }
 
 ModelOutput LlamaModel::forward(const ModelInputs& inputs) {
-  const at::Tensor input_ids = inputs.require("input_ids");
-  if (input_ids.dim() != 2) throw InvalidInputError("input_ids must be [batch, seq_len]");
-  const int64_t batch = input_ids.size(0), len = input_ids.size(1);
+  const at::Tensor input_ids = inputs.get("input_ids");
+  const at::Tensor inputs_embeds = inputs.get("inputs_embeds");
+  if (input_ids.defined() == inputs_embeds.defined())
+    throw InvalidInputError("llama: give exactly one of input_ids and inputs_embeds");
+  if (input_ids.defined() && input_ids.dim() != 2) throw InvalidInputError("input_ids must be [batch, seq_len]");
+  if (inputs_embeds.defined() && (inputs_embeds.dim() != 3 || inputs_embeds.size(2) != cfg_.hidden_size))
+    throw InvalidInputError("inputs_embeds must be [batch, seq_len, " + std::to_string(cfg_.hidden_size) + "]");
+  const at::Tensor& ref = input_ids.defined() ? input_ids : inputs_embeds;
+  const int64_t batch = ref.size(0), len = ref.size(1);
   std::shared_ptr<KVCache> cache = inputs.past_key_values;
   if (!cache && inputs.use_cache && !checkpointing_active()) cache = std::make_shared<KVCache>();
   const int64_t past = cache ? cache->seq_length(0) : 0;
 
   at::Tensor position_ids = inputs.get("position_ids");
   if (!position_ids.defined()) position_ids = at::arange(past, past + len, at::kLong).unsqueeze(0).expand({batch, len});
-  else if (position_ids.sizes() != input_ids.sizes())
+  else if (position_ids.sizes() != at::IntArrayRef({batch, len}))
     throw InvalidInputError("position_ids must have the shape of input_ids");
 
-  at::Tensor hidden = embed_tokens_->forward(input_ids);
+  at::Tensor hidden = input_ids.defined() ? embed_tokens_->forward(input_ids) : inputs_embeds;
   const auto dtype = hidden.scalar_type();
   const at::Tensor attention_mask = inputs.get("attention_mask");
   // A single new token without padding sees every key: no mask needed.

@@ -396,3 +396,125 @@ TEST(LoraCli, GenerateWithAdapterEqualsTheApi) {
   EXPECT_NE(json::parse(plain.out.substr(plain.out.find('{')))["generated_ids"], result["generated_ids"]);
   std::filesystem::remove_all(dir);
 }
+
+namespace {
+
+PeftConfig prompt(const std::string& type, int64_t tokens) {
+  PeftConfig c;
+  c.peft_type = type;
+  c.num_virtual_tokens = tokens;
+  c.task_type = "CAUSAL_LM";
+  return c;
+}
+
+}  // namespace
+
+TEST(PromptTuning, VirtualTokensArePrependedEmbeddings) {
+  auto peft = get_peft_model(load("llama-tiny"), prompt("PROMPT_TUNING", 3));
+  const at::Tensor out = logits(*peft);
+  ASSERT_EQ(out.sizes(), at::IntArrayRef({2, 7, 256}));  // PEFT returns the virtual positions too
+  // By hand: the base model on [P; embed(ids)].
+  auto base = load("llama-tiny");
+  const at::Tensor P = param(*peft, "prompt_encoder.default.embedding.weight");
+  at::Tensor expected;
+  {
+    c10::InferenceMode guard;
+    at::Tensor embeds = at::cat({P.unsqueeze(0).expand({2, 3, 64}), base->get_input_embeddings()->forward(kIds)}, 1);
+    expected = base->forward({{"inputs_embeds", embeds}})["logits"];
+  }
+  EXPECT_LE(max_diff(out, expected), 1e-6);
+  // Generation: with and without the cache, the same tokens.
+  GenerationConfig config = GenerationConfig::from_model_config(peft->config());
+  config.max_new_tokens = 6;
+  config.eos_token_id.clear();
+  auto cached = generate(*peft, kIds, at::ones_like(kIds), config);
+  config.use_cache = false;
+  auto uncached = generate(*peft, kIds, at::ones_like(kIds), config);
+  EXPECT_TRUE(at::equal(cached.sequences, uncached.sequences));
+  EXPECT_THROW(peft->merge_and_unload(), InvalidInputError);
+}
+
+TEST(PrefixTuning, PrefixKeysAndValuesInTheCache) {
+  for (const std::string name : {"llama-tiny", "gpt2-tiny-lm"}) {
+    SCOPED_TRACE(name);
+    auto peft = get_peft_model(load(name), prompt("PREFIX_TUNING", 2));
+    const PeftConfig& c = peft->peft_config();
+    const at::Tensor out = logits(*peft);
+    ASSERT_EQ(out.size(1), 4);  // the prefix lives in the cache, not in the logits
+    // By hand: each layer's keys / values from the [n, layers * 2 * token_dim] table.
+    auto base = load(name);
+    const at::Tensor table = param(*peft, "prompt_encoder.default.embedding.weight");
+    const int64_t heads = c.num_attention_heads, dim = c.token_dim / heads;
+    auto cache = std::make_shared<KVCache>();
+    for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+      auto part = [&](int64_t which) {
+        at::Tensor t = table.view({2, c.num_layers * 2, heads, dim}).select(1, 2 * layer + which);  // [n, heads, dim]
+        return t.permute({1, 0, 2}).unsqueeze(0).expand({2, heads, 2, dim}).contiguous();
+      };
+      cache->update(size_t(layer), part(0), part(1));
+    }
+    ModelInputs inputs{{"input_ids", kIds}, {"attention_mask", at::ones({2, 6}, at::kLong)}};
+    inputs.past_key_values = cache;
+    at::Tensor expected;
+    {
+      c10::InferenceMode guard;
+      expected = base->forward(inputs)["logits"];
+    }
+    EXPECT_LE(max_diff(out, expected), 1e-6);
+    EXPECT_GT(max_diff(out, logits(*base)), 1e-4);
+    GenerationConfig config = GenerationConfig::from_model_config(peft->config());
+    config.max_new_tokens = 6;
+    config.eos_token_id.clear();
+    auto cached = generate(*peft, kIds, at::ones_like(kIds), config);
+    config.use_cache = false;
+    EXPECT_TRUE(at::equal(cached.sequences, generate(*peft, kIds, at::ones_like(kIds), config).sequences));
+  }
+}
+
+TEST(PromptLearning, SaveReloadAndTrain) {
+  for (const std::string type : {"PROMPT_TUNING", "PREFIX_TUNING"}) {
+    SCOPED_TRACE(type);
+    PeftConfig c = prompt(type, 4);
+    c.prefix_projection = type == "PREFIX_TUNING";  // the MLP trains; the saved prefix is its output
+    c.encoder_hidden_size = 16;
+    auto peft = get_peft_model(load("llama-tiny"), c);
+    std::vector<at::Tensor> params;
+    for (const auto& p : peft->parameters())
+      if (p.requires_grad()) params.push_back(p);
+    ASSERT_FALSE(params.empty());
+    torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(5e-2));
+    const at::Tensor ids = at::randint(0, 256, {4, 12}, at::kLong);
+    double first = 0, last = 0;
+    for (int step = 0; step < 15; ++step) {
+      optimizer.zero_grad();
+      at::Tensor loss = peft->forward({{"input_ids", ids}, {"labels", ids}})["loss"];
+      loss.backward();
+      optimizer.step();
+      (step == 0 ? first : last) = loss.item<double>();
+    }
+    EXPECT_LT(last, first);
+    const auto dir = scratch("prompt");
+    peft->save_pretrained(dir);
+    const json saved = read_json_file(dir / "adapter_config.json");
+    EXPECT_EQ(saved["peft_type"], type);
+    EXPECT_EQ(saved["num_virtual_tokens"], 4);
+    EXPECT_EQ(saved["num_layers"], 2);
+    auto file = SafetensorsFile::open(dir / "adapter_model.safetensors");
+    EXPECT_EQ(file->keys(), std::vector<std::string>{"prompt_embeddings"});
+    auto reloaded = PeftModel::from_pretrained(load("llama-tiny"), dir.string());
+    EXPECT_LE(max_diff(logits(*reloaded), logits(*peft)), 1e-5);
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(PromptLearningBadInput, EncodersAndWrongShapes) {
+  EXPECT_THROW(get_peft_model(load("bert-tiny-mlm"), prompt("PROMPT_TUNING", 2)), InvalidInputError);
+  auto peft = get_peft_model(load("llama-tiny"), prompt("PROMPT_TUNING", 3));
+  const auto dir = scratch("prompt_bad");
+  peft->save_pretrained(dir);
+  json config = read_json_file(dir / "adapter_config.json");
+  config["num_virtual_tokens"] = 5;
+  write_json_file(dir / "adapter_config.json", config);
+  EXPECT_THROW(PeftModel::from_pretrained(load("llama-tiny"), dir.string()), CheckpointError);
+  std::filesystem::remove_all(dir);
+}

@@ -20,7 +20,9 @@
 namespace plugformer {
 
 // adapter_config.json. peft_type "LORA" uses the LoRA fields, "PROMPT_TUNING" and
-// "PREFIX_TUNING" use num_virtual_tokens (and the prefix projection fields).
+// "PREFIX_TUNING" use num_virtual_tokens (and the prefix projection fields); the model sizes PEFT
+// also records for them (token_dim, num_attention_heads, num_layers) are filled from the base
+// model's config.
 struct PeftConfig {
   std::string peft_type = "LORA";
   std::string task_type;  // CAUSAL_LM, SEQ_CLS, TOKEN_CLS, SEQ_2_SEQ_LM, ... ("" when unset)
@@ -44,6 +46,7 @@ struct PeftConfig {
   int64_t num_virtual_tokens = 0;
   bool prefix_projection = false;
   int64_t encoder_hidden_size = 0;  // prefix projection MLP width
+  int64_t token_dim = 0, num_attention_heads = 0, num_layers = 0;
   json extra = json::object();      // other keys of adapter_config.json, written back unchanged
 
   // ConfigError naming `source` and the field for anything PEFT would not accept or that is not
@@ -61,6 +64,7 @@ struct PeftLoadOptions {
 };
 
 class LoraState;
+class PromptEncoder;
 
 // transformers' model with adapters (PEFT's PeftModel). It is itself a PreTrainedModel whose
 // forward runs the base model with the active adapter, so generate() and the pipelines take it.
@@ -133,11 +137,14 @@ class PeftModel : public PreTrainedModel {
   void set_trainable(const std::string& adapter_name, bool trainable);
   ModelInputs with_prompt(const ModelInputs& inputs) const;
 
+  void inject_prompt(const std::string& adapter_name, PeftConfig& config);
+
   ModelPtr base_;
   std::string task_type_;
   std::map<std::string, PeftConfig> configs_;
   std::shared_ptr<LoraState> state_;
   std::shared_ptr<torch::nn::Module> holder_;  // "base_model", holding "model"
+  std::map<std::string, std::shared_ptr<PromptEncoder>> prompts_;  // "prompt_encoder.<adapter>"
 };
 
 using PeftModelPtr = std::shared_ptr<PeftModel>;
