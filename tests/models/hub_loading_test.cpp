@@ -11,6 +11,7 @@
 
 #include <plugformer/auto.h>
 #include <plugformer/error.h>
+#include <plugformer/peft.h>
 
 #include "mock_hub.h"
 
@@ -95,4 +96,29 @@ TEST(HubLoading, PushToHubThenLoadBack) {
   ::unsetenv("HF_ENDPOINT");
   ::unsetenv("HF_HUB_CACHE");
   std::filesystem::remove_all(cache);
+}
+
+TEST(HubLoading, PeftAdapterFromAHubRepo) {
+  // A LoRA adapter saved here, served as "someone/stories-lora", loaded by repo id.
+  auto base = AutoModelForCausalLM::from_pretrained(kStories);
+  PeftConfig config;
+  config.target_modules = {"q_proj", "v_proj"};
+  config.init_lora_weights = "false";
+  auto trained = get_peft_model(base, config);
+  const auto dir = std::filesystem::path(PLUGFORMER_BINARY_DIR) / "test_tmp" / ("hub-adapter-" + std::to_string(::getpid()));
+  trained->save_pretrained(dir);
+  plugformer::testing::MockHub hub;
+  std::map<std::string, std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files[e.path().filename().string()] = read(e.path());
+  hub.add_commit("someone/stories-lora", files);
+  const auto cache = std::filesystem::path(PLUGFORMER_BINARY_DIR) / "test_tmp" / ("hub-cache-peft-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(cache);
+  ::setenv("HF_ENDPOINT", hub.endpoint().c_str(), 1);
+  ::setenv("HF_HUB_CACHE", cache.c_str(), 1);
+  ::unsetenv("HF_HUB_OFFLINE");
+  auto loaded = PeftModel::from_pretrained(AutoModelForCausalLM::from_pretrained(kStories), "someone/stories-lora");
+  EXPECT_TRUE(at::allclose(logits(*loaded), logits(*trained)));
+  EXPECT_TRUE(std::filesystem::is_directory(cache / "models--someone--stories-lora" / "snapshots"));
+  std::filesystem::remove_all(cache);
+  std::filesystem::remove_all(dir);
 }
