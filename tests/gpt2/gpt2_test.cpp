@@ -20,35 +20,18 @@
 #include "../models/fixture_runner.h"
 
 using namespace plugformer;
+using namespace plugformer::testing;
 
 namespace {
-
-std::string fixture(const std::string& name) { return std::string(PLUGFORMER_FIXTURES_DIR) + "/models/" + name; }
-
-ModelPtr load(const std::string& name, const std::string& architecture, LoadingInfo* info = nullptr) {
-  PretrainedOptions options;
-  options.architecture = architecture;
-  options.loading_info = info;
-  return load_model_for_architecture(fixture(name), options);
-}
-
-at::Tensor expected(const std::string& name, const std::string& tensor) {
-  return SafetensorsFile::open(fixture(name) + "/expected.safetensors")->get(tensor);
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
-}
 
 at::Tensor ids(std::vector<int64_t> v) { return at::tensor(v, at::kLong).unsqueeze(0); }
 
 }  // namespace
 
-TEST(GPT2Fixtures, TinyLM) { plugformer::testing::check_model_fixture("gpt2-tiny-lm"); }
-TEST(GPT2Fixtures, TinyLMHubLayout) { plugformer::testing::check_model_fixture("gpt2-tiny-lm-hub-layout"); }
-TEST(GPT2Fixtures, TinySeqCls) { plugformer::testing::check_model_fixture("gpt2-tiny-seqcls"); }
-TEST(GPT2Fixtures, TinyTokCls) { plugformer::testing::check_model_fixture("gpt2-tiny-tokcls"); }
+TEST(GPT2Fixtures, TinyLM) { check_model_fixture("gpt2-tiny-lm"); }
+TEST(GPT2Fixtures, TinyLMHubLayout) { check_model_fixture("gpt2-tiny-lm-hub-layout"); }
+TEST(GPT2Fixtures, TinySeqCls) { check_model_fixture("gpt2-tiny-seqcls"); }
+TEST(GPT2Fixtures, TinyTokCls) { check_model_fixture("gpt2-tiny-tokcls"); }
 
 TEST(GPT2Loading, HubLayoutKeysAndLegacyBuffers) {
   // Keys without "transformer." and attn.bias / attn.masked_bias buffers: nothing missing,

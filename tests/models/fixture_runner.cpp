@@ -16,9 +16,27 @@
 
 namespace plugformer::testing {
 
+std::string fixture(const std::string& name) { return std::string(PLUGFORMER_FIXTURES_DIR) + "/models/" + name; }
+
+ModelPtr load(const std::string& name, const std::string& architecture, LoadingInfo* info) {
+  PretrainedOptions options;
+  options.architecture = architecture;
+  options.loading_info = info;
+  return load_model_for_architecture(fixture(name), options);
+}
+
+at::Tensor expected(const std::string& name, const std::string& tensor) {
+  return SafetensorsFile::open(fixture(name) + "/expected.safetensors")->get(tensor);
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
+}
+
 namespace {
 
-std::string fixture_dir(const std::string& name) { return std::string(PLUGFORMER_FIXTURES_DIR) + "/models/" + name; }
+std::string fixture_dir(const std::string& name) { return fixture(name); }
 
 void compare(const std::string& what, const at::Tensor& actual, const at::Tensor& expected, const at::Tensor& mask,
              double atol) {

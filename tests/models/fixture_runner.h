@@ -4,7 +4,16 @@
 
 #include <string>
 
+#include <plugformer/auto.h>
+
 namespace plugformer::testing {
+
+// tests/fixtures/models/<name>, a model loaded from it as `architecture`, a tensor of its
+// expected.safetensors, and the largest absolute difference of two tensors (shapes must agree).
+std::string fixture(const std::string& name);
+ModelPtr load(const std::string& name, const std::string& architecture, LoadingInfo* info = nullptr);
+at::Tensor expected(const std::string& name, const std::string& tensor);
+double max_diff(const at::Tensor& a, const at::Tensor& b);
 
 // Checks every case and generation of one fixture with GoogleTest assertions, within the
 // fixture's atol (see fixture_atol in the .cpp for the one fixture checked more loosely, and why).

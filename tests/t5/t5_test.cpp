@@ -23,26 +23,9 @@
 #include "../models/fixture_runner.h"
 
 using namespace plugformer;
+using namespace plugformer::testing;
 
 namespace {
-
-std::string fixture(const std::string& name) { return std::string(PLUGFORMER_FIXTURES_DIR) + "/models/" + name; }
-
-ModelPtr load(const std::string& name, const std::string& architecture, LoadingInfo* info = nullptr) {
-  PretrainedOptions options;
-  options.architecture = architecture;
-  options.loading_info = info;
-  return load_model_for_architecture(fixture(name), options);
-}
-
-at::Tensor expected(const std::string& name, const std::string& tensor) {
-  return SafetensorsFile::open(fixture(name) + "/expected.safetensors")->get(tensor);
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
-}
 
 at::Tensor param(const ModelPtr& model, const std::string& name) {
   for (const auto& p : model->named_parameters(true))
@@ -67,10 +50,10 @@ std::filesystem::path edited_copy(const std::string& name, const std::function<v
 
 }  // namespace
 
-TEST(T5Fixtures, TinyReluTied) { plugformer::testing::check_model_fixture("t5-tiny"); }
+TEST(T5Fixtures, TinyReluTied) { check_model_fixture("t5-tiny"); }
 // Checked at 3e-4: the fixture carries ~1e-4 of fp32 rounding itself (see fixture_runner.cpp).
-TEST(T5Fixtures, TinyGatedGeluUntied) { plugformer::testing::check_model_fixture("t5-tiny-v1_1"); }
-TEST(T5Fixtures, TinyEncoderGatedSilu) { plugformer::testing::check_model_fixture("t5-tiny-encoder"); }
+TEST(T5Fixtures, TinyGatedGeluUntied) { check_model_fixture("t5-tiny-v1_1"); }
+TEST(T5Fixtures, TinyEncoderGatedSilu) { check_model_fixture("t5-tiny-encoder"); }
 
 TEST(T5Config, FeedForwardProjDecidesTheActivation) {
   auto config = AutoConfig::from_pretrained(fixture("t5-tiny-v1_1"));
