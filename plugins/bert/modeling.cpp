@@ -337,11 +337,6 @@ void BertHeadModel::finish(ModelOutput& out, ModelOutput& base) {
 namespace {
 const std::vector<std::pair<std::string, std::string>> kTiedDecoder = {
     {"cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"}};
-
-at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& labels, int64_t ignore_index = -100) {
-  return at::cross_entropy_loss(logits.to(at::kFloat).reshape({-1, logits.size(-1)}), labels.reshape({-1}).to(at::kLong),
-                                {}, at::Reduction::Mean, ignore_index);
-}
 }  // namespace
 
 BertForMaskedLM::BertForMaskedLM(std::shared_ptr<BertConfig> config) : BertHeadModel(config, false) {
@@ -392,7 +387,7 @@ ModelOutput BertForPreTraining::forward(const ModelInputs& inputs) {
   ModelOutput out;
   if (inputs.has("labels") && inputs.has("next_sentence_label"))
     out.set("loss", token_cross_entropy(prediction.to(at::kFloat), inputs.get("labels")) +
-                        cross_entropy(relationship, inputs.get("next_sentence_label")));
+                        token_cross_entropy(relationship, inputs.get("next_sentence_label")));
   out.set("prediction_logits", prediction);
   out.set("seq_relationship_logits", relationship);
   finish(out, base);
@@ -408,7 +403,7 @@ ModelOutput BertForNextSentencePrediction::forward(const ModelInputs& inputs) {
   ModelOutput base = base_forward(inputs);
   at::Tensor logits = cls_->seq_relationship->forward(base["pooler_output"]);
   ModelOutput out;
-  if (inputs.has("labels")) out.set("loss", cross_entropy(logits, inputs.get("labels")));
+  if (inputs.has("labels")) out.set("loss", token_cross_entropy(logits, inputs.get("labels")));
   out.set("logits", logits);
   finish(out, base);
   return out;
@@ -456,7 +451,7 @@ ModelOutput BertForMultipleChoice::forward(const ModelInputs& inputs) {
   ModelOutput base = base_forward(flat);
   at::Tensor logits = classifier_->forward(base["pooler_output"]).view({batch, choices});
   ModelOutput out;
-  if (inputs.has("labels")) out.set("loss", cross_entropy(logits, inputs.get("labels")));
+  if (inputs.has("labels")) out.set("loss", token_cross_entropy(logits, inputs.get("labels")));
   out.set("logits", logits);
   finish(out, base);
   return out;

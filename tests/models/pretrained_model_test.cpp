@@ -402,3 +402,26 @@ TEST(PruneHeads, FamiliesWithoutItSayWhich) {
   auto model = AutoModelForCausalLM::from_pretrained(kFixtures + "llama-tiny");
   EXPECT_THROW(model->prune_heads({{0, {1}}}), Error);
 }
+
+TEST(PruneHeads, BadInput) {
+  // A layer the model does not have.
+  auto model = AutoModel::from_pretrained(kFixtures + "bert-tiny-mlm");
+  try {
+    model->prune_heads({{7, {0}}});
+    FAIL() << "pruned a layer that does not exist";
+  } catch (const InvalidInputError& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 7"), std::string::npos) << e.what();
+  }
+  // config.json whose pruned_heads is not {layer: [heads]}.
+  test::TempDir dir("prune-bad-config");
+  test::copy_model(kFixtures + "bert-tiny-mlm", dir.path());
+  json config = read_json_file(dir / "config.json");
+  config["pruned_heads"] = {{"0", "all"}};
+  write_json_file(dir / "config.json", config);
+  try {
+    AutoModel::from_pretrained(dir.path().string());
+    FAIL() << "loaded a config with malformed pruned_heads";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("pruned_heads"), std::string::npos) << e.what();
+  }
+}
