@@ -14,16 +14,26 @@ namespace plugformer {
 
 namespace {
 
-__attribute__((target("avx2,fma"))) float dot(const float* a, const float* b, int64_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+// Scores of 8 consecutive keys (rows of `dim` floats, dim % 8 == 0) against the query, as one
+// vector: 8 accumulators reduced together instead of one horizontal sum per key.
+__attribute__((target("avx2,fma"))) __m256 dot8(const float* q, const float* keys, int64_t dim) {
+  __m256 acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < dim; d += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + d);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(keys + j * dim + d), acc[j]);
   }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  __m256 v = _mm256_add_ps(acc0, acc1);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
+  const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+__attribute__((target("avx2,fma"))) float dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   float sum = _mm_cvtss_f32(s);
@@ -31,12 +41,80 @@ __attribute__((target("avx2,fma"))) float dot(const float* a, const float* b, in
   return sum;
 }
 
-// out += p * v over n floats.
-__attribute__((target("avx2,fma"))) void axpy(float p, const float* v, float* out, int64_t n) {
-  const __m256 pv = _mm256_set1_ps(p);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
-  for (; i < n; ++i) out[i] += p * v[i];
+// e^x for x <= 0 (scores minus their maximum), Cephes' polynomial: ~1 ulp against expf;
+// below -87.3 (masked keys) exactly 0, as expf underflows.
+__attribute__((target("avx2,fma"))) __m256 exp_nonpositive(__m256 x) {
+  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ);
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.33654f));
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  for (float c : {1.3981999507E-3f, 8.3334519073E-3f, 4.1665795894E-2f, 1.6666665459E-1f, 5.0000001201E-1f})
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(exponent)));
+}
+
+// out[0, 8 * C) = sum over l of p[l] * values[l][0, 8 * C), the partial sums kept in registers.
+template <int C>
+__attribute__((target("avx2,fma"))) void weighted_sum(const float* p, const float* values, int64_t len, int64_t dim,
+                                                      float* out) {
+  __m256 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t l = 0; l < len; ++l) {
+    const __m256 pv = _mm256_set1_ps(p[l]);
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(values + l * dim + 8 * c), acc[c]);
+  }
+  for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+__attribute__((target("avx2,fma"))) void weighted_sum_any(const float* p, const float* values, int64_t len, int64_t dim,
+                                                          float* out) {
+  for (int64_t d = 0; d < dim; d += 64) {  // blocks of up to 8 registers
+    const float* v = values + d;
+    switch (std::min<int64_t>(8, (dim - d) / 8)) {
+      case 8: weighted_sum<8>(p, v, len, dim, out + d); break;
+      case 7: weighted_sum<7>(p, v, len, dim, out + d); break;
+      case 6: weighted_sum<6>(p, v, len, dim, out + d); break;
+      case 5: weighted_sum<5>(p, v, len, dim, out + d); break;
+      case 4: weighted_sum<4>(p, v, len, dim, out + d); break;
+      case 3: weighted_sum<3>(p, v, len, dim, out + d); break;
+      case 2: weighted_sum<2>(p, v, len, dim, out + d); break;
+      default: weighted_sum<1>(p, v, len, dim, out + d); break;
+    }
+  }
+}
+
+// Scaled scores plus mask, softmax, weighted sum of the values: one head.
+__attribute__((target("avx2,fma"))) void attend_head(const float* query, const float* keys, const float* values,
+                                                     const float* mask, int64_t mask_stride, int64_t len, int64_t dim,
+                                                     float scale, float* scores, float* out) {
+  // As the generic path: each scaled score is rounded to fp32, then the mask is added.
+  const __m256 sv = _mm256_set1_ps(scale);
+  int64_t l = 0;
+  for (; l + 8 <= len; l += 8) _mm256_storeu_ps(scores + l, _mm256_mul_ps(dot8(query, keys + l * dim, dim), sv));
+  for (; l < len; ++l) scores[l] = dot(query, keys + l * dim, dim) * scale;
+  float max = -INFINITY;
+  for (l = 0; l < len; ++l) {
+    if (mask) scores[l] += mask[l * mask_stride];
+    max = std::max(max, scores[l]);
+  }
+  const __m256 mv = _mm256_set1_ps(max);
+  __m256 totals = _mm256_setzero_ps();
+  for (l = 0; l + 8 <= len; l += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + l), mv));
+    _mm256_storeu_ps(scores + l, e);
+    totals = _mm256_add_ps(totals, e);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, totals);
+  float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+  for (; l < len; ++l) total += (scores[l] = std::exp(scores[l] - max));
+  const float inverse = 1.0f / total;
+  for (l = 0; l < len; ++l) scores[l] *= inverse;
+  weighted_sum_any(scores, values, len, dim, out);
 }
 
 }  // namespace
@@ -46,7 +124,7 @@ bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, co
   const auto f = at::kFloat;
   return q.size(2) == 1 && q.scalar_type() == f && k.scalar_type() == f && v.scalar_type() == f &&
          (!mask.defined() || mask.scalar_type() == f) && k.stride(3) == 1 && v.stride(3) == 1 &&
-         k.stride(2) == k.size(3) && v.stride(2) == v.size(3) &&
+         k.stride(2) == k.size(3) && v.stride(2) == v.size(3) && q.size(3) % 8 == 0 &&
          (!at::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad() && !v.requires_grad())) &&
          cpu_has_avx2_fma();
 }
@@ -56,7 +134,7 @@ at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, c
   const at::Tensor q = q_in.contiguous();
   const int64_t batch = q.size(0), heads = q.size(1), dim = q.size(3), kv_heads = k.size(1), len = k.size(2);
   const int64_t groups = heads / kv_heads;
-  at::Tensor out = at::zeros({batch, heads, 1, dim}, at::kFloat);
+  at::Tensor out = at::empty({batch, heads, 1, dim}, at::kFloat);
   const at::Tensor m = mask.defined() ? mask.expand({batch, heads, 1, len}) : at::Tensor();
   const float* qp = q.data_ptr<float>();
   const float* kp = k.data_ptr<float>();
@@ -67,21 +145,9 @@ at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, c
     std::vector<float> scores(static_cast<size_t>(len));
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / heads, h = bh % heads, kvh = h / groups;
-      const float* query = qp + bh * dim;
-      const float* keys = kp + b * k.stride(0) + kvh * k.stride(1);
-      const float* values = vp + b * v.stride(0) + kvh * v.stride(1);
-      float max = -INFINITY;
-      for (int64_t l = 0; l < len; ++l) {
-        // As the generic path: the scaled score is rounded to fp32, then the mask is added.
-        float s = float(dot(query, keys + l * dim, dim) * scale);
-        if (mp) s += mp[b * m.stride(0) + h * m.stride(1) + l * m.stride(3)];
-        scores[size_t(l)] = s;
-        max = std::max(max, s);
-      }
-      float total = 0;
-      for (int64_t l = 0; l < len; ++l) total += (scores[size_t(l)] = std::exp(scores[size_t(l)] - max));
-      float* o = op + bh * dim;
-      for (int64_t l = 0; l < len; ++l) axpy(scores[size_t(l)] / total, values + l * dim, o, dim);
+      attend_head(qp + bh * dim, kp + b * k.stride(0) + kvh * k.stride(1), vp + b * v.stride(0) + kvh * v.stride(1),
+                  mp ? mp + b * m.stride(0) + h * m.stride(1) : nullptr, m.defined() ? m.stride(3) : 0, len, dim,
+                  float(scale), scores.data(), op + bh * dim);
     }
   });
   return out;

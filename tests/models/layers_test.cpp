@@ -85,17 +85,21 @@ INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision, ::testing::Values(at::kBFloat1
 
 TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
   at::manual_seed(6);
-  // Keys/values as a cache hands them out: a narrowed view of a larger buffer.
-  const at::Tensor k_storage = at::randn({2, 2, 40, 24}), v_storage = at::randn({2, 2, 40, 24});
-  const at::Tensor k = k_storage.narrow(2, 0, 33), v = v_storage.narrow(2, 0, 33);
-  const at::Tensor q = at::randn({2, 6, 1, 24});
-  at::Tensor mask = at::zeros({2, 1, 1, 33});
-  mask[0][0][0].narrow(0, 0, 5).fill_(std::numeric_limits<float>::lowest());  // left padding of row 0
-  at::NoGradGuard no_grad;
-  for (const at::Tensor& m : {mask, at::Tensor()}) {
-    at::Tensor probs;
-    const at::Tensor generic = attention(q, k, v, m, 0.2, &probs);  // asking for probabilities takes the generic path
-    const at::Tensor fast = attention(q, k, v, m, 0.2);
-    EXPECT_LE((fast - generic).abs().max().item<double>(), 1e-5);
+  // Head sizes of one, two and more than eight registers; 33 keys (not a multiple of 8).
+  for (int64_t dim : {24, 72, 128}) {
+    SCOPED_TRACE("head dim " + std::to_string(dim));
+    // Keys/values as a cache hands them out: a narrowed view of a larger buffer.
+    const at::Tensor k_storage = at::randn({2, 2, 40, dim}), v_storage = at::randn({2, 2, 40, dim});
+    const at::Tensor k = k_storage.narrow(2, 0, 33), v = v_storage.narrow(2, 0, 33);
+    const at::Tensor q = at::randn({2, 6, 1, dim});
+    at::Tensor mask = at::zeros({2, 1, 1, 33});
+    mask[0][0][0].narrow(0, 0, 5).fill_(std::numeric_limits<float>::lowest());  // left padding of row 0
+    at::NoGradGuard no_grad;
+    for (const at::Tensor& m : {mask, at::Tensor()}) {
+      at::Tensor probs;
+      const at::Tensor generic = attention(q, k, v, m, 0.2, &probs);  // asking for probabilities takes the generic path
+      const at::Tensor fast = attention(q, k, v, m, 0.2);
+      EXPECT_LE((fast - generic).abs().max().item<double>(), 1e-5);
+    }
   }
 }
