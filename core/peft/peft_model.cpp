@@ -579,7 +579,7 @@ std::pair<int64_t, int64_t> PeftModel::get_nb_trainable_parameters() const {
   int64_t trainable = 0, all = 0;
   std::set<const void*> seen;  // tied weights count once, as torch's named_parameters() does
   for (const auto& p : parameters(true)) {
-    if (!seen.insert(p.unsafeGetTensorImpl()).second) continue;
+    if (!seen.insert(p.data_ptr()).second) continue;
     all += p.numel();
     if (p.requires_grad()) trainable += p.numel();
   }

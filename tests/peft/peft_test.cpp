@@ -269,6 +269,12 @@ TEST(Lora, TrainableSummaryInPeftWording) {
                                                       " || all params: " + with_commas(all) + " || trainable%: " + percent);
 }
 
+TEST(Lora, TiedWeightsCountOnce) {
+  auto peft = get_peft_model(load("gpt2-tiny-lm"), lora({"c_attn"}, 2, 4));  // lm_head is tied to wte
+  EXPECT_EQ(peft->get_nb_trainable_parameters().second,
+            load("gpt2-tiny-lm")->num_parameters() + peft->get_nb_trainable_parameters().first);
+}
+
 TEST(Lora, BiasModulesToSaveLayersAndRegexTargets) {
   // Sequence classification: the classifier head is trained and saved with the adapter.
   PeftConfig c = lora({"query", "value"});
