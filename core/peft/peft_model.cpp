@@ -47,11 +47,27 @@ at::Tensor& weight_of(torch::nn::Module& m) {
   return dynamic_cast<Conv1D&>(m).weight;
 }
 
-// peft's _check_target_module_exists plus layers_to_transform.
-bool targeted(const PeftConfig& c, const std::string& path) {
+// Calls fn(path, module, layer) for every module carrying LoRA adapters.
+template <class Fn>
+void for_each_lora(torch::nn::Module& model, Fn&& fn) {
+  for (const auto& item : model.named_modules("", false))
+    if (auto* slot = lora_slot(*item.value()); slot && *slot) fn(item.key(), *item.value(), *slot);
+}
+
+// Paths of the modules that carry adapter `name`.
+std::set<std::string> adapted_modules(torch::nn::Module& model, const std::string& name) {
+  std::set<std::string> paths;
+  for_each_lora(model, [&](const std::string& path, torch::nn::Module&, std::shared_ptr<LoraLayer>& layer) {
+    if (layer->has(name)) paths.insert(path);
+  });
+  return paths;
+}
+
+// peft's _check_target_module_exists plus layers_to_transform; `regex` is target_modules_regex compiled.
+bool targeted(const PeftConfig& c, const std::optional<std::regex>& regex, const std::string& path) {
   bool match;
-  if (c.target_modules_regex) {
-    match = std::regex_match(path, std::regex(*c.target_modules_regex));
+  if (regex) {
+    match = std::regex_match(path, *regex);
   } else {
     match = std::any_of(c.target_modules.begin(), c.target_modules.end(),
                         [&](const std::string& t) { return path == t || ends_with(path, "." + t); });
@@ -329,6 +345,8 @@ void PeftModel::inject(const std::string& adapter_name, const PeftConfig& config
                         base_->config().model_type() + "'");
     c.target_modules = it->second;
   }
+  std::optional<std::regex> regex;
+  if (c.target_modules_regex) regex.emplace(*c.target_modules_regex);
   std::set<std::string> candidates;
   int64_t matched = 0;
   for (const auto& item : base_->named_modules("", false)) {
@@ -336,7 +354,7 @@ void PeftModel::inject(const std::string& adapter_name, const PeftConfig& config
     torch::nn::Module& module = *item.value();
     auto* slot = lora_slot(module);
     if (slot) candidates.insert(path.substr(path.rfind('.') + 1));
-    if (!targeted(c, path)) continue;
+    if (!targeted(c, regex, path)) continue;
     if (!slot)
       throw InvalidInputError("LoRA target module '" + path + "' is not supported: only Linear and Conv1D layers "
                               "can carry LoRA adapters");
@@ -344,9 +362,8 @@ void PeftModel::inject(const std::string& adapter_name, const PeftConfig& config
     const at::Tensor& w = weight_of(module);
     const int64_t in = conv ? w.size(0) : w.size(1), out = conv ? w.size(1) : w.size(0);
     if (!*slot) *slot = std::make_shared<LoraLayer>(module, in, out, conv || c.fan_in_fan_out, state_);
+    // Adapter weights are fp32 whatever the base dtype, as PEFT's autocast_adapter_dtype keeps them.
     (*slot)->add(adapter_name, c.r, c.scaling(), c.lora_dropout, c.init_lora_weights);
-    // New adapters follow the base weights' device and dtype (fp32 for reduced-precision bases, as PEFT's
-    // autocast_adapter_dtype does).
     ++matched;
   }
   if (matched == 0) {
@@ -381,11 +398,10 @@ void PeftModel::set_adapter(const std::string& adapter_name) {
 
 void PeftModel::delete_adapter(const std::string& adapter_name) {
   if (!configs_.count(adapter_name)) throw InvalidInputError("no adapter named '" + adapter_name + "'");
-  for (const auto& item : base_->named_modules("", false))
-    if (auto* slot = lora_slot(*item.value()); slot && *slot) {
-      (*slot)->remove(adapter_name);
-      if ((*slot)->empty()) slot->reset();
-    }
+  for_each_lora(*base_, [&](const std::string&, torch::nn::Module&, std::shared_ptr<LoraLayer>& layer) {
+    layer->remove(adapter_name);
+    if (layer->empty()) layer.reset();
+  });
   if (prompts_.erase(adapter_name)) {
     auto container = std::make_shared<torch::nn::Module>();
     for (const auto& [name, e] : prompts_) container->register_module(name, e);
@@ -397,9 +413,7 @@ void PeftModel::delete_adapter(const std::string& adapter_name) {
 
 void PeftModel::set_trainable(const std::string& adapter_name, bool trainable) {
   const PeftConfig& c = configs_.at(adapter_name);
-  std::set<std::string> adapted;  // module paths carrying this adapter
-  for (const auto& item : base_->named_modules("", false))
-    if (auto* slot = lora_slot(*item.value()); slot && *slot && (*slot)->has(adapter_name)) adapted.insert(item.key());
+  const std::set<std::string> adapted = adapted_modules(*base_, adapter_name);
   const std::string a = ".lora_A." + adapter_name + ".", b = ".lora_B." + adapter_name + ".";
   for (auto& p : base_->named_parameters(true)) {
     const std::string& name = p.key();
@@ -551,24 +565,24 @@ void PeftModel::merge_adapter(const std::vector<std::string>& adapter_names) {
     if (configs_.at(n).is_prompt_learning())
       throw InvalidInputError("adapter '" + n + "' is " + configs_.at(n).peft_type + ": only LoRA adapters merge");
   }
-  for (const auto& item : base_->named_modules("", false))
-    if (auto* slot = lora_slot(*item.value()); slot && *slot)
-      for (const auto& n : names) (*slot)->merge(n, weight_of(*item.value()));
+  for_each_lora(*base_, [&](const std::string&, torch::nn::Module& m, std::shared_ptr<LoraLayer>& layer) {
+    for (const auto& n : names) layer->merge(n, weight_of(m));
+  });
 }
 
 void PeftModel::unmerge_adapter() {
-  for (const auto& item : base_->named_modules("", false))
-    if (auto* slot = lora_slot(*item.value()); slot && *slot) (*slot)->unmerge(weight_of(*item.value()));
+  for_each_lora(*base_, [](const std::string&, torch::nn::Module& m, std::shared_ptr<LoraLayer>& layer) {
+    layer->unmerge(weight_of(m));
+  });
 }
 
 ModelPtr PeftModel::merge_and_unload() {
   if (!prompts_.empty()) throw InvalidInputError("merge_and_unload: prompt-learning adapters cannot be merged");
   if (!state_->active.empty()) merge_adapter();
-  for (const auto& item : base_->named_modules("", false))
-    if (auto* slot = lora_slot(*item.value()); slot && *slot) {
-      (*slot)->clear();  // merged weights stay; the adapter matrices go
-      slot->reset();
-    }
+  for_each_lora(*base_, [](const std::string&, torch::nn::Module&, std::shared_ptr<LoraLayer>& layer) {
+    layer->clear();  // merged weights stay; the adapter matrices go
+    layer.reset();
+  });
   for (auto& p : base_->named_parameters(true)) p.value().set_requires_grad(false);
   configs_.clear();
   state_->active.clear();
@@ -604,9 +618,7 @@ std::vector<std::pair<std::string, at::Tensor>> PeftModel::adapter_state_dict(co
     out.emplace_back("prompt_embeddings", prompts_.at(name)->forward().detach());
     return out;
   }
-  std::set<std::string> adapted;
-  for (const auto& item : base_->named_modules("", false))
-    if (auto* slot = lora_slot(*item.value()); slot && *slot && (*slot)->has(name)) adapted.insert(item.key());
+  const std::set<std::string> adapted = adapted_modules(*base_, name);
   for (const auto& p : base_->named_parameters(true)) {
     const std::string& key = p.key();
     const bool is_lora = key.find(".lora_A.") != std::string::npos || key.find(".lora_B.") != std::string::npos;

@@ -33,6 +33,13 @@ void check_ids(const at::Tensor& ids, const at::Tensor& embeds, int64_t d_model,
                             std::to_string(ref.size(1)) + ")");
 }
 
+// A head's output also carries what the base model returned, except the hidden state it replaced.
+void keep_base_outputs(ModelOutput& out, const ModelOutput& base) {
+  for (const auto& [name, tensor] : base.tensors)
+    if (name != "last_hidden_state") out.set(name, tensor);
+  out.past_key_values = base.past_key_values;
+}
+
 void append_named(ModelOutput& out, const std::string& name, const std::vector<at::Tensor>& tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) out.set(name + "." + std::to_string(i), tensors[i]);
 }
@@ -299,9 +306,7 @@ ModelOutput T5ForConditionalGeneration::forward(const ModelInputs& inputs) {
   }
   out.set("logits", logits);
   out.set("decoder_last_hidden_state", hidden);
-  for (auto& [name, tensor] : base.tensors)
-    if (name != "last_hidden_state") out.set(name, tensor);
-  out.past_key_values = base.past_key_values;
+  keep_base_outputs(out, base);
   out.hidden_states = std::move(base.hidden_states);
   out.attentions = std::move(base.attentions);
   return out;
@@ -345,8 +350,7 @@ ModelOutput T5ForSequenceClassification::forward(const ModelInputs& inputs) {
   ModelOutput out;
   if (inputs.has("labels")) out.set("loss", sequence_classification_loss(cfg, logits, inputs.get("labels")));
   out.set("logits", logits);
-  for (auto& [name, tensor] : base.tensors)
-    if (name != "last_hidden_state") out.set(name, tensor);
+  keep_base_outputs(out, base);
   return out;
 }
 
@@ -366,9 +370,7 @@ ModelOutput T5ForQuestionAnswering::forward(const ModelInputs& inputs) {
   ModelOutput base = encode_decode(inner, decoder_input_ids);
   ModelOutput out;
   question_answering_outputs(qa_outputs_->forward(base["last_hidden_state"]), inputs, out);
-  for (auto& [name, tensor] : base.tensors)
-    if (name != "last_hidden_state") out.set(name, tensor);
-  out.past_key_values = base.past_key_values;
+  keep_base_outputs(out, base);
   return out;
 }
 

@@ -383,3 +383,16 @@ TEST(T5Tokenizer, SentencePieceWithSentinelTokens) {
   EXPECT_NE(tokenizer->decode(enc.ids, false).find("<extra_id_0>"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+TEST(T5Tokenizer, BadExtraIdsIsATypedError) {
+  const auto dir = edited_copy("t5-tiny", [](json&) {});
+  std::filesystem::copy_file(std::string(PLUGFORMER_FIXTURES_DIR) + "/t5-spiece/spiece.model", dir / "spiece.model");
+  write_json_file(dir / "tokenizer_config.json", {{"tokenizer_class", "T5Tokenizer"}, {"extra_ids", "many"}});
+  try {
+    AutoTokenizer::from_pretrained(dir.string());
+    FAIL() << "extra_ids must be an integer";
+  } catch (const TokenizerError& e) {
+    EXPECT_NE(std::string(e.what()).find("extra_ids"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
