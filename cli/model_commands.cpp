@@ -111,7 +111,7 @@ class Streamer {
 };
 
 struct GenerateArgs {
-  std::string model, prompt = "Once upon a time", dtype, ids, adapter;
+  std::string model, prompt = "Once upon a time", dtype, ids, adapter, quantize;
   int64_t max_new_tokens = 64;
   bool json_output = false;
   // Overrides of generation_config.json, when given.
@@ -124,6 +124,7 @@ struct GenerateArgs {
 void run_generate(const GenerateArgs& args) {
   PretrainedOptions options;
   options.torch_dtype = args.dtype;
+  options.quantization = args.quantize;
   // Encoder-decoder checkpoints (T5) generate from their Seq2SeqLM class, the others from CausalLM.
   const bool seq2seq = AutoConfig::from_pretrained(args.model, options)->is_encoder_decoder;
   ModelPtr model = seq2seq ? AutoModelForSeq2SeqLM::from_pretrained(args.model, options)
@@ -233,6 +234,7 @@ void add_model_commands(CLI::App& app) {
   generate_cmd->add_option("prompt", gen.prompt, "Prompt text");
   generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
   generate_cmd->add_option("--dtype", gen.dtype, "float32 | bfloat16 | float16 | auto");
+  generate_cmd->add_option("--quantize", gen.quantize, "Weight-only quantization at load: int8");
   generate_cmd->add_option("--adapter", gen.adapter, "PEFT adapter directory or Hub id (LoRA, prompt or prefix tuning)");
   generate_cmd->add_option("--ids", gen.ids, "Prompt token ids, comma separated (instead of text)");
   generate_cmd->add_flag("--json", gen.json_output, "Print prompt and generated ids as JSON");

@@ -167,6 +167,7 @@ ModelPtr build_and_load(const Registry::ModelEntry& entry, ConfigPtr config, con
   load.ignore_mismatched_sizes = options.ignore_mismatched_sizes;
   LoadingInfo info = model->load_weights(ckpt.tensors, load, ckpt.source);
   if (options.loading_info) *options.loading_info = info;
+  if (!options.quantization.empty()) model->quantize(options.quantization);
   if (options.device != "cpu") {
     try {
       model->to(c10::Device(options.device));

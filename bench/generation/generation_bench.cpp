@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <string>
@@ -93,6 +94,7 @@ void run(const std::string& dir, std::map<std::string, std::string> opt) {
                 new_tokens = std::stoll(opt["--new"]);
   PretrainedOptions options;
   options.torch_dtype = opt["--dtype"];
+  options.quantization = opt["--quantize"];
   const auto load_start = Clock::now();
   auto model = AutoConfig::from_pretrained(dir, options)->is_encoder_decoder
                    ? AutoModelForSeq2SeqLM::from_pretrained(dir, options)
@@ -133,7 +135,7 @@ void run(const std::string& dir, std::map<std::string, std::string> opt) {
   const double bandwidth = read_bandwidth();
   const int64_t bytes = weight_bytes_per_token(*model);
   json out = {{"engine", "plugformer"},
-              {"dtype", opt["--dtype"]},
+              {"dtype", opt["--quantize"].empty() ? opt["--dtype"] : opt["--quantize"]},
               {"batch", batch},
               {"prefill_tokens_per_s", double(batch * prompt) / prefill_s},
               {"decode_tokens_per_s", double(batch * (new_tokens - 1)) / decode_s},
@@ -146,33 +148,51 @@ void run(const std::string& dir, std::map<std::string, std::string> opt) {
   std::cout << out.dump() << std::endl;
 }
 
-// GB/s of weight read by one-row products through the shared layers, per dtype and layout.
+// GB/s of weight read by one-row products through the shared layers, per weight type and layout
+// (int8 = quantized, fp32 activations), next to libtorch's own matrix-vector product (OpenBLAS
+// sgemv) on the same fp32 weights.
 void linear_speed() {
   c10::InferenceMode guard;
-  for (auto type : {at::kFloat, at::kBFloat16}) {
+  const int64_t in = 768, out = 3072, copies = 64;  // 64 distinct weights: 600 MB fp32, beyond the caches
+  auto timed = [&](const std::function<void(int64_t)>& product) {
+    double best = 1e9;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t = Clock::now();
+      for (int64_t i = 0; i < copies; ++i) product(i);
+      best = std::min(best, seconds_since(t));
+    }
+    return best;
+  };
+  for (auto type : {at::kFloat, at::kBFloat16, at::kChar}) {
+    const auto activation = type == at::kChar ? at::kFloat : type;
+    const int64_t bytes = copies * in * out * int64_t(c10::elementSize(type));
     for (bool conv : {false, true}) {
-      const int64_t in = 768, out = 3072, copies = 64;  // 64 distinct weights: 600 MB fp32, beyond the caches
-      std::vector<at::Tensor> weights;
-      for (int64_t i = 0; i < copies; ++i) weights.push_back(at::randn(conv ? at::IntArrayRef{in, out} : at::IntArrayRef{out, in}).to(type));
-      const at::Tensor x = at::randn({1, 1, in}).to(type);
-      double best = 1e9;
-      for (int rep = 0; rep < 5; ++rep) {
-        const auto t = Clock::now();
-        for (const auto& w : weights) {
-          if (conv) {
-            Conv1D layer(in, out);
-            layer.weight = w;
-            layer.bias = at::zeros({out}, type);
-            layer.forward(x);
+      if (conv && type == at::kChar) continue;  // int8 weights are stored [out, in] in both layouts
+      std::vector<std::shared_ptr<Linear>> linears;
+      std::vector<std::shared_ptr<Conv1D>> convs;
+      for (int64_t i = 0; i < copies; ++i) {
+        if (conv) {
+          convs.push_back(std::make_shared<Conv1D>(in, out));
+          convs.back()->weight = at::randn({in, out}).to(type);
+          convs.back()->bias = at::zeros({out}, type);
+        } else {
+          linears.push_back(std::make_shared<Linear>(in, out, false));
+          if (type == at::kChar) {
+            linears.back()->weight = at::randint(-127, 128, {out, in}).to(at::kChar);
+            linears.back()->register_buffer("weight_scale", at::full({out}, 0.01f));
           } else {
-            Linear layer(in, out, false);
-            layer.weight = w;
-            layer.forward(x);
+            linears.back()->weight = at::randn({out, in}).to(type);
           }
         }
-        best = std::min(best, seconds_since(t));
       }
-      std::cout << c10::toString(type) << (conv ? " Conv1D " : " Linear ") << double(copies * in * out * weights[0].element_size()) / best / 1e9 << " GB/s\n";
+      const at::Tensor x = at::randn({1, 1, in}).to(activation);
+      const double best = timed([&](int64_t i) { conv ? convs[size_t(i)]->forward(x) : linears[size_t(i)]->forward(x); });
+      std::cout << c10::toString(type) << (conv ? " Conv1D " : " Linear ") << double(bytes) / best / 1e9 << " GB/s\n";
+      if (type == at::kFloat && !conv) {
+        const at::Tensor v = x.view({in});
+        const double mv = timed([&](int64_t i) { at::mv(linears[size_t(i)]->weight, v); });
+        std::cout << "Float at::mv (libtorch) " << double(bytes) / mv / 1e9 << " GB/s\n";
+      }
     }
   }
 }
@@ -220,7 +240,8 @@ int main(int argc, char** argv) {
     }
     if (command == "run" && argc >= 3) {
       std::map<std::string, std::string> opt = {
-          {"--dtype", "float32"}, {"--batch", "1"}, {"--prompt", "512"}, {"--new", "128"}, {"--threads", ""}, {"--repeat", "1"}};
+          {"--dtype", "float32"}, {"--batch", "1"}, {"--prompt", "512"}, {"--new", "128"}, {"--threads", ""}, {"--repeat", "1"},
+          {"--quantize", ""}};
       for (int i = 3; i + 1 < argc; i += 2) {
         if (!opt.count(argv[i])) throw InvalidInputError(std::string("unknown option ") + argv[i]);
         opt[argv[i]] = argv[i + 1];
@@ -229,7 +250,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::cerr << "usage: generation_bench make-gpt2 DIR | make-t5 DIR | run DIR [--dtype D] [--batch B] [--prompt N] [--new M] [--repeat R] "
-                 "[--threads T] | bandwidth\n";
+                 "[--threads T] [--quantize int8] | linear | attention | bandwidth\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";

@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--new", type=int, default=128)
-    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="float32, bfloat16, float16, int8 (weight-only, ours only)")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeat", type=int, default=1, help="each side reports the best of R runs per phase")
     ap.add_argument("--llama-bench", default="")
@@ -73,13 +73,15 @@ def main():
     rows = []
     for dtype in args.dtypes.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
-            common = ["--dtype", dtype, "--batch", str(batch), "--prompt", str(args.prompt), "--new", str(args.new),
+            # "int8": fp32 weights quantized at load (weight-only int8); eager has no such mode.
+            weights = ["--dtype", "float32", "--quantize", "int8"] if dtype == "int8" else ["--dtype", dtype]
+            common = ["--batch", str(batch), "--prompt", str(args.prompt), "--new", str(args.new),
                       "--threads", str(args.threads), "--repeat", str(args.repeat)]
-            ours = run_json([bench, "run", hf_dir] + common)
-            skip = f"{dtype}:{batch}" in args.eager_skip.split(",")
-            eager = None if skip else run_json(["/usr/bin/python3", os.path.join(HERE, "eager.py"), hf_dir] + common)
+            ours = run_json([bench, "run", hf_dir] + weights + common)
+            skip = dtype == "int8" or f"{dtype}:{batch}" in args.eager_skip.split(",")
+            eager = None if skip else run_json(["/usr/bin/python3", os.path.join(HERE, "eager.py"), hf_dir] + weights + common)
             row = {"dtype": dtype, "batch": batch, "ours": ours, "eager": eager}
-            if args.family == "llama" and args.llama_bench and batch == 1:
+            if args.family == "llama" and args.llama_bench and batch == 1 and dtype != "int8":
                 gguf = os.path.join(model, "model-f32.gguf" if dtype == "float32" else "model-bf16.gguf")
                 row["llama.cpp"] = llama_cpp(args.llama_bench, gguf, args.threads, args.prompt, args.new)
             rows.append(row)

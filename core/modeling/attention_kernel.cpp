@@ -9,19 +9,23 @@
 #include <vector>
 
 #include "matmul.h"
+#include "simd.h"
 
 namespace plugformer {
 
 namespace {
 
+using simd::load8;
+
 // Scores of 8 consecutive keys (rows of `dim` floats, dim % 8 == 0) against the query, as one
 // vector: 8 accumulators reduced together instead of one horizontal sum per key.
-__attribute__((target("avx2,fma"))) __m256 dot8(const float* q, const float* keys, int64_t dim) {
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) __m256 dot8(const float* q, const T* keys, int64_t dim) {
   __m256 acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t d = 0; d < dim; d += 8) {
     const __m256 qv = _mm256_loadu_ps(q + d);
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(keys + j * dim + d), acc[j]);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8(keys + j * dim + d), acc[j]);
   }
   const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
   const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
@@ -29,15 +33,13 @@ __attribute__((target("avx2,fma"))) __m256 dot8(const float* q, const float* key
   return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-__attribute__((target("avx2,fma"))) float dot(const float* a, const float* b, int64_t n) {
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) float dot(const float* a, const T* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  float sum = _mm_cvtss_f32(s);
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
+  float sum = simd::horizontal_sum(acc);
+  for (; i < n; ++i) sum += a[i] * float(b[i]);
   return sum;
 }
 
@@ -58,37 +60,39 @@ __attribute__((target("avx2,fma"))) __m256 exp_nonpositive(__m256 x) {
 }
 
 // out[0, 8 * C) = sum over l of p[l] * values[l][0, 8 * C), the partial sums kept in registers.
-template <int C>
-__attribute__((target("avx2,fma"))) void weighted_sum(const float* p, const float* values, int64_t len, int64_t dim,
+template <int C, class T>
+__attribute__((target("avx2,fma,f16c"))) void weighted_sum(const float* p, const T* values, int64_t len, int64_t dim,
                                                       float* out) {
   __m256 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t l = 0; l < len; ++l) {
     const __m256 pv = _mm256_set1_ps(p[l]);
-    for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(values + l * dim + 8 * c), acc[c]);
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, load8(values + l * dim + 8 * c), acc[c]);
   }
   for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
 }
 
-__attribute__((target("avx2,fma"))) void weighted_sum_any(const float* p, const float* values, int64_t len, int64_t dim,
+template <class T>
+void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t dim,
                                                           float* out) {
   for (int64_t d = 0; d < dim; d += 64) {  // blocks of up to 8 registers
-    const float* v = values + d;
+    const T* v = values + d;
     switch (std::min<int64_t>(8, (dim - d) / 8)) {
-      case 8: weighted_sum<8>(p, v, len, dim, out + d); break;
-      case 7: weighted_sum<7>(p, v, len, dim, out + d); break;
-      case 6: weighted_sum<6>(p, v, len, dim, out + d); break;
-      case 5: weighted_sum<5>(p, v, len, dim, out + d); break;
-      case 4: weighted_sum<4>(p, v, len, dim, out + d); break;
-      case 3: weighted_sum<3>(p, v, len, dim, out + d); break;
-      case 2: weighted_sum<2>(p, v, len, dim, out + d); break;
-      default: weighted_sum<1>(p, v, len, dim, out + d); break;
+      case 8: weighted_sum<8, T>(p, v, len, dim, out + d); break;
+      case 7: weighted_sum<7, T>(p, v, len, dim, out + d); break;
+      case 6: weighted_sum<6, T>(p, v, len, dim, out + d); break;
+      case 5: weighted_sum<5, T>(p, v, len, dim, out + d); break;
+      case 4: weighted_sum<4, T>(p, v, len, dim, out + d); break;
+      case 3: weighted_sum<3, T>(p, v, len, dim, out + d); break;
+      case 2: weighted_sum<2, T>(p, v, len, dim, out + d); break;
+      default: weighted_sum<1, T>(p, v, len, dim, out + d); break;
     }
   }
 }
 
 // Scaled scores plus mask, softmax, weighted sum of the values: one head.
-__attribute__((target("avx2,fma"))) void attend_head(const float* query, const float* keys, const float* values,
+template <class T>
+__attribute__((target("avx2,fma"))) void attend_head(const float* query, const T* keys, const T* values,
                                                      const float* mask, int64_t mask_stride, int64_t len, int64_t dim,
                                                      float scale, float* scores, float* out) {
   // As the generic path: each scaled score is rounded to fp32, then the mask is added.
@@ -119,26 +123,18 @@ __attribute__((target("avx2,fma"))) void attend_head(const float* query, const f
 
 }  // namespace
 
-bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& mask) {
-  const auto f = at::kFloat;
-  return q.size(2) == 1 && q.scalar_type() == f && k.scalar_type() == f && v.scalar_type() == f &&
-         (!mask.defined() || mask.scalar_type() == f) && k.stride(3) == 1 && v.stride(3) == 1 &&
-         k.stride(2) == k.size(3) && v.stride(2) == v.size(3) && q.size(3) % 8 == 0 &&
-         (!at::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad() && !v.requires_grad())) &&
-         cpu_has_avx2_fma();
-}
+namespace {
 
-at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale) {
-  const at::Tensor q = q_in.contiguous();
+template <class T>
+at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const at::Tensor& mask, double scale) {
   const int64_t batch = q.size(0), heads = q.size(1), dim = q.size(3), kv_heads = k.size(1), len = k.size(2);
   const int64_t groups = heads / kv_heads;
   at::Tensor out = at::empty({batch, heads, 1, dim}, at::kFloat);
-  const at::Tensor m = mask.defined() ? mask.expand({batch, heads, 1, len}) : at::Tensor();
+  const at::Tensor m = mask.defined() ? mask.to(at::kFloat).expand({batch, heads, 1, len}) : at::Tensor();
   const float* qp = q.data_ptr<float>();
-  const float* kp = k.data_ptr<float>();
-  const float* vp = v.data_ptr<float>();
+  const T* kp = k.data_ptr<T>();
+  const T* vp = v.data_ptr<T>();
   const float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
@@ -151,6 +147,34 @@ at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, c
     }
   });
   return out;
+}
+
+bool is_kernel_type(c10::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
+
+}  // namespace
+
+bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& mask) {
+  return q.size(2) == 1 && is_kernel_type(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
+         v.scalar_type() == q.scalar_type() && (!mask.defined() || is_kernel_type(mask.scalar_type())) &&
+         k.stride(3) == 1 && v.stride(3) == 1 && k.stride(2) == k.size(3) && v.stride(2) == v.size(3) &&
+         q.size(3) % 8 == 0 &&
+         (!at::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad() && !v.requires_grad())) &&
+         cpu_has_avx2_fma();
+}
+
+// Keys and values are read in their own type (2-byte caches stay 2 bytes); the arithmetic is
+// fp32 throughout and the result is rounded once to the query's type.
+at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& mask, double scale) {
+  const at::Tensor q = q_in.to(at::kFloat).contiguous();
+  at::Tensor out;
+  switch (k.scalar_type()) {
+    case at::kBFloat16: out = single_query_attention_in<c10::BFloat16>(q, k, v, mask, scale); break;
+    case at::kHalf: out = single_query_attention_in<c10::Half>(q, k, v, mask, scale); break;
+    default: out = single_query_attention_in<float>(q, k, v, mask, scale); break;
+  }
+  return out.to(q_in.scalar_type());
 }
 
 }  // namespace plugformer

@@ -13,12 +13,6 @@ namespace plugformer {
 
 namespace {
 
-// No autograd graph is being recorded for this product (inference mode, no_grad, or frozen
-// operands): the fast paths below are not differentiable.
-bool without_grad(const at::Tensor& x, const at::Tensor& weight) {
-  return !at::GradMode::is_enabled() || (!x.requires_grad() && !weight.requires_grad());
-}
-
 // Weights start uninitialised: they are replaced by checkpoint tensors (or initialised by the
 // loader when missing), so filling them here would only cost time.
 at::Tensor uninitialised(at::IntArrayRef sizes) { return at::empty(sizes, at::kFloat); }
@@ -35,19 +29,7 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   return base_forward(x);
 }
 
-at::Tensor Linear::base_forward(const at::Tensor& x) const {
-  const int64_t in = weight.size(1);
-  if (x.numel() == in && x.scalar_type() == at::kFloat && without_grad(x, weight)) {
-    // One row (decode at batch 1): gemv instead of a 1-row gemm.
-    at::Tensor y = at::mv(weight, x.reshape({in}));
-    if (bias.defined()) y.add_(bias);
-    auto sizes = x.sizes().vec();
-    sizes.back() = weight.size(0);
-    return y.view(sizes);
-  }
-  if (use_reduced_precision_fallback(x, weight)) return reduced_precision_linear(x, weight, bias);
-  return at::linear(x, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
-}
+at::Tensor Linear::base_forward(const at::Tensor& x) const { return linear_product(x, weight, bias, int8_row_scale(*this, weight)); }
 
 Conv1D::Conv1D(int64_t in_features, int64_t out_features) {
   weight = register_parameter("weight", uninitialised({in_features, out_features}));
@@ -60,13 +42,7 @@ at::Tensor Conv1D::forward(const at::Tensor& x) const {
 }
 
 at::Tensor Conv1D::base_forward(const at::Tensor& x) const {
-  if (use_reduced_precision_fallback(x, weight)) return reduced_precision_linear(x, weight, bias, /*weight_in_out=*/true);
-  auto sizes = x.sizes().vec();
-  sizes.back() = weight.size(1);
-  const int64_t in = weight.size(0);
-  if (x.numel() == in && x.scalar_type() == at::kFloat && without_grad(x, weight))
-    return at::addmv(bias, weight.t(), x.reshape({in})).view(sizes);  // one row: gemv, as in Linear
-  return at::addmm(bias, x.reshape({-1, in}), weight).view(sizes);
+  return linear_product(x, weight, bias, int8_row_scale(*this, weight), /*weight_in_out=*/true);
 }
 
 Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 namespace plugformer {
 
@@ -10,17 +11,19 @@ bool cpu_has_avx2_fma();
 // True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where libtorch's own bf16
 // products are fast.
 bool native_reduced_precision_matmul();
-// x and weight share a 2-byte floating type that this CPU has no fast products for.
-bool use_reduced_precision_fallback(const at::Tensor& x, const at::Tensor& weight);
-// x W^T + b (x W + b with weight_in_out, GPT-2's Conv1D layout) for 2-byte x / weight without
-// native support: fp32 arithmetic, result rounded to x's type. Few rows stream the 2-byte weight
-// through an AVX2 kernel; more rows use sgemm.
-at::Tensor reduced_precision_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                    bool weight_in_out = false);
+// x W^T + b (x W + b with weight_in_out, GPT-2's Conv1D layout). Without autograd, up to 8
+// rows (decode) stream the weight once through an AVX2 kernel in fp32 arithmetic; 2-byte
+// weights without native support are multiplied in fp32 (result rounded to x's type, as
+// PyTorch's arithmetic); int8 weights (always [out, in]) carry per-row scales in row_scale.
+at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                          const at::Tensor& row_scale = at::Tensor(), bool weight_in_out = false);
+// The per-row scales of an int8 weight of `layer` (quantization.cpp); undefined for other weights.
+at::Tensor int8_row_scale(const torch::nn::Module& layer, const at::Tensor& weight);
+
 // at::matmul, computed in fp32 (result rounded back) for 2-byte inputs without native support.
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
-// One query position per head (decode) in fp32 without autograd, keys/values with contiguous
+// One query position per head (decode), fp32 / bf16 / fp16, without autograd, keys/values with contiguous
 // rows: attention computed in one pass over the cache (attention_kernel.cpp).
 bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& mask);

@@ -26,12 +26,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string out = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
-  return out + "]";
-}
-
 // Parameters and buffers by full dotted name, in registration order.
 std::vector<std::pair<std::string, at::Tensor>> named_tensors(const torch::nn::Module& module) {
   std::vector<std::pair<std::string, at::Tensor>> out;
@@ -107,8 +101,8 @@ LoadingInfo PreTrainedModel::load_weights(const std::map<std::string, at::Tensor
     at::Tensor value = state.at(it->second);
     if (value.sizes() != param.sizes()) {
       if (!options.ignore_mismatched_sizes)
-        throw CheckpointError(source + ": weight '" + it->second + "' has shape " + shape_string(value.sizes()) +
-                              " but the model built from its config expects " + shape_string(param.sizes()));
+        throw CheckpointError(source + ": weight '" + it->second + "' has shape " + c10::str(value.sizes()) +
+                              " but the model built from its config expects " + c10::str(param.sizes()));
       info.mismatched_keys.push_back(name);
       info.missing_keys.push_back(name);
       continue;
@@ -233,6 +227,9 @@ std::string add_variant(const std::string& name, const std::string& variant) {
 
 void PreTrainedModel::save_pretrained(const std::filesystem::path& dir, const SaveOptions& options) const {
   if (!options.is_main_process) return;
+  if (is_quantized())
+    throw InvalidInputError(class_name() + ": int8-quantized weights cannot be saved in transformers' format; save the "
+                            "model before quantizing it");
   if (std::filesystem::exists(dir) && !std::filesystem::is_directory(dir))
     throw IOError(dir.string() + ": exists and is not a directory");
   std::filesystem::create_directories(dir);

@@ -81,6 +81,9 @@ at::Tensor LoraLayer::delta(const std::string& name) const {
 void LoraLayer::merge(const std::string& name, at::Tensor& weight) {
   if (!has(name)) return;
   if (merged_.count(name)) return;
+  if (!weight.is_floating_point())
+    throw InvalidInputError("LoRA: adapter '" + name + "' cannot be merged into a quantized (" +
+                            c10::toString(weight.scalar_type()) + ") weight; keep it unmerged");
   torch::NoGradGuard no_grad;
   weight.add_(delta(name).to(weight.scalar_type()));
   merged_.insert(name);

@@ -89,12 +89,6 @@ std::string thousands(int64_t n) {
   return out;
 }
 
-std::string shape_of(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -469,9 +463,9 @@ void PeftModel::load_adapter_weights(const std::string& adapter_name, const std:
     if (it == tensors.end()) throw CheckpointError(source + ": no 'prompt_embeddings' tensor for a " + c.peft_type + " adapter");
     at::Tensor& table = prompts_.at(adapter_name)->embedding->weight;
     if (it->second.sizes() != table.sizes())
-      throw CheckpointError(source + ": 'prompt_embeddings' has shape " + shape_of(it->second.sizes()) + " but " +
+      throw CheckpointError(source + ": 'prompt_embeddings' has shape " + c10::str(it->second.sizes()) + " but " +
                             std::to_string(c.num_virtual_tokens) + " virtual tokens of this model need " +
-                            shape_of(table.sizes()));
+                            c10::str(table.sizes()));
     table.copy_(it->second);
     return;
   }
@@ -487,9 +481,9 @@ void PeftModel::load_adapter_weights(const std::string& adapter_name, const std:
       throw CheckpointError(source + ": key '" + key + "' names a parameter " + base_->class_name() +
                             " does not have (an adapter for another model or another set of target_modules?)");
     if (it->second.sizes() != value.sizes())
-      throw CheckpointError(source + ": '" + key + "' has shape " + shape_of(value.sizes()) + " but r = " +
+      throw CheckpointError(source + ": '" + key + "' has shape " + c10::str(value.sizes()) + " but r = " +
                             std::to_string(c.r) + " in adapter_config.json and the layer give " +
-                            shape_of(it->second.sizes()));
+                            c10::str(it->second.sizes()));
     it->second.copy_(value);
     loaded.insert(name);
   }

@@ -100,6 +100,17 @@ TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
       const at::Tensor generic = attention(q, k, v, m, 0.2, &probs);  // asking for probabilities takes the generic path
       const at::Tensor fast = attention(q, k, v, m, 0.2);
       EXPECT_LE((fast - generic).abs().max().item<double>(), 1e-5);
+      // 2-byte caches are read as they are; fp32 arithmetic, one rounding of the result.
+      for (auto type : {at::kBFloat16, at::kHalf}) {
+        SCOPED_TRACE(c10::toString(type));
+        const at::Tensor q2 = q.to(type), k2 = k.to(type), v2 = v.to(type);
+        const at::Tensor m2 = m.defined() ? m.to(type) : m;
+        at::Tensor unused;
+        const at::Tensor exact = attention(q2.to(at::kFloat), k2.to(at::kFloat), v2.to(at::kFloat), m, 0.2, &unused);
+        const at::Tensor reduced = attention(q2, k2, v2, m2, 0.2);
+        ASSERT_EQ(reduced.scalar_type(), type);
+        expect_close_in_type(reduced, exact, type);
+      }
     }
   }
 }

@@ -34,6 +34,7 @@ struct PretrainedOptions {
   json config_overrides = json::object();  // config attributes as keyword arguments
   std::string architecture;                // instantiate this class instead of the task's default
   LoadingInfo* loading_info = nullptr;     // output_loading_info
+  std::string quantization;                // "" or "int8": PreTrainedModel::quantize after loading
 };
 
 class AutoConfig {

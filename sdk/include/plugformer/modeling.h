@@ -139,6 +139,11 @@ class PreTrainedModel : public torch::nn::Module {
   void tie_weights();
   void to_dtype(c10::ScalarType dtype);
   c10::ScalarType dtype() const;
+  // Weight-only quantization of every Linear / Conv1D ("int8": int8 weights with one fp32 scale
+  // per output row), for inference; InvalidInputError for other methods. A quantized model
+  // cannot be saved in transformers' format or trained.
+  void quantize(const std::string& method);
+  bool is_quantized() const;
 
   // Writes config.json (+ generation_config.json for generative models) and the weights,
   // sharded with an index when larger than max_shard_size.
