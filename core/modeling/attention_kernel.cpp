@@ -73,8 +73,7 @@ __attribute__((target("avx2,fma,f16c"))) void weighted_sum(const float* p, const
 }
 
 template <class T>
-void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t dim,
-                                                          float* out) {
+void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t dim, float* out) {
   for (int64_t d = 0; d < dim; d += 64) {  // blocks of up to 8 registers
     const T* v = values + d;
     switch (std::min<int64_t>(8, (dim - d) / 8)) {
@@ -92,7 +91,7 @@ void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t dim,
 
 // Scaled scores plus mask, softmax, weighted sum of the values: one head.
 template <class T>
-__attribute__((target("avx2,fma"))) void attend_head(const float* query, const T* keys, const T* values,
+__attribute__((target("avx2,fma,f16c"))) void attend_head(const float* query, const T* keys, const T* values,
                                                      const float* mask, int64_t mask_stride, int64_t len, int64_t dim,
                                                      float scale, float* scores, float* out) {
   // As the generic path: each scaled score is rounded to fp32, then the mask is added.
@@ -120,10 +119,6 @@ __attribute__((target("avx2,fma"))) void attend_head(const float* query, const T
   for (l = 0; l < len; ++l) scores[l] *= inverse;
   weighted_sum_any(scores, values, len, dim, out);
 }
-
-}  // namespace
-
-namespace {
 
 template <class T>
 at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -159,7 +154,7 @@ bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, co
          v.scalar_type() == q.scalar_type() && (!mask.defined() || is_kernel_type(mask.scalar_type())) &&
          k.stride(3) == 1 && v.stride(3) == 1 && k.stride(2) == k.size(3) && v.stride(2) == v.size(3) &&
          q.size(3) % 8 == 0 &&
-         (!at::GradMode::is_enabled() || (!q.requires_grad() && !k.requires_grad() && !v.requires_grad())) &&
+         !trains_through({q, k, v}) &&
          cpu_has_avx2_fma();
 }
 

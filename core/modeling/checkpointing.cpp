@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
+#include "matmul.h"
 #include "plugformer/error.h"
 #include "plugformer/modeling.h"
 
@@ -67,6 +68,7 @@ at::Tensor checkpoint(const LayerFn& fn, const at::Tensor& input) {
   at::Tensor output;
   {
     at::NoGradGuard no_grad;
+    TrainingPassGuard same_kernels_as_the_recomputation;
     output = fn(input);
   }
   std::shared_ptr<CheckpointBackward> node(new CheckpointBackward(fn, input.detach(), rng_state),

@@ -29,7 +29,9 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
   return base_forward(x);
 }
 
-at::Tensor Linear::base_forward(const at::Tensor& x) const { return linear_product(x, weight, bias, int8_row_scale(*this, weight)); }
+at::Tensor Linear::base_forward(const at::Tensor& x) const {
+  return linear_product(x, weight, bias, int8_row_scale(*this, weight));
+}
 
 Conv1D::Conv1D(int64_t in_features, int64_t out_features) {
   weight = register_parameter("weight", uninitialised({in_features, out_features}));

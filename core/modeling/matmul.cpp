@@ -181,7 +181,19 @@ at::Tensor streaming_linear_any(const at::Tensor& x, const at::Tensor& w, const 
   }
 }
 
+thread_local bool training_pass = false;
+
 }  // namespace
+
+bool trains_through(std::initializer_list<at::Tensor> operands) {
+  if (!at::GradMode::is_enabled() && !training_pass) return false;
+  for (const auto& t : operands)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+TrainingPassGuard::TrainingPassGuard() : previous_(training_pass) { training_pass = true; }
+TrainingPassGuard::~TrainingPassGuard() { training_pass = previous_; }
 
 bool cpu_has_avx2_fma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -207,8 +219,7 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   auto sizes = x.sizes().vec();
   sizes.back() = out;
   const int64_t rows = x.numel() / in;
-  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() ||
-                                                   (bias.defined() && bias.requires_grad()));
+  const bool grad = trains_through({x, weight, bias});
   const bool reduced = is_reduced(weight.scalar_type()) && !native_reduced_precision_matmul();
   const bool same_type = x.scalar_type() == weight.scalar_type();
   const at::Tensor x2d = x.reshape({rows, in});

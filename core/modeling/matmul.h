@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <initializer_list>
+
 namespace plugformer {
 
 // The CPU runs the AVX2 + FMA kernels of this folder.
@@ -11,6 +13,22 @@ bool cpu_has_avx2_fma();
 // True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where libtorch's own bf16
 // products are fast.
 bool native_reduced_precision_matmul();
+// Whether a product of these operands is part of a training computation: autograd records it,
+// or it runs under TrainingPassGuard. The inference-only kernels below apply only when not.
+bool trains_through(std::initializer_list<at::Tensor> operands);
+// The gradient-free first pass of a checkpointed layer: the kernels are chosen as with autograd,
+// so that pass computes bit for bit what its recomputation in backward will.
+class TrainingPassGuard {
+ public:
+  TrainingPassGuard();
+  ~TrainingPassGuard();
+  TrainingPassGuard(const TrainingPassGuard&) = delete;
+  TrainingPassGuard& operator=(const TrainingPassGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // x W^T + b (x W + b with weight_in_out, GPT-2's Conv1D layout). Without autograd, up to 8
 // rows (decode) stream the weight once through an AVX2 kernel in fp32 arithmetic; 2-byte
 // weights without native support are multiplied in fp32 (result rounded to x's type, as

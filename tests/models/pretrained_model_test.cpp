@@ -174,12 +174,8 @@ TEST_P(PerFamily, GradientCheckpointingGivesTheSameGradients) {
 
   const auto checkpointed = gradients();
   ASSERT_EQ(plain.size(), checkpointed.size());
-  // The first, gradient-free pass of a checkpointed layer may take the few-row streaming
-  // kernel, whose fp32 summation order differs from the recomputation's sgemm: equal up to
-  // rounding, not bit for bit.
   for (size_t i = 0; i < plain.size(); ++i)
-    EXPECT_TRUE(at::allclose(plain[i], checkpointed[i], 1e-5, 1e-6))
-        << "parameter " << i << ": max diff " << (plain[i] - checkpointed[i]).abs().max().item<double>();
+    EXPECT_LE((plain[i] - checkpointed[i]).abs().max().item<double>(), 1e-6) << "parameter " << i;
 
   // In eval mode nothing is checkpointed.
   model->eval();
