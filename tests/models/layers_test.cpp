@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <plugformer/error.h>
 #include <plugformer/layers.h>
 
 using namespace plugformer;
@@ -113,4 +114,22 @@ TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
       }
     }
   }
+}
+
+TEST(LinearBadInput, WrongFeatureCountAndInt8WithoutScalesAreTypedErrors) {
+  Linear linear(8, 4);
+  linear.weight.set_data(at::randn({4, 8}));
+  linear.bias.set_data(at::zeros({4}));
+  at::NoGradGuard no_grad;
+  for (int64_t rows : {1, 16}) {  // the streaming kernel's path and sgemm's
+    try {
+      linear.forward(at::randn({rows, 5}));
+      FAIL() << "a 5-feature input went through an 8-feature layer";
+    } catch (const InvalidInputError& e) {
+      EXPECT_NE(std::string(e.what()).find("does not end in 8 features"), std::string::npos) << e.what();
+    }
+  }
+  linear.weight.requires_grad_(false);
+  linear.weight.set_data(at::ones({4, 8}, at::kChar));  // int8 without the "weight_scale" buffer
+  EXPECT_THROW(linear.forward(at::randn({1, 8})), Error);
 }
