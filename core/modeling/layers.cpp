@@ -7,6 +7,7 @@
 #include "peft/lora.h"
 #include "plugformer/layers.h"
 
+#include "fused_ops.h"
 #include "matmul.h"
 
 namespace plugformer {
@@ -78,6 +79,7 @@ RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
 }
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
+  if (fused_rms_norm_applies(x, weight)) return fused_rms_norm(x, weight, eps);
   at::Tensor h = x.to(at::kFloat);
   h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
   return weight * h.to(x.scalar_type());
@@ -185,6 +187,8 @@ at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& 
 
 std::pair<at::Tensor, at::Tensor> apply_rotary_pos_emb(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                                                        const at::Tensor& sin) {
+  if (fused_rotary_applies(q, cos, sin) && fused_rotary_applies(k, cos, sin))
+    return {fused_rotary(q, cos, sin), fused_rotary(k, cos, sin)};
   const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // broadcast over heads
   return {rotate(q, c, s), rotate(k, c, s)};
 }

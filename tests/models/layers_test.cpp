@@ -133,3 +133,52 @@ TEST(LinearBadInput, WrongFeatureCountAndInt8WithoutScalesAreTypedErrors) {
   linear.weight.set_data(at::ones({4, 8}, at::kChar));  // int8 without the "weight_scale" buffer
   EXPECT_THROW(linear.forward(at::randn({1, 8})), Error);
 }
+
+// Without autograd, RMSNorm and the rotary embedding run as single fused kernels; with it, as
+// libtorch op sequences. Both must give the same bits, in every kernel type: the fused kernels
+// reproduce libtorch's summation order and its rounding after each op.
+TEST(FusedOps, RmsNormAndRotaryEqualTheOpSequenceBitForBit) {
+  at::manual_seed(7);
+  auto equal_bits = [](const at::Tensor& a, const at::Tensor& b) {
+    return a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && at::equal(a, b);
+  };
+  for (auto type : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    SCOPED_TRACE(c10::toString(type));
+    // Widths below one vector, not a multiple of 8, and long enough for the sum's cascade.
+    for (int64_t dim : {5, 100, 768, 4096}) {
+      SCOPED_TRACE("width " + std::to_string(dim));
+      RMSNorm norm(dim, 1e-6);
+      norm.weight = at::randn({dim}).to(type);
+      const at::Tensor x = (at::randn({3, 7, dim}) * 30).to(type);
+      at::Tensor fused;
+      {
+        at::NoGradGuard no_grad;
+        fused = norm.forward(x);
+      }
+      norm.weight.requires_grad_(true);
+      const at::Tensor ops = norm.forward(x).detach();
+      EXPECT_TRUE(equal_bits(fused, ops)) << "max diff " << (fused.to(at::kFloat) - ops.to(at::kFloat)).abs().max().item<double>();
+    }
+    // Full and partial rotary dims; one position (decode) and several; cos per batch row or shared;
+    // q as split_heads leaves it (a transposed view).
+    for (int64_t rot : {16, 8}) {
+      for (int64_t len : {1, 5}) {
+        for (int64_t cos_batch : {2, 1}) {
+          SCOPED_TRACE("rotary " + std::to_string(rot) + ", len " + std::to_string(len) + ", cos batch " + std::to_string(cos_batch));
+          const at::Tensor q = at::randn({2, len, 4, 16}).to(type).transpose(1, 2);
+          const at::Tensor k = at::randn({2, len, 2, 16}).to(type).transpose(1, 2);
+          const at::Tensor angles = at::rand({cos_batch, len, rot}) * 10;
+          const at::Tensor cos = angles.cos().to(type), sin = angles.sin().to(type);
+          std::pair<at::Tensor, at::Tensor> fused;
+          {
+            at::NoGradGuard no_grad;
+            fused = apply_rotary_pos_emb(q, k, cos, sin);
+          }
+          const auto ops = apply_rotary_pos_emb(q.clone().requires_grad_(true), k, cos, sin);
+          EXPECT_TRUE(equal_bits(fused.first, ops.first.detach()));
+          EXPECT_TRUE(equal_bits(fused.second, ops.second.detach()));
+        }
+      }
+    }
+  }
+}
