@@ -36,6 +36,8 @@ function(plugformer_sanitize_selected_sources dir)
         if(_relative MATCHES "^${_folder}/")
           set_property(SOURCE ${_path} TARGET_DIRECTORY ${_target} APPEND PROPERTY COMPILE_OPTIONS
                        ${PLUGFORMER_SANITIZE_FLAGS})
+          # The shared torch PCH is built uninstrumented, which GCC refuses for these.
+          set_property(SOURCE ${_path} TARGET_DIRECTORY ${_target} PROPERTY SKIP_PRECOMPILE_HEADERS ON)
           break()
         endif()
       endforeach()

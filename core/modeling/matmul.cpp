@@ -95,10 +95,11 @@ void dot_row_group(int64_t rows, const float* x, const W* w, const float* scale,
     case 2: return dot_rows<2, 2, 2>(x, w, scale, in, ob, oe, y, out);
     case 3: return dot_rows<3, 2, 1>(x, w, scale, in, ob, oe, y, out);
     case 4: return dot_rows<4, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 5: return dot_rows<5, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 6: return dot_rows<6, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 7: return dot_rows<7, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    default: return dot_rows<8, 2, 1>(x, w, scale, in, ob, oe, y, out);
+    // From 5 rows on the kernel is compute-bound: one stream, no register spills.
+    case 5: return dot_rows<5, 1, 1>(x, w, scale, in, ob, oe, y, out);
+    case 6: return dot_rows<6, 1, 1>(x, w, scale, in, ob, oe, y, out);
+    case 7: return dot_rows<7, 1, 1>(x, w, scale, in, ob, oe, y, out);
+    default: return dot_rows<8, 1, 1>(x, w, scale, in, ob, oe, y, out);
   }
 }
 
