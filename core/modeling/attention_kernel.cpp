@@ -144,14 +144,12 @@ at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, c
   return out;
 }
 
-bool is_kernel_type(c10::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
-
 }  // namespace
 
 bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& mask) {
-  return q.size(2) == 1 && is_kernel_type(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
-         v.scalar_type() == q.scalar_type() && (!mask.defined() || is_kernel_type(mask.scalar_type())) &&
+  return q.size(2) == 1 && simd::is_kernel_type(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
+         v.scalar_type() == q.scalar_type() && (!mask.defined() || simd::is_kernel_type(mask.scalar_type())) &&
          k.stride(3) == 1 && v.stride(3) == 1 && k.stride(2) == k.size(3) && v.stride(2) == v.size(3) &&
          q.size(3) % 8 == 0 &&
          !trains_through({q, k, v}) &&
@@ -163,12 +161,9 @@ bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, co
 at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
                                   const at::Tensor& mask, double scale) {
   const at::Tensor q = q_in.to(at::kFloat).contiguous();
-  at::Tensor out;
-  switch (k.scalar_type()) {
-    case at::kBFloat16: out = single_query_attention_in<c10::BFloat16>(q, k, v, mask, scale); break;
-    case at::kHalf: out = single_query_attention_in<c10::Half>(q, k, v, mask, scale); break;
-    default: out = single_query_attention_in<float>(q, k, v, mask, scale); break;
-  }
+  const at::Tensor out = simd::with_kernel_type(k.scalar_type(), [&](auto type) {
+    return single_query_attention_in<decltype(type)>(q, k, v, mask, scale);
+  });
   return out.to(q_in.scalar_type());
 }
 

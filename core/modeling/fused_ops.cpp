@@ -12,17 +12,7 @@ namespace plugformer {
 
 namespace {
 
-bool is_kernel_type(c10::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
-
-// Calls f with a value of the C++ type of a kernel type.
-template <class F>
-void with_kernel_type(c10::ScalarType t, F&& f) {
-  switch (t) {
-    case at::kBFloat16: return f(c10::BFloat16());
-    case at::kHalf: return f(c10::Half());
-    default: return f(float());
-  }
-}
+using simd::with_kernel_type;
 
 // Rounds an fp32 value to T, as storing a libtorch op's result in a T tensor does.
 template <class T>
@@ -142,7 +132,7 @@ void rotate_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& s
 }  // namespace
 
 bool fused_rms_norm_applies(const at::Tensor& x, const at::Tensor& weight) {
-  return x.dim() >= 1 && x.device().is_cpu() && is_kernel_type(x.scalar_type()) &&
+  return x.dim() >= 1 && x.device().is_cpu() && simd::is_kernel_type(x.scalar_type()) &&
          weight.scalar_type() == x.scalar_type() && weight.dim() == 1 && x.size(-1) == weight.size(0) &&
          weight.is_contiguous() && !trains_through({x, weight}) && cpu_has_avx2_fma();
 }
@@ -160,7 +150,7 @@ at::Tensor fused_rms_norm(const at::Tensor& x_in, const at::Tensor& weight, doub
 
 bool fused_rotary_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   return x.dim() == 4 && cos.dim() == 3 && sin.sizes() == cos.sizes() && x.device().is_cpu() &&
-         is_kernel_type(x.scalar_type()) && cos.scalar_type() == x.scalar_type() &&
+         simd::is_kernel_type(x.scalar_type()) && cos.scalar_type() == x.scalar_type() &&
          sin.scalar_type() == x.scalar_type() && (cos.size(0) == 1 || cos.size(0) == x.size(0)) &&
          cos.size(1) == x.size(2) && cos.size(2) <= x.size(3) && cos.size(2) % 2 == 0 && cos.stride(2) == 1 &&
          sin.stride(2) == 1 && !trains_through({x, cos, sin});

@@ -1,7 +1,8 @@
-// AVX2 helpers shared by the decode kernels (core-internal): eight consecutive values of any
-// weight / cache type as fp32, and a horizontal sum.
+// AVX2 helpers shared by the decode kernels (core-internal): the element types they read, eight
+// consecutive values of any weight / cache type as fp32, and a horizontal sum.
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <immintrin.h>
@@ -9,6 +10,21 @@
 #include <cstdint>
 
 namespace plugformer::simd {
+
+// fp32, bf16 and fp16: the activation / cache types the kernels read (arithmetic in fp32).
+inline bool is_kernel_type(c10::ScalarType t) {
+  return t == c10::kFloat || t == c10::kBFloat16 || t == c10::kHalf;
+}
+
+// Calls f with a value of the C++ type of a kernel type.
+template <class F>
+decltype(auto) with_kernel_type(c10::ScalarType t, F&& f) {
+  switch (t) {
+    case c10::kBFloat16: return f(c10::BFloat16());
+    case c10::kHalf: return f(c10::Half());
+    default: return f(float());
+  }
+}
 
 // bf16 is the high half of an fp32; int8 weights are per-row quantized (their scale is applied
 // by the caller).
