@@ -96,8 +96,8 @@ void rms_norm_rows(const T* x, const T* w, T* y, int64_t rows, int64_t dim, floa
   });
 }
 
-// One [len, dim] slice of one head: out = x * cos + rotate_half(x) * sin over the rotary
-// features, each product and the sum rounded to T as the three libtorch ops do.
+// out (contiguous [batch, heads, len, dim]) = x * cos + rotate_half(x) * sin over the rotary
+// features of any strided x, each product and the sum rounded to T as the three libtorch ops do.
 template <class T>
 void rotate_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& out) {
   const int64_t batch = x.size(0), heads = x.size(1), len = x.size(2), dim = x.size(3), rot = cos.size(-1),

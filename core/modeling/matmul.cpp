@@ -89,7 +89,8 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows(const float* x, const W* 
     if (out_begin + O * part < out_end) dot_rows<R, 1, V>(x, w, scale, in, out_begin + O * part, out_end, y, y_stride);
 }
 
-// Rows of x are taken up to 8 at a time, with as many accumulators as the 16 registers allow.
+// Rows of x are taken up to 8 at a time; the streams and vectors per step for each row count
+// are the fastest measured (`generation_bench linear` / run, and a scratch benchmark).
 template <class W>
 void dot_row_group(int64_t rows, const float* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe,
                    float* y, int64_t out) {
