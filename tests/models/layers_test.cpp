@@ -116,6 +116,43 @@ TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
   }
 }
 
+// Many queries without autograd: each head computed on its own thread, written in the layout
+// merge_heads returns as a view. It runs the same ops as the whole-tensor path on each head.
+TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
+  at::manual_seed(7);
+  const int64_t batch = 2, heads = 6, kv_heads = 2, q_len = 7, past = 4, kv_len = past + q_len, dim = 12;
+  // q as split_heads leaves it (a strided view), keys/values as a cache hands them out.
+  const at::Tensor packed = at::randn({batch, q_len, heads * dim});
+  const at::Tensor q = split_heads(packed, heads);
+  const at::Tensor k = at::randn({batch, kv_heads, kv_len + 3, dim}).narrow(2, 0, kv_len);
+  const at::Tensor v = at::randn({batch, kv_heads, kv_len + 3, dim}).narrow(2, 0, kv_len);
+  at::Tensor padding = at::ones({batch, kv_len}, at::kLong);
+  padding[0].narrow(0, 0, 2).zero_();
+  const at::Tensor causal = causal_attention_mask(padding, batch, q_len, past, at::kFloat);  // [batch, 1, q, kv]
+  const at::Tensor per_head_bias = at::randn({1, heads, q_len, kv_len});                    // T5's position bias
+  const at::Tensor key_padding = padding_attention_mask(padding, at::kFloat);               // [batch, 1, 1, kv]
+  at::NoGradGuard no_grad;
+  for (auto type : {at::kFloat, at::kBFloat16}) {
+    for (const at::Tensor& mask : {causal, per_head_bias, key_padding, at::Tensor()}) {
+      for (double scale : {1.0, 0.3}) {
+        SCOPED_TRACE(std::string(c10::toString(type)) + " mask " + (mask.defined() ? c10::str(mask.sizes()) : "none") +
+                     " scale " + std::to_string(scale));
+        const at::Tensor qt = q.to(type), kt = k.to(type), vt = v.to(type);
+        const at::Tensor m = mask.defined() ? mask.to(type) : mask;
+        at::Tensor probs;
+        const at::Tensor whole = attention(qt, kt, vt, m, scale, &probs);  // asking for probabilities: whole tensors
+        const at::Tensor per_head = attention(qt, kt, vt, m, scale);
+        ASSERT_EQ(per_head.sizes(), whole.sizes());
+        ASSERT_EQ(per_head.scalar_type(), type);
+        const double tolerance = type == at::kFloat ? 1e-5 : 1.0 / 64;  // bf16: within one rounding of ~1
+        EXPECT_LE((per_head.to(at::kFloat) - whole.to(at::kFloat)).abs().max().item<double>(), tolerance);
+        const at::Tensor merged = merge_heads(per_head);
+        EXPECT_EQ(merged.data_ptr(), per_head.data_ptr()) << "merge_heads copied the per-head result";
+      }
+    }
+  }
+}
+
 TEST(LinearBadInput, WrongFeatureCountAndInt8WithoutScalesAreTypedErrors) {
   Linear linear(8, 4);
   linear.weight.set_data(at::randn({4, 8}));
