@@ -31,9 +31,16 @@ bool cpu_has_native_bf16() {
 
 bool is_reduced(c10::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 
-// Up to this many rows, streaming the weight once through an AVX2 kernel beats BLAS (whose
-// one-row sgemm path is slow) and converting a 2-byte weight for sgemm.
-constexpr int64_t kStreamingRows = 8;
+// Up to this many rows, streaming the weight through an AVX2 kernel beats BLAS: OpenBLAS's sgemm
+// reaches a fraction of its peak on short inputs (one row: a slow path; 16-24 rows of bert-base
+// shapes 37-41 GFLOP/s against the kernel's 67-71, on par at 32), and 2-byte / int8 weights would
+// first be converted for it. fp32 weights stream only for decode (8 rows): their products then
+// keep sgemm's summation order for prompts, which one fp32 fixture (t5-tiny-v1_1's batched
+// generation scores) amplifies past its tolerance when the order changes.
+constexpr int64_t kStreamingRows = 32, kStreamingRowsFp32 = 8;
+// More than 8 rows are taken 8 (4 for [in, out]) at a time; the weight is walked in tiles of this
+// many rows, each used by every group of rows while it sits in L2.
+constexpr int64_t kWeightTileRows = 64;
 
 using simd::horizontal_sum;
 using simd::load8;
@@ -166,8 +173,12 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
     at::Tensor y = at::empty(out_sizes, at::kFloat);
     float* yp = y.data_ptr<float>();
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t r0 = 0; r0 < rows; r0 += 8)
-        dot_row_group(std::min<int64_t>(8, rows - r0), xp + r0 * in, wp, sp, in, begin, end, yp + r0 * out, out);
+      // One group of rows reads the whole range as far-apart streams; several share tiles.
+      const int64_t tile = rows > 8 ? kWeightTileRows : end - begin;
+      for (int64_t ob = begin; ob < end; ob += tile)
+        for (int64_t r0 = 0; r0 < rows; r0 += 8)
+          dot_row_group(std::min<int64_t>(8, rows - r0), xp + r0 * in, wp, sp, in, ob, std::min(end, ob + tile),
+                        yp + r0 * out, out);
     });
     return y;
   }
@@ -179,9 +190,11 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
       const int64_t ib = in * part / parts, ie = in * (part + 1) / parts;
-      for (int64_t r0 = 0; r0 < rows; r0 += 4)
-        accumulate_row_group(std::min<int64_t>(4, rows - r0), xp + r0 * in, wp, in, out, ib, ie,
-                             pp + part * rows * out + r0 * out);
+      const int64_t tile = rows > 4 ? kWeightTileRows / 4 : ie - ib;  // [in, out] rows are wide: fewer per tile
+      for (int64_t tb = ib; tb < ie; tb += tile)
+        for (int64_t r0 = 0; r0 < rows; r0 += 4)
+          accumulate_row_group(std::min<int64_t>(4, rows - r0), xp + r0 * in, wp, in, out, tb, std::min(ie, tb + tile),
+                               pp + part * rows * out + r0 * out);
     }
   });
   return (parts == 1 ? partial[0] : partial.sum(0)).view(out_sizes);
@@ -238,7 +251,8 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   const bool grad = trains_through({x, weight, bias});
   const bool reduced = is_reduced(weight.scalar_type()) && !native_reduced_precision_matmul();
   const bool same_type = x.scalar_type() == weight.scalar_type();
-  if (!grad && rows <= kStreamingRows && cpu_has_avx2_fma() && x.is_floating_point() &&
+  const int64_t streaming_rows = weight.scalar_type() == at::kFloat ? kStreamingRowsFp32 : kStreamingRows;
+  if (!grad && rows <= streaming_rows && cpu_has_avx2_fma() && x.is_floating_point() &&
       (quantized || (same_type && (reduced || weight.scalar_type() == at::kFloat)))) {
     // Decode: every op here costs more than its arithmetic, so none is spent on no-op
     // conversions or reshapes.

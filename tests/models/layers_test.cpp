@@ -1,6 +1,6 @@
-// The shared layers' reduced-precision paths: bf16 / fp16 products equal PyTorch's arithmetic
-// (fp32 accumulation, one rounding) whichever kernel the CPU gets: the weight-streaming kernel
-// for few rows, sgemm on converted weights for many, or libtorch's own on native-bf16 CPUs.
+// The shared layers' fast paths: fp32 / bf16 / fp16 products equal PyTorch's arithmetic (fp32
+// accumulation, one rounding) whichever kernel the CPU gets: the weight-streaming kernel for few
+// rows, sgemm (on converted weights) for many, or libtorch's own on native-bf16 CPUs.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -16,9 +16,9 @@ namespace {
 void expect_close_in_type(const at::Tensor& actual, const at::Tensor& reference_fp32, c10::ScalarType type) {
   ASSERT_EQ(actual.scalar_type(), type);
   ASSERT_EQ(actual.sizes(), reference_fp32.sizes());
-  const double ulp = type == at::kBFloat16 ? 1.0 / 128 : 1.0 / 1024;
+  const double ulp = type == at::kBFloat16 ? 1.0 / 128 : type == at::kHalf ? 1.0 / 1024 : 1e-6;
   const at::Tensor diff = (actual.to(at::kFloat) - reference_fp32).abs();
-  const at::Tensor bound = reference_fp32.abs() * ulp + 1e-3;
+  const at::Tensor bound = reference_fp32.abs() * ulp + (type == at::kFloat ? 1e-5 : 1e-3);
   EXPECT_TRUE((diff <= bound).all().item<bool>()) << "max diff " << diff.max().item<double>();
 }
 
@@ -30,10 +30,11 @@ TEST_P(ReducedPrecision, LinearMatchesFp32ArithmeticForAnyRowCount) {
   const auto type = GetParam();
   at::manual_seed(3);
   for (int64_t in : {37, 53}) {  // not multiples of the vector loops' 16 / 32 elements
-  Linear linear(in, 70);
-  linear.weight.set_data(at::randn({70, in}).to(type));
-  linear.bias.set_data(at::randn({70}).to(type));
-  for (int64_t rows : {1, 2, 3, 8, 9, 64}) {
+  // 300 outputs: each thread's range spans several weight tiles, the last one partial.
+  Linear linear(in, 300);
+  linear.weight.set_data(at::randn({300, in}).to(type));
+  linear.bias.set_data(at::randn({300}).to(type));
+  for (int64_t rows : {1, 2, 3, 8, 9, 24, 32, 33, 64}) {
     SCOPED_TRACE(std::to_string(rows) + " rows of " + std::to_string(in));
     const at::Tensor x = at::randn({1, rows, in}).to(type);
     const at::Tensor reference =
@@ -50,7 +51,7 @@ TEST_P(ReducedPrecision, Conv1DMatchesFp32ArithmeticForAnyRowCount) {
   Conv1D conv(37, 300);  // 300 columns: more than one 256-column block, with a tail
   conv.weight.set_data(at::randn({37, 300}).to(type));
   conv.bias.set_data(at::randn({300}).to(type));
-  for (int64_t rows : {1, 5, 8, 20}) {
+  for (int64_t rows : {1, 5, 8, 9, 20, 32, 33}) {
     SCOPED_TRACE(rows);
     const at::Tensor x = at::randn({rows, 1, 37}).to(type);
     const at::Tensor reference = at::matmul(x.to(at::kFloat), conv.weight.to(at::kFloat)) + conv.bias.to(at::kFloat);
@@ -81,8 +82,9 @@ TEST(ReducedPrecisionGrad, LinearStaysDifferentiable) {
   EXPECT_TRUE(at::allclose(x.grad().to(at::kFloat), linear.weight.sum(0).to(at::kFloat).expand({2, 8}), 1e-2, 1e-2));
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision, ::testing::Values(at::kBFloat16, at::kHalf),
-                         [](const auto& info) { return std::string(info.param == at::kBFloat16 ? "bf16" : "fp16"); });
+// fp32 too: the same kernels and thresholds, against libtorch's own products.
+INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision, ::testing::Values(at::kBFloat16, at::kHalf, at::kFloat),
+                         [](const auto& info) { return std::string(c10::toString(info.param)); });
 
 TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
   at::manual_seed(6);
@@ -120,7 +122,8 @@ TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
 // merge_heads returns as a view. It runs the same ops as the whole-tensor path on each head.
 TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
   at::manual_seed(7);
-  const int64_t batch = 2, heads = 6, kv_heads = 2, q_len = 7, past = 4, kv_len = past + q_len, dim = 12;
+  // At least 32 x 32 scores per head (below, the whole-tensor path is faster and taken).
+  const int64_t batch = 2, heads = 6, kv_heads = 2, q_len = 37, past = 4, kv_len = past + q_len, dim = 12;
   // q as split_heads leaves it (a strided view), keys/values as a cache hands them out.
   const at::Tensor packed = at::randn({batch, q_len, heads * dim});
   const at::Tensor q = split_heads(packed, heads);
