@@ -10,6 +10,9 @@
 
 #include <cpuid.h>
 
+#include <algorithm>
+#include <atomic>
+#include <memory>
 #include <type_traits>
 
 #include "matmul.h"
@@ -38,31 +41,31 @@ bool is_reduced(c10::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf
 // keep sgemm's summation order for prompts, which one fp32 fixture (t5-tiny-v1_1's batched
 // generation scores) amplifies past its tolerance when the order changes.
 constexpr int64_t kStreamingRows = 32, kStreamingRowsFp32 = 8;
-// More than 8 rows are taken 8 (4 for [in, out]) at a time; the weight is walked in tiles of this
-// many rows, each used by every group of rows while it sits in L2.
+// Inputs longer than one group of rows (8; 4 for [in, out]) walk the weight in tiles of this many
+// rows ([out, in]; a quarter for the wider [in, out] rows), each used by every group while it
+// sits in L2 instead of read from DRAM once per group.
 constexpr int64_t kWeightTileRows = 64;
 
 using simd::horizontal_sum;
 using simd::load8;
 
-// y[r, o] = scale[o] * sum_i x[r, i] * w[o, i] for R rows of x (fp32) against the weight rows
-// [out_begin, out_end) of w [out, in] (scale: int8 weights only), fp32 accumulation. The range is
-// cut into O equal parts read side by side: O long sequential streams per core keep more
-// prefetches in flight than one, which reads DRAM ~1.5x faster here than a single stream or O
-// adjacent rows (measured with `generation_bench linear`). V vectors of 8 per step, so R * O * V
-// independent accumulators hide the FMA latency.
+// y[r, o] = scale[o] * sum_i x[r, i] * w[o, i] for R rows of x (fp32) against `count` weight rows
+// of w [out, in] from each of the O starts (scale: int8 weights only), fp32 accumulation. The O
+// starts are far apart: O long sequential streams per core keep more prefetches in flight than
+// one, which reads DRAM ~1.5x faster here than a single stream or O adjacent rows (measured with
+// `generation_bench linear`). V vectors of 8 per step, so R * O * V independent accumulators hide
+// the FMA latency. Each row's sum depends on R and V only, not on which stream reads it.
 template <int R, int O, int V, class W>
 __attribute__((target("avx2,fma,f16c"))) void dot_rows(const float* x, const W* w, const float* scale, int64_t in,
-                                                        int64_t out_begin, int64_t out_end, float* y, int64_t y_stride) {
+                                                        const int64_t* start, int64_t count, float* y, int64_t y_stride) {
   constexpr int64_t step = 8 * V;
   const int64_t vec_end = in / step * step;
-  const int64_t part = (out_end - out_begin) / O;
-  for (int64_t j = 0; j < part; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     const W* wr[O];
     int64_t row[O];
     __m256 acc[R][O][V];
     for (int k = 0; k < O; ++k) {
-      row[k] = out_begin + k * part + j;
+      row[k] = start[k] + j;
       wr[k] = w + row[k] * in;
       for (int r = 0; r < R; ++r)
         for (int v = 0; v < V; ++v) acc[r][k][v] = _mm256_setzero_ps();
@@ -92,26 +95,87 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows(const float* x, const W* 
         y[r * y_stride + row[k]] = scale ? sum * scale[row[k]] : sum;
       }
   }
-  if constexpr (O > 1)
-    if (out_begin + O * part < out_end) dot_rows<R, 1, V>(x, w, scale, in, out_begin + O * part, out_end, y, y_stride);
 }
 
-// Rows of x are taken up to 8 at a time; the streams and vectors per step for each row count
-// are the fastest measured (`generation_bench linear` / run, and a scratch benchmark).
-template <class W>
-void dot_row_group(int64_t rows, const float* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe,
-                   float* y, int64_t out) {
-  constexpr bool fp32 = std::is_same_v<W, float>;
+// The weight rows [ob, oe) as two far-apart streams (and the odd row left over).
+template <int R, int V, class W>
+void dot_range(const float* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe, float* y,
+               int64_t y_stride) {
+  const int64_t part = (oe - ob) / 2, starts[2] = {ob, ob + part}, tail = ob + 2 * part;
+  dot_rows<R, 2, V>(x, w, scale, in, starts, part, y, y_stride);
+  dot_rows<R, 1, V>(x, w, scale, in, &tail, oe - tail, y, y_stride);
+}
+
+// Calls fn(R, V) (std::integral_constant) for up to 8 rows of x: the vectors per step for each
+// row count are the fastest measured (`generation_bench linear` / run, and a scratch benchmark).
+template <class W, class Fn>
+void with_row_kernel(int64_t rows, Fn&& fn) {
+  using std::integral_constant;
+  constexpr int one_row_vectors = std::is_same_v<W, float> ? 2 : 4;
   switch (rows) {
-    case 1: return fp32 ? dot_rows<1, 2, 2>(x, w, scale, in, ob, oe, y, out) : dot_rows<1, 2, 4>(x, w, scale, in, ob, oe, y, out);
-    case 2: return dot_rows<2, 2, 2>(x, w, scale, in, ob, oe, y, out);
-    case 3: return dot_rows<3, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 4: return dot_rows<4, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 5: return dot_rows<5, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 6: return dot_rows<6, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    case 7: return dot_rows<7, 2, 1>(x, w, scale, in, ob, oe, y, out);
-    default: return dot_rows<8, 2, 1>(x, w, scale, in, ob, oe, y, out);
+    case 1: return fn(integral_constant<int, 1>(), integral_constant<int, one_row_vectors>());
+    case 2: return fn(integral_constant<int, 2>(), integral_constant<int, 2>());
+    case 3: return fn(integral_constant<int, 3>(), integral_constant<int, 1>());
+    case 4: return fn(integral_constant<int, 4>(), integral_constant<int, 1>());
+    case 5: return fn(integral_constant<int, 5>(), integral_constant<int, 1>());
+    case 6: return fn(integral_constant<int, 6>(), integral_constant<int, 1>());
+    case 7: return fn(integral_constant<int, 7>(), integral_constant<int, 1>());
+    default: return fn(integral_constant<int, 8>(), integral_constant<int, 1>());
   }
+}
+
+// Decode (one group of rows): every thread starts on two far-apart streams of its own and reads
+// them in chunks; one that runs out takes chunks from the streams of the others, so a core slowed
+// down by another process on the machine no longer holds up the whole product.
+constexpr int64_t kStreamChunkRows = 16;
+
+template <int R, int V, class W>
+void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
+                     int64_t y_stride) {
+  struct alignas(64) Stream {
+    std::atomic<int64_t> next;
+    int64_t end;
+  };
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), out / 64));
+  const int64_t streams = 2 * threads;
+  std::unique_ptr<Stream[]> stream(new Stream[size_t(streams)]);
+  for (int64_t i = 0; i < streams; ++i) {
+    stream[i].next.store(out * i / streams, std::memory_order_relaxed);
+    stream[i].end = out * (i + 1) / streams;
+  }
+  auto has_rows = [&](int64_t i) { return i >= 0 && stream[i].next.load(std::memory_order_relaxed) < stream[i].end; };
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      // Own streams first, then the others' in turn.
+      auto another = [&](int64_t avoid) -> int64_t {
+        for (int64_t d = 0; d < streams; ++d) {
+          const int64_t i = (2 * t + d) % streams;
+          if (i != avoid && has_rows(i)) return i;
+        }
+        return -1;
+      };
+      int64_t a = 2 * t, b = 2 * t + 1;
+      while (true) {
+        if (!has_rows(a)) a = another(b);
+        if (!has_rows(b) || b == a) b = another(a);
+        if (a < 0) std::swap(a, b);
+        if (a < 0) break;
+        int64_t start[2] = {0, 0}, count[2] = {0, 0};
+        for (int q = 0; q < 2; ++q) {
+          const int64_t i = q == 0 ? a : b;
+          if (i < 0) continue;
+          start[q] = stream[i].next.fetch_add(kStreamChunkRows, std::memory_order_relaxed);
+          count[q] = std::clamp<int64_t>(stream[i].end - start[q], 0, kStreamChunkRows);
+        }
+        const int64_t both = std::min(count[0], count[1]);
+        dot_rows<R, 2, V>(x, w, scale, in, start, both, y, y_stride);
+        for (int q = 0; q < 2; ++q) {
+          const int64_t rest = start[q] + both;
+          dot_rows<R, 1, V>(x, w, scale, in, &rest, count[q] - both, y, y_stride);
+        }
+      }
+    }
+  });
 }
 
 // Adds x[r, i] * w[i, o] over i in [i_begin, i_end) to y[r, o] for the [in, out] layout
@@ -172,13 +236,16 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
     const float* sp = scale.defined() ? scale.data_ptr<float>() : nullptr;
     at::Tensor y = at::empty(out_sizes, at::kFloat);
     float* yp = y.data_ptr<float>();
+    if (rows <= 8) {
+      with_row_kernel<W>(rows, [&](auto r, auto v) { dot_rows_shared<r, v>(xp, wp, sp, in, out, yp, out); });
+      return y;
+    }
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
-      // One group of rows reads the whole range as far-apart streams; several share tiles.
-      const int64_t tile = rows > 8 ? kWeightTileRows : end - begin;
-      for (int64_t ob = begin; ob < end; ob += tile)
+      for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
         for (int64_t r0 = 0; r0 < rows; r0 += 8)
-          dot_row_group(std::min<int64_t>(8, rows - r0), xp + r0 * in, wp, sp, in, ob, std::min(end, ob + tile),
-                        yp + r0 * out, out);
+          with_row_kernel<W>(std::min<int64_t>(8, rows - r0), [&](auto r, auto v) {
+            dot_range<r, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
+          });
     });
     return y;
   }

@@ -156,6 +156,29 @@ TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
   }
 }
 
+// Decode products share their rows among the threads in chunks taken at run time: whichever
+// thread computes a row, each row is computed once and gives the same bits.
+TEST(StreamingLinear, SameBitsOnAnyThreadCountAndEveryRowWritten) {
+  at::manual_seed(8);
+  const int threads = at::get_num_threads();
+  at::NoGradGuard no_grad;
+  for (int64_t out : {5, 300, 1000}) {
+    Linear linear(96, out, false);
+    linear.weight.set_data(at::randn({out, 96}));
+    for (int64_t rows : {1, 2, 5, 8}) {
+      SCOPED_TRACE(std::to_string(rows) + " rows, " + std::to_string(out) + " outputs");
+      const at::Tensor x = at::randn({rows, 96});
+      at::set_num_threads(1);
+      const at::Tensor one = linear.forward(x);
+      at::set_num_threads(std::max(2, threads));
+      const at::Tensor several = linear.forward(x);
+      at::set_num_threads(threads);
+      EXPECT_TRUE(at::equal(one, several));
+      EXPECT_TRUE(at::allclose(several, at::linear(x, linear.weight), 1e-5, 1e-5));
+    }
+  }
+}
+
 TEST(LinearBadInput, WrongFeatureCountAndInt8WithoutScalesAreTypedErrors) {
   Linear linear(8, 4);
   linear.weight.set_data(at::randn({4, 8}));
