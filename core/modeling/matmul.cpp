@@ -97,13 +97,25 @@ __attribute__((target("avx2,fma,f16c"))) void dot_rows(const float* x, const W* 
   }
 }
 
-// The weight rows [ob, oe) as two far-apart streams (and the odd row left over).
+// count[k] rows from each of two far-apart starts: side by side while both have rows, then the
+// longer one's rest alone.
+template <int R, int V, class W>
+void dot_two_streams(const float* x, const W* w, const float* scale, int64_t in, const int64_t start[2],
+                     const int64_t count[2], float* y, int64_t y_stride) {
+  const int64_t both = std::min(count[0], count[1]);
+  dot_rows<R, 2, V>(x, w, scale, in, start, both, y, y_stride);
+  for (int k = 0; k < 2; ++k) {
+    const int64_t rest = start[k] + both;
+    dot_rows<R, 1, V>(x, w, scale, in, &rest, count[k] - both, y, y_stride);
+  }
+}
+
+// The weight rows [ob, oe) as two far-apart streams.
 template <int R, int V, class W>
 void dot_range(const float* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe, float* y,
                int64_t y_stride) {
-  const int64_t part = (oe - ob) / 2, starts[2] = {ob, ob + part}, tail = ob + 2 * part;
-  dot_rows<R, 2, V>(x, w, scale, in, starts, part, y, y_stride);
-  dot_rows<R, 1, V>(x, w, scale, in, &tail, oe - tail, y, y_stride);
+  const int64_t half = (oe - ob) / 2, start[2] = {ob, ob + half}, count[2] = {half, oe - ob - half};
+  dot_two_streams<R, V>(x, w, scale, in, start, count, y, y_stride);
 }
 
 // Calls fn(R, V) (std::integral_constant) for up to 8 rows of x: the vectors per step for each
@@ -124,11 +136,11 @@ void with_row_kernel(int64_t rows, Fn&& fn) {
   }
 }
 
+constexpr int64_t kStreamChunkRows = 16;
+
 // Decode (one group of rows): every thread starts on two far-apart streams of its own and reads
 // them in chunks; one that runs out takes chunks from the streams of the others, so a core slowed
 // down by another process on the machine no longer holds up the whole product.
-constexpr int64_t kStreamChunkRows = 16;
-
 template <int R, int V, class W>
 void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
                      int64_t y_stride) {
@@ -167,12 +179,7 @@ void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in,
           start[q] = stream[i].next.fetch_add(kStreamChunkRows, std::memory_order_relaxed);
           count[q] = std::clamp<int64_t>(stream[i].end - start[q], 0, kStreamChunkRows);
         }
-        const int64_t both = std::min(count[0], count[1]);
-        dot_rows<R, 2, V>(x, w, scale, in, start, both, y, y_stride);
-        for (int q = 0; q < 2; ++q) {
-          const int64_t rest = start[q] + both;
-          dot_rows<R, 1, V>(x, w, scale, in, &rest, count[q] - both, y, y_stride);
-        }
+        dot_two_streams<R, V>(x, w, scale, in, start, count, y, y_stride);
       }
     }
   });
