@@ -71,9 +71,25 @@ LayerNorm::LayerNorm(int64_t dim, double eps_, bool with_bias) : eps(eps_) {
   if (with_bias) bias = register_parameter("bias", uninitialised({dim}));
 }
 
+namespace {
+
+// f(x) for fp32 / fp64 x; for bf16 / fp16 x, f computed in fp32 and rounded once to x's type, as
+// PyTorch 2 computes norms and activations of 2-byte types. libtorch 1.13's own bf16 kernels round
+// intermediate values (about 40% of its bf16 layer_norm / gelu / silu outputs are not the nearest
+// bf16 of the exact result), and it has none of these for fp16 on CPU.
+template <class F>
+at::Tensor computed_in_fp32(const at::Tensor& x, F&& f) {
+  if (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) return f(x);
+  return f(x.to(at::kFloat)).to(x.scalar_type());
+}
+
+}  // namespace
+
 at::Tensor LayerNorm::forward(const at::Tensor& x) const {
-  return at::layer_norm(x, {weight.size(0)}, weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt,
-                        eps);
+  return computed_in_fp32(x, [&](const at::Tensor& h) {
+    const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias.to(h.scalar_type())) : c10::nullopt;
+    return at::layer_norm(h, {weight.size(0)}, weight.to(h.scalar_type()), b, eps);
+  });
 }
 
 RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
@@ -88,16 +104,24 @@ at::Tensor RMSNorm::forward(const at::Tensor& x) const {
 }
 
 Activation get_activation(const std::string& name) {
-  if (name == "gelu") return [](const at::Tensor& x) { return at::gelu(x); };
+  // Each activation is one PyTorch op except quick_gelu, which transformers spells as two (its
+  // product rounds separately).
+  auto in_fp32 = [](at::Tensor (*f)(const at::Tensor&)) -> Activation {
+    return [f](const at::Tensor& x) { return computed_in_fp32(x, f); };
+  };
+  if (name == "gelu") return in_fp32([](const at::Tensor& x) { return at::gelu(x); });
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
-    return [](const at::Tensor& x) { return at::gelu(x, "tanh"); };
-  if (name == "quick_gelu") return [](const at::Tensor& x) { return x * at::sigmoid(1.702 * x); };
-  if (name == "relu") return [](const at::Tensor& x) { return at::relu(x); };
-  if (name == "relu6") return [](const at::Tensor& x) { return at::hardtanh(x, 0, 6); };
-  if (name == "silu" || name == "swish") return [](const at::Tensor& x) { return at::silu(x); };
-  if (name == "tanh") return [](const at::Tensor& x) { return at::tanh(x); };
-  if (name == "sigmoid") return [](const at::Tensor& x) { return at::sigmoid(x); };
-  if (name == "mish") return [](const at::Tensor& x) { return at::mish(x); };
+    return in_fp32([](const at::Tensor& x) { return at::gelu(x, "tanh"); });
+  if (name == "quick_gelu")
+    return [](const at::Tensor& x) {
+      return x * computed_in_fp32(1.702 * x, [](const at::Tensor& h) { return at::sigmoid(h); });
+    };
+  if (name == "relu") return in_fp32([](const at::Tensor& x) { return at::relu(x); });
+  if (name == "relu6") return in_fp32([](const at::Tensor& x) { return at::hardtanh(x, 0, 6); });
+  if (name == "silu" || name == "swish") return in_fp32([](const at::Tensor& x) { return at::silu(x); });
+  if (name == "tanh") return in_fp32([](const at::Tensor& x) { return at::tanh(x); });
+  if (name == "sigmoid") return in_fp32([](const at::Tensor& x) { return at::sigmoid(x); });
+  if (name == "mish") return in_fp32([](const at::Tensor& x) { return at::mish(x); });
   if (name == "linear") return [](const at::Tensor& x) { return x; };
   throw ConfigError("unknown activation function '" + name +
                     "' (known: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, quick_gelu, relu, relu6, silu, swish, "

@@ -28,7 +28,8 @@ PromptEncoder::PromptEncoder(int64_t tokens, int64_t in_dim, int64_t hidden, int
 
 at::Tensor PromptEncoder::forward() const {
   at::Tensor rows = embedding->weight;
-  if (first_) rows = second_->forward(at::tanh(first_->forward(rows)));
+  static const Activation tanh = get_activation("tanh");
+  if (first_) rows = second_->forward(tanh(first_->forward(rows)));
   return rows;
 }
 

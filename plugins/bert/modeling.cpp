@@ -173,7 +173,8 @@ BertPooler::BertPooler(const BertConfig& c) {
 }
 
 at::Tensor BertPooler::forward(const at::Tensor& hidden) const {
-  return at::tanh(dense_->forward(hidden.select(1, 0)));
+  static const Activation tanh = get_activation("tanh");
+  return tanh(dense_->forward(hidden.select(1, 0)));
 }
 
 // ---------------------------------------------------------------- BertModel

@@ -18,7 +18,9 @@ at::Tensor clamp_fp16(const at::Tensor& hidden) {
   if (hidden.scalar_type() != at::kHalf) return hidden;
   const double max = 65504.0;
   const double limit = at::isinf(hidden).any().item<bool>() ? max - 1000 : max;
-  return hidden.clamp(-limit, limit);
+  // libtorch 1.13 has no fp16 clamp on CPU; through fp32 the result is the same (the limits round
+  // to the same fp16 bounds as PyTorch's fp16 clamp casts them to).
+  return hidden.to(at::kFloat).clamp(-limit, limit).to(at::kHalf);
 }
 
 void check_ids(const at::Tensor& ids, const at::Tensor& embeds, int64_t d_model, const std::string& what) {
@@ -317,7 +319,10 @@ T5ClassificationHead::T5ClassificationHead(const T5Config& c) {
   out_proj_ = register_module("out_proj", std::make_shared<Linear>(c.d_model, c.num_labels(), true));
 }
 
-at::Tensor T5ClassificationHead::forward(const at::Tensor& x) const { return out_proj_->forward(at::tanh(dense_->forward(x))); }
+at::Tensor T5ClassificationHead::forward(const at::Tensor& x) const {
+  static const Activation tanh = get_activation("tanh");
+  return out_proj_->forward(tanh(dense_->forward(x)));
+}
 
 T5ForSequenceClassification::T5ForSequenceClassification(std::shared_ptr<T5Config> config) : PreTrainedModel(config) {
   transformer_ = register_module("transformer", std::make_shared<T5Model>(config));

@@ -2,6 +2,7 @@
 // case through the C++ API, compared with expected.safetensors, and every greedy generation.
 #pragma once
 
+#include <set>
 #include <string>
 
 #include <plugformer/auto.h>
@@ -18,6 +19,11 @@ double max_diff(const at::Tensor& a, const at::Tensor& b);
 // Checks every case and generation of one fixture with GoogleTest assertions, within the
 // fixture's atol (see fixture_atol in the .cpp for the one fixture checked more loosely, and why).
 void check_model_fixture(const std::string& name);
+
+// Every forward case with the model loaded in bf16 and in fp16: finite outputs; for the dtypes in
+// argmax_dtypes, each *logits output's argmax equal to the fp32 expected one wherever that one's
+// top-2 margin exceeds 0.1 (at least one such position when the fixture has logits).
+void check_reduced_precision_agreement(const std::string& name, const std::set<std::string>& argmax_dtypes);
 
 // The forward cases again, through `plugformer forward` (inputs written to a safetensors file,
 // the class passed with --class, every output read back).
