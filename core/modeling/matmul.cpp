@@ -323,7 +323,7 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   sizes.back() = out;
   const int64_t rows = x.numel() / in;
   const bool grad = trains_through({x, weight, bias});
-  const bool reduced = is_reduced(weight.scalar_type()) && !native_reduced_precision_matmul();
+  const bool reduced = products_in_fp32(weight.scalar_type());
   const bool same_type = x.scalar_type() == weight.scalar_type();
   const int64_t streaming_rows = weight.scalar_type() == at::kFloat ? kStreamingRowsFp32 : kStreamingRows;
   if (!grad && rows <= streaming_rows && cpu_has_avx2_fma() && x.is_floating_point() &&
@@ -351,8 +351,10 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   return y.to(x.scalar_type()).view(sizes);
 }
 
+bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native_reduced_precision_matmul(); }
+
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b) {
-  if (!is_reduced(a.scalar_type()) || native_reduced_precision_matmul()) return at::matmul(a, b);
+  if (!products_in_fp32(a.scalar_type())) return at::matmul(a, b);
   return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type());
 }
 
