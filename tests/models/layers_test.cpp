@@ -162,7 +162,7 @@ TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
   const at::Tensor per_head_bias = at::randn({1, heads, q_len, kv_len});                    // T5's position bias
   const at::Tensor key_padding = padding_attention_mask(padding, at::kFloat);               // [batch, 1, 1, kv]
   at::NoGradGuard no_grad;
-  for (auto type : {at::kFloat, at::kBFloat16}) {
+  for (auto type : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (const at::Tensor& mask : {causal, per_head_bias, key_padding, at::Tensor()}) {
       for (double scale : {1.0, 0.3}) {
         SCOPED_TRACE(std::string(c10::toString(type)) + " mask " + (mask.defined() ? c10::str(mask.sizes()) : "none") +
@@ -174,7 +174,8 @@ TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
         const at::Tensor per_head = attention(qt, kt, vt, m, scale);
         ASSERT_EQ(per_head.sizes(), whole.sizes());
         ASSERT_EQ(per_head.scalar_type(), type);
-        const double tolerance = type == at::kFloat ? 1e-5 : 1.0 / 64;  // bf16: within one rounding of ~1
+        // 2-byte types: within one rounding of ~1
+        const double tolerance = type == at::kFloat ? 1e-5 : type == at::kBFloat16 ? 1.0 / 64 : 1.0 / 512;
         EXPECT_LE((per_head.to(at::kFloat) - whole.to(at::kFloat)).abs().max().item<double>(), tolerance);
         const at::Tensor merged = merge_heads(per_head);
         EXPECT_EQ(merged.data_ptr(), per_head.data_ptr()) << "merge_heads copied the per-head result";
