@@ -33,7 +33,8 @@ TEST(GPT2Fixtures, TinyLMHubLayout) { check_model_fixture("gpt2-tiny-lm-hub-layo
 TEST(GPT2Fixtures, TinySeqCls) { check_model_fixture("gpt2-tiny-seqcls"); }
 TEST(GPT2Fixtures, TinyTokCls) { check_model_fixture("gpt2-tiny-tokcls"); }
 TEST(GPT2Fixtures, Bfloat16AndFloat16AgreeWithFloat32) {
-  for (const char* name : {"gpt2-tiny-lm", "gpt2-tiny-seqcls", "gpt2-tiny-tokcls"}) check_reduced_precision_agreement(name, {"bfloat16", "float16"});
+  for (const char* name : {"gpt2-tiny-lm", "gpt2-tiny-seqcls", "gpt2-tiny-tokcls"})
+    check_reduced_precision_agreement(name, {"bfloat16", "float16"});
 }
 
 TEST(GPT2Loading, HubLayoutKeysAndLegacyBuffers) {

@@ -140,32 +140,34 @@ void check_reduced_precision_agreement(const std::string& name, const std::set<s
   auto tensors = SafetensorsFile::open(dir + "/expected.safetensors");
   c10::InferenceMode guard;
   for (const std::string dtype : {"bfloat16", "float16"}) {
-  int64_t confident_positions = 0, logits_outputs = 0;
-  for (const auto& [case_name, entry] : spec["cases"].items()) {
-    SCOPED_TRACE(name + " in " + dtype + ", case " + case_name);
-    auto model = load_entry(dir, spec, entry, dtype);
-    EXPECT_EQ(model->dtype(), dtype == "float16" ? at::kHalf : at::kBFloat16);
-    ModelOutput out = model->forward(entry_inputs(entry, *tensors));
-    for (const auto& [field, tensor] : entry["outputs"].items()) {
-      const at::Tensor actual = out[field];
-      EXPECT_TRUE(at::isfinite(actual).all().item<bool>()) << field << " has non-finite values";
-      if (field.find("logits") == std::string::npos || !argmax_dtypes.count(dtype)) continue;
-      ++logits_outputs;
-      const at::Tensor reference = tensors->get(tensor.get<std::string>()).to(at::kFloat);
-      const auto top2 = std::get<0>(reference.topk(2, -1));
-      const at::Tensor margin = top2.select(-1, 0) - top2.select(-1, 1);
-      at::Tensor confident = margin > 0.1;
-      const std::string how = entry["compare"].value(field, "all");
-      if (how != "all") confident = confident.logical_and(tensors->get(how).to(at::kBool).expand_as(confident));
-      const at::Tensor differs = (actual.argmax(-1) != reference.argmax(-1)).logical_and(confident);
-      EXPECT_EQ(differs.sum().item<int64_t>(), 0)
-          << field << ": argmax differs from fp32's at " << differs.sum().item<int64_t>() << " of "
-          << confident.sum().item<int64_t>() << " positions where fp32's top-2 margin exceeds 0.1 (largest margin among them "
-          << margin.masked_select(differs).max().item<double>() << ")";
-      confident_positions += confident.sum().item<int64_t>();
+    int64_t confident_positions = 0, logits_outputs = 0;
+    for (const auto& [case_name, entry] : spec["cases"].items()) {
+      SCOPED_TRACE(name + " in " + dtype + ", case " + case_name);
+      auto model = load_entry(dir, spec, entry, dtype);
+      EXPECT_EQ(model->dtype(), dtype == "float16" ? at::kHalf : at::kBFloat16);
+      ModelOutput out = model->forward(entry_inputs(entry, *tensors));
+      for (const auto& [field, tensor] : entry["outputs"].items()) {
+        const at::Tensor actual = out[field];
+        EXPECT_TRUE(at::isfinite(actual).all().item<bool>()) << field << " has non-finite values";
+        if (field.find("logits") == std::string::npos || !argmax_dtypes.count(dtype)) continue;
+        ++logits_outputs;
+        const at::Tensor reference = tensors->get(tensor.get<std::string>()).to(at::kFloat);
+        const auto top2 = std::get<0>(reference.topk(2, -1));
+        const at::Tensor margin = top2.select(-1, 0) - top2.select(-1, 1);
+        at::Tensor confident = margin > 0.1;
+        const std::string how = entry["compare"].value(field, "all");
+        if (how != "all") confident = confident.logical_and(tensors->get(how).to(at::kBool).expand_as(confident));
+        const at::Tensor differs = (actual.argmax(-1) != reference.argmax(-1)).logical_and(confident);
+        EXPECT_EQ(differs.sum().item<int64_t>(), 0)
+            << field << ": argmax differs from fp32's at " << differs.sum().item<int64_t>() << " of "
+            << confident.sum().item<int64_t>()
+            << " positions where fp32's top-2 margin exceeds 0.1 (largest margin among them "
+            << margin.masked_select(differs).max().item<double>() << ")";
+        confident_positions += confident.sum().item<int64_t>();
+      }
     }
-  }
-  if (logits_outputs > 0) EXPECT_GT(confident_positions, 0) << name << " in " << dtype << ": no position compared";
+    if (logits_outputs > 0)
+      EXPECT_GT(confident_positions, 0) << name << " in " << dtype << ": no position compared";
   }
 }
 

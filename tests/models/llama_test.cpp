@@ -15,7 +15,8 @@ using namespace plugformer;
 TEST(LlamaFixtures, LlamaTiny) { plugformer::testing::check_model_fixture("llama-tiny"); }
 TEST(LlamaFixtures, LlamaTinyTiedSeqCls) { plugformer::testing::check_model_fixture("llama-tiny-tied-seqcls"); }
 TEST(LlamaFixtures, Bfloat16AndFloat16AgreeWithFloat32) {
-  for (const char* name : {"llama-tiny", "llama-tiny-tied-seqcls"}) plugformer::testing::check_reduced_precision_agreement(name, {"bfloat16", "float16"});
+  for (const char* name : {"llama-tiny", "llama-tiny-tied-seqcls"})
+    plugformer::testing::check_reduced_precision_agreement(name, {"bfloat16", "float16"});
 }
 
 namespace {

@@ -58,7 +58,8 @@ TEST(T5Fixtures, TinyEncoderGatedSilu) { check_model_fixture("t5-tiny-encoder");
 // compared in fp16 only: in bf16, t5-tiny-v1_1 (attention scores up to ~56) moves its logits by up
 // to ~2.7 and flips positions with fp32 margins up to 0.85, with libtorch's own bf16 kernels too.
 TEST(T5Fixtures, Bfloat16AndFloat16AgreeWithFloat32) {
-  for (const char* name : {"t5-tiny", "t5-tiny-v1_1", "t5-tiny-encoder"}) check_reduced_precision_agreement(name, {"float16"});
+  for (const char* name : {"t5-tiny", "t5-tiny-v1_1", "t5-tiny-encoder"})
+    check_reduced_precision_agreement(name, {"float16"});
 }
 
 TEST(T5Config, FeedForwardProjDecidesTheActivation) {
