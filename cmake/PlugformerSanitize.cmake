@@ -15,6 +15,17 @@ if(PLUGFORMER_SANITIZE)
   endif()
 endif()
 
+# plugformer_is_instrumented(<absolute path> <out var>): whether PLUGFORMER_SANITIZE_ONLY selects it.
+function(plugformer_is_instrumented path out)
+  set(${out} FALSE PARENT_SCOPE)
+  file(RELATIVE_PATH _relative ${PROJECT_SOURCE_DIR} ${path})
+  foreach(_folder ${PLUGFORMER_SANITIZE_ONLY})
+    if(_relative MATCHES "^${_folder}/")
+      set(${out} TRUE PARENT_SCOPE)
+    endif()
+  endforeach()
+endfunction()
+
 # Called once every target exists: adds the sanitizer flags to the selected sources of the
 # targets defined in `dir` and below.
 function(plugformer_sanitize_selected_sources dir)
@@ -26,32 +37,19 @@ function(plugformer_sanitize_selected_sources dir)
     endif()
     get_target_property(_sources ${_target} SOURCES)
     get_target_property(_source_dir ${_target} SOURCE_DIR)
-    set(_all_instrumented TRUE)
     foreach(_source ${_sources})
       if(_source MATCHES "^\\$<")  # $<TARGET_OBJECTS:...>: instrumented in their own target
         continue()
       endif()
       get_filename_component(_path ${_source} ABSOLUTE BASE_DIR ${_source_dir})
-      file(RELATIVE_PATH _relative ${PROJECT_SOURCE_DIR} ${_path})
-      set(_instrumented FALSE)
-      foreach(_folder ${PLUGFORMER_SANITIZE_ONLY})
-        if(_relative MATCHES "^${_folder}/")
-          set_property(SOURCE ${_path} TARGET_DIRECTORY ${_target} APPEND PROPERTY COMPILE_OPTIONS
-                       ${PLUGFORMER_SANITIZE_FLAGS})
-          # The shared torch PCH is built uninstrumented, which GCC refuses for these.
-          set_property(SOURCE ${_path} TARGET_DIRECTORY ${_target} PROPERTY SKIP_PRECOMPILE_HEADERS ON)
-          set(_instrumented TRUE)
-          break()
-        endif()
-      endforeach()
-      if(NOT _instrumented)
-        set(_all_instrumented FALSE)
+      plugformer_is_instrumented(${_path} _instrumented)
+      if(_instrumented)
+        set_property(SOURCE ${_path} TARGET_DIRECTORY ${_target} APPEND PROPERTY COMPILE_OPTIONS
+                     ${PLUGFORMER_SANITIZE_FLAGS})
+        # The shared torch PCH is built uninstrumented, which GCC refuses for these.
+        set_property(SOURCE ${_path} TARGET_DIRECTORY ${_target} PROPERTY SKIP_PRECOMPILE_HEADERS ON)
       endif()
     endforeach()
-    # A target none of whose sources can use the torch PCH must not wait for it to be built.
-    if(_all_instrumented)
-      set_property(TARGET ${_target} PROPERTY PRECOMPILE_HEADERS_REUSE_FROM)
-    endif()
   endforeach()
   get_property(_subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
   foreach(_subdir ${_subdirs})
