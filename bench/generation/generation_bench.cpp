@@ -151,9 +151,9 @@ void run(const std::string& dir, std::map<std::string, std::string> opt) {
   std::cout << out.dump() << std::endl;
 }
 
-// GB/s of weight read by one-row products through the shared layers, per weight type and layout
-// (int8 = quantized, fp32 activations), next to libtorch's own matrix-vector product (OpenBLAS
-// sgemv) on the same fp32 weights.
+// GB/s of weight read by one-row and eight-row products through the shared layers, per weight
+// type and layout (int8 = quantized, fp32 activations), next to libtorch's own matrix-vector
+// product (OpenBLAS sgemv) on the same fp32 weights.
 void linear_speed() {
   c10::InferenceMode guard;
   const int64_t in = 768, out = 3072, copies = 64;  // 64 distinct weights: 600 MB fp32, beyond the caches
@@ -188,11 +188,14 @@ void linear_speed() {
           }
         }
       }
-      const at::Tensor x = at::randn({1, 1, in}).to(activation);
-      const double best = timed([&](int64_t i) { conv ? convs[size_t(i)]->forward(x) : linears[size_t(i)]->forward(x); });
-      std::cout << c10::toString(type) << (conv ? " Conv1D " : " Linear ") << double(bytes) / best / 1e9 << " GB/s\n";
+      for (int64_t rows : {1, 8}) {  // batch-1 and batch-8 decode
+        const at::Tensor x = at::randn({rows, 1, in}).to(activation);
+        const double best = timed([&](int64_t i) { conv ? convs[size_t(i)]->forward(x) : linears[size_t(i)]->forward(x); });
+        std::cout << c10::toString(type) << (conv ? " Conv1D " : " Linear ") << rows << " row(s) "
+                  << double(bytes) / best / 1e9 << " GB/s\n";
+      }
       if (type == at::kFloat && !conv) {
-        const at::Tensor v = x.view({in});
+        const at::Tensor v = at::randn({in});
         const double mv = timed([&](int64_t i) { at::mv(linears[size_t(i)]->weight, v); });
         std::cout << "Float at::mv (libtorch) " << double(bytes) / mv / 1e9 << " GB/s\n";
       }
