@@ -11,7 +11,6 @@
 
 #include "fused_ops.h"
 #include "matmul.h"
-#include "simd.h"
 
 namespace plugformer {
 
@@ -230,30 +229,6 @@ at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double sca
   return at::softmax(scores, -1, at::kFloat).to(type);
 }
 
-// rows x cols values of a 2-byte type (rows row_stride apart, unit stride within) into
-// contiguous fp32 (exact).
-template <class T>
-__attribute__((target("avx2,fma,f16c"))) void widen_rows(const T* src, int64_t rows, int64_t cols, int64_t row_stride,
-                                                          float* dst) {
-  for (int64_t r = 0; r < rows; ++r, src += row_stride, dst += cols) {
-    int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) _mm256_storeu_ps(dst + c, simd::load8(src + c));
-    for (; c < cols; ++c) dst[c] = float(src[c]);
-  }
-}
-
-// A 2-D view of a bf16 / fp16 tensor with unit inner stride as a contiguous fp32 tensor:
-// libtorch's own conversion of such small pieces took most of the non-product time of bf16
-// per-head attention (~2.5 ns per value, 7 conversions per head).
-at::Tensor widened(const at::Tensor& view) {
-  at::Tensor out = at::empty(view.sizes(), view.options().dtype(at::kFloat));
-  simd::with_kernel_type(view.scalar_type(), [&](auto zero) {
-    using T = decltype(zero);
-    widen_rows(static_cast<const T*>(view.data_ptr()), view.size(0), view.size(1), view.stride(0), out.data_ptr<float>());
-  });
-  return out;
-}
-
 // Many queries, inference: the heads are spread over the threads, each head's scores, softmax
 // and product computed while they sit in cache, and written straight into the [batch, q_len,
 // heads, dim] layout merge_heads wants. The whole-tensor path instead copies q, k and v into
@@ -276,19 +251,14 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
   char* const base = static_cast<char*>(out.data_ptr());
   const int64_t row_bytes = dim * int64_t(out.element_size());
   const c10::ScalarType type = q.scalar_type();
-  // The products as matmul_any_precision computes them (same operands, same bits), with 2-byte
-  // operands widened by the AVX2 loop.
-  const bool widen = products_in_fp32(type) && cpu_has_avx2_fma() && q.stride(3) == 1 && k.stride(3) == 1 &&
-                     v.stride(3) == 1;
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     c10::InferenceMode no_autograd;  // per-thread state: the temporaries need no autograd bookkeeping
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / heads, h = i % heads;
       const at::Tensor qh = q[b][h], kh = k[b][h / groups], vh = v[b][h / groups];
-      const at::Tensor scores = widen ? at::mm(widened(qh), widened(kh).t()).to(type) : matmul_any_precision(qh, kh.t());
+      const at::Tensor scores = matmul_any_precision(qh, kh.t());
       const at::Tensor probs = attention_probs(scores, m.defined() ? m[b][h] : m, scale, type);
-      const at::Tensor head =
-          (widen ? at::mm(widened(probs), widened(vh)).to(type) : matmul_any_precision(probs, vh)).contiguous();
+      const at::Tensor head = matmul_any_precision(probs, vh).contiguous();
       const char* src = static_cast<const char*>(head.data_ptr());
       for (int64_t t = 0; t < q_len; ++t)
         std::memcpy(base + ((b * q_len + t) * heads + h) * row_bytes, src + t * row_bytes, size_t(row_bytes));

@@ -34,6 +34,9 @@ bool cpu_has_native_bf16() {
 
 bool is_reduced(c10::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 
+// 2-byte types without native support: their products are computed in fp32 (result rounded back).
+bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native_reduced_precision_matmul(); }
+
 // Up to this many rows, streaming the weight through an AVX2 kernel beats BLAS: OpenBLAS's sgemm
 // reaches a fraction of its peak on short inputs (one row: a slow path; 16-24 rows of bert-base
 // shapes 37-41 GFLOP/s against the kernel's 67-71, on par at 32), and 2-byte / int8 weights would
@@ -351,11 +354,40 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   return y.to(x.scalar_type()).view(sizes);
 }
 
-bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native_reduced_precision_matmul(); }
+namespace {
+
+// rows x cols values of a 2-byte type (rows row_stride apart, unit stride within) into
+// contiguous fp32 (exact).
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) void widen_rows(const T* src, int64_t rows, int64_t cols, int64_t row_stride,
+                                                          float* dst) {
+  for (int64_t r = 0; r < rows; ++r, src += row_stride, dst += cols) {
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) _mm256_storeu_ps(dst + c, load8(src + c));
+    for (; c < cols; ++c) dst[c] = float(src[c]);
+  }
+}
+
+// A bf16 / fp16 operand in fp32 (exact). A 2-D view with unit stride in either dimension (a head
+// of per-head attention, or its transpose) is widened by an AVX2 loop: libtorch's conversion of
+// such small pieces took most of the non-product time of bf16 per-head attention (~2.5 ns per
+// value, 7 conversions per head).
+at::Tensor in_fp32(const at::Tensor& t) {
+  if (t.dim() != 2 || !cpu_has_avx2_fma() || trains_through({t})) return t.to(at::kFloat);
+  if (t.stride(1) != 1) return t.stride(0) == 1 ? in_fp32(t.t()).t() : t.to(at::kFloat);
+  at::Tensor out = at::empty(t.sizes(), t.options().dtype(at::kFloat));
+  simd::with_kernel_type(t.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    widen_rows(static_cast<const T*>(t.data_ptr()), t.size(0), t.size(1), t.stride(0), out.data_ptr<float>());
+  });
+  return out;
+}
+
+}  // namespace
 
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b) {
   if (!products_in_fp32(a.scalar_type())) return at::matmul(a, b);
-  return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type());
+  return at::matmul(in_fp32(a), in_fp32(b)).to(a.scalar_type());
 }
 
 }  // namespace plugformer

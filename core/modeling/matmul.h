@@ -39,8 +39,6 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
 // The per-row scales of an int8 weight of `layer` (quantization.cpp); undefined for other weights.
 at::Tensor int8_row_scale(const torch::nn::Module& layer, const at::Tensor& weight);
 
-// 2-byte types without native support: their products are computed in fp32 (result rounded back).
-bool products_in_fp32(c10::ScalarType type);
 // at::matmul, computed in fp32 (result rounded back) for 2-byte inputs without native support.
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
