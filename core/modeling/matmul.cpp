@@ -40,10 +40,14 @@ bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native
 // Up to this many rows, streaming the weight through an AVX2 kernel beats BLAS: OpenBLAS's sgemm
 // reaches a fraction of its peak on short inputs (one row: a slow path; 16-24 rows of bert-base
 // shapes 37-41 GFLOP/s against the kernel's 67-71, on par at 32), and 2-byte / int8 weights would
-// first be converted for it. fp32 weights stream only for decode (8 rows): their products then
-// keep sgemm's summation order for prompts, which one fp32 fixture (t5-tiny-v1_1's batched
-// generation scores) amplifies past its tolerance when the order changes.
-constexpr int64_t kStreamingRows = 32, kStreamingRowsFp32 = 8;
+// first be converted for it. An fp32 weight needs no conversion, so beyond decode (one group of
+// rows) it streams only where that pays: [out, in] weights of at least kStreamingMinWeightFp32 values.
+// Below that the weight sits in L1 / L2 and sgemm is as fast or faster (9-32 rows, measured:
+// 4-32 KB weights 0.6-1.05x, 64 KB 1.2-1.9x, 256 KB - 16 MB 1.1-3.9x); the [in, out] kernel loses
+// to sgemm at 16 rows even on GPT-2's 768 x 3072 (0.81x), so Conv1D weights stay at 8 rows.
+constexpr int64_t kStreamingRows = 32, kStreamingMinWeightFp32 = 128 * 128;
+// The rows one kernel call takes (decode: one group).
+constexpr int64_t kRowGroup = 8;
 // Inputs longer than one group of rows (8; 4 for [in, out]) walk the weight in tiles of this many
 // rows ([out, in]; a quarter for the wider [in, out] rows), each used by every group while it
 // sits in L2 instead of read from DRAM once per group.
@@ -246,14 +250,14 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
     const float* sp = scale.defined() ? scale.data_ptr<float>() : nullptr;
     at::Tensor y = at::empty(out_sizes, at::kFloat);
     float* yp = y.data_ptr<float>();
-    if (rows <= 8) {
+    if (rows <= kRowGroup) {
       with_row_kernel<W>(rows, [&](auto r, auto v) { dot_rows_shared<r, v>(xp, wp, sp, in, out, yp, out); });
       return y;
     }
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
       for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
-        for (int64_t r0 = 0; r0 < rows; r0 += 8)
-          with_row_kernel<W>(std::min<int64_t>(8, rows - r0), [&](auto r, auto v) {
+        for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup)
+          with_row_kernel<W>(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto v) {
             dot_range<r, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
           });
     });
@@ -328,7 +332,9 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   const bool grad = trains_through({x, weight, bias});
   const bool reduced = products_in_fp32(weight.scalar_type());
   const bool same_type = x.scalar_type() == weight.scalar_type();
-  const int64_t streaming_rows = weight.scalar_type() == at::kFloat ? kStreamingRowsFp32 : kStreamingRows;
+  const bool fp32_streams_prompts = !in_out && weight.numel() >= kStreamingMinWeightFp32;
+  const int64_t streaming_rows =
+      weight.scalar_type() != at::kFloat || fp32_streams_prompts ? kStreamingRows : kRowGroup;
   if (!grad && rows <= streaming_rows && cpu_has_avx2_fma() && x.is_floating_point() &&
       (quantized || (same_type && (reduced || weight.scalar_type() == at::kFloat)))) {
     // Decode: every op here costs more than its arithmetic, so none is spent on no-op
