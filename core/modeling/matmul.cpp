@@ -41,10 +41,10 @@ bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native
 // reaches a fraction of its peak on short inputs (one row: a slow path; 16-24 rows of bert-base
 // shapes 37-41 GFLOP/s against the kernel's 67-71, on par at 32), and 2-byte / int8 weights would
 // first be converted for it. An fp32 weight needs no conversion, so beyond decode (one group of
-// rows) it streams only where that pays: [out, in] weights of at least kStreamingMinWeightFp32 values.
-// Below that the weight sits in L1 / L2 and sgemm is as fast or faster (9-32 rows, measured:
-// 4-32 KB weights 0.6-1.05x, 64 KB 1.2-1.9x, 256 KB - 16 MB 1.1-3.9x); the [in, out] kernel loses
-// to sgemm at 16 rows even on GPT-2's 768 x 3072 (0.81x), so Conv1D weights stay at 8 rows.
+// rows) it streams only where that pays: [out, in] weights of kStreamingMinWeightFp32 values or
+// more. Smaller ones sit in L1, where sgemm is as fast or faster (9-32 rows, kernel speed-up over
+// sgemm: 4-32 KB weights 0.6-1.05x, 64 KB 1.2-1.9x, 256 KB - 16 MB 1.1-3.9x); the [in, out] kernel
+// loses to sgemm at 16 rows even on GPT-2's 768 x 3072 (0.81x), so Conv1D weights stay at 8 rows.
 constexpr int64_t kStreamingRows = 32, kStreamingMinWeightFp32 = 128 * 128;
 // The rows one kernel call takes (decode: one group).
 constexpr int64_t kRowGroup = 8;
