@@ -46,7 +46,8 @@ bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native
 // sgemm: 4-32 KB weights 0.6-1.05x, 64 KB 1.2-1.9x, 256 KB - 16 MB 1.1-3.9x); the [in, out] kernel
 // loses to sgemm at 16 rows even on GPT-2's 768 x 3072 (0.81x), so Conv1D weights stay at 8 rows.
 constexpr int64_t kStreamingRows = 32, kStreamingMinWeightFp32 = 128 * 128;
-// The rows one kernel call takes (decode: one group).
+// Rows per call of the [out, in] kernel (a decode step of up to 8 sequences); every weight type
+// and layout streams at least this many.
 constexpr int64_t kRowGroup = 8;
 // Inputs longer than one group of rows (8; 4 for [in, out]) walk the weight in tiles of this many
 // rows ([out, in]; a quarter for the wider [in, out] rows), each used by every group while it
