@@ -3,6 +3,7 @@
 
 #include <plugformer/auto.h>
 #include <plugformer/error.h>
+#include <plugformer/log.h>
 
 #include "commands.h"
 
@@ -25,7 +26,11 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    // Others' exceptions (libtorch's) may carry a C++ backtrace after their first line: it goes
+    // to the debug log only (PLUGFORMER_LOG_LEVEL=debug).
+    const std::string what = e.what();
+    plugformer::logger().debug("{}", what);
+    std::cerr << "error: " << what.substr(0, what.find('\n')) << "\n";
     return 2;
   }
   return 0;

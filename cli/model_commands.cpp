@@ -90,26 +90,6 @@ void run_info(const std::string& model_path, const std::string& dtype) {
             << " training (floating_point_ops)\n";
 }
 
-// Prints the text of the tokens generated so far, holding back an incomplete UTF-8 character.
-class Streamer {
- public:
-  explicit Streamer(std::shared_ptr<Tokenizer> tokenizer) : tokenizer_(std::move(tokenizer)) {}
-  void push(int64_t id) {
-    ids_.push_back(id);
-    const std::string text = tokenizer_->decode(ids_, true);
-    if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return;  // U+FFFD: wait
-    if (text.size() > printed_) {
-      std::cout << text.substr(printed_) << std::flush;
-      printed_ = text.size();
-    }
-  }
-
- private:
-  std::shared_ptr<Tokenizer> tokenizer_;
-  std::vector<int64_t> ids_;
-  size_t printed_ = 0;
-};
-
 struct GenerateArgs {
   std::string model, prompt = "Once upon a time", dtype, ids, adapter, quantize;
   int64_t max_new_tokens = 64;
@@ -161,31 +141,37 @@ void run_generate(const GenerateArgs& args) {
   if (args.ids.empty() || !gen.stop_strings.empty()) tokenizer = AutoTokenizer::from_pretrained(args.model, options);
   if (args.ids.empty()) prompt = tokenizer->encode(args.prompt).ids;
   const at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0);
-  std::unique_ptr<Streamer> streamer;
+  // Sequences start with the prompt, or for encoder-decoder models with decoder_start_token_id.
+  // A decoder-only model's text is what decoding the whole sequence adds to decoding the prompt.
+  const int64_t skip = seq2seq ? 1 : int64_t(prompt.size());
+  const std::vector<int64_t> text_start = seq2seq ? std::vector<int64_t>{} : prompt;
+  std::unique_ptr<DecodeStream> streamer;
   if (tokenizer && args.ids.empty() && !args.json_output && gen.num_beams == 1) {
     if (!seq2seq) std::cout << args.prompt << std::flush;  // a decoder-only model continues the prompt
-    streamer = std::make_unique<Streamer>(tokenizer);
+    streamer = std::make_unique<DecodeStream>(tokenizer, text_start);
   }
   TokenCallback stream;
   if (streamer) stream = [&](int64_t, int64_t token) {
-    streamer->push(token);
+    std::cout << streamer->step(token) << std::flush;
     return true;
   };
   auto out = generate(*model, input, at::Tensor(), gen, stream, tokenizer.get());
-  // Sequences start with the prompt, or for encoder-decoder models with decoder_start_token_id.
-  const int64_t skip = seq2seq ? 1 : int64_t(prompt.size());
+  at::Tensor seq = out.sequences[0].contiguous();
+  const std::vector<int64_t> generated(seq.data_ptr<int64_t>() + skip, seq.data_ptr<int64_t>() + seq.numel());
+  auto generated_text = [&] {
+    DecodeStream decoded(tokenizer, text_start);
+    std::string text;
+    for (int64_t id : generated) text += decoded.step(id);
+    return text + decoded.finish();
+  };
   if (args.json_output) {
-    at::Tensor seq = out.sequences[0].contiguous();
-    std::vector<int64_t> ids(seq.data_ptr<int64_t>(), seq.data_ptr<int64_t>() + seq.numel());
-    json result = {{"prompt_ids", prompt}, {"generated_ids", std::vector<int64_t>(ids.begin() + skip, ids.end())}};
-    if (tokenizer) result["text"] = tokenizer->decode(result["generated_ids"].get<std::vector<int64_t>>(), true);
+    json result = {{"prompt_ids", prompt}, {"generated_ids", generated}};
+    if (tokenizer) result["text"] = generated_text();
     std::cout << result.dump() << "\n";
   } else if (streamer) {
-    std::cout << "\n";
+    std::cout << streamer->finish() << "\n";
   } else {
-    at::Tensor seq = out.sequences[0].contiguous();
-    std::vector<int64_t> ids(seq.data_ptr<int64_t>() + skip, seq.data_ptr<int64_t>() + seq.numel());
-    std::cout << (tokenizer ? (seq2seq ? "" : args.prompt) + tokenizer->decode(ids, true) : json(ids).dump()) << "\n";
+    std::cout << (tokenizer ? (seq2seq ? "" : args.prompt) + generated_text() : json(generated).dump()) << "\n";
   }
 }
 

@@ -1,15 +1,19 @@
 #include "plugformer/runtime.h"
 
+#include <cpuid.h>
 #include <dlfcn.h>
 #include <link.h>
 
 #include <ATen/Parallel.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
 
+#include "plugformer/error.h"
 #include "plugformer/log.h"
 
 namespace plugformer {
@@ -20,7 +24,56 @@ int find_blas(struct dl_phdr_info* info, size_t, void* data) {
   if (name.find("libblas.so") != std::string::npos) *static_cast<std::string*>(data) = name;
   return 0;
 }
+
+bool cpu_has_native_bf16() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool amx_bf16 = edx & (1u << 22);
+  unsigned eax1 = 0, ebx1 = 0, ecx1 = 0, edx1 = 0;
+  const bool avx512_bf16 = __get_cpuid_count(7, 1, &eax1, &ebx1, &ecx1, &edx1) && (eax1 & (1u << 5));
+  return amx_bf16 || avx512_bf16;
+}
+
+constexpr int kRouteUnset = -1;
+std::atomic<int> bf16_route_setting{kRouteUnset};
+
+Bf16Route route_from_environment() {
+  const char* value = std::getenv("PLUGFORMER_BF16_ROUTE");
+  const std::string text = value ? value : "";
+  if (text.empty() || text == "auto") return Bf16Route::automatic;
+  if (text == "native") return Bf16Route::native;
+  if (text == "fp32") return Bf16Route::fp32;
+  throw ConfigError("PLUGFORMER_BF16_ROUTE is \"" + text + "\": expected auto, native or fp32");
+}
 }  // namespace
+
+void set_bf16_route(Bf16Route route) { bf16_route_setting.store(int(route)); }
+
+Bf16Route bf16_route() {
+  int route = bf16_route_setting.load(std::memory_order_relaxed);
+  if (route == kRouteUnset) {
+    route = int(route_from_environment());
+    int expected = kRouteUnset;
+    bf16_route_setting.compare_exchange_strong(expected, route);  // a concurrent set_bf16_route wins
+    route = bf16_route_setting.load();
+  }
+  return Bf16Route(route);
+}
+
+Bf16Route effective_bf16_route() {
+  static const bool native_cpu = cpu_has_native_bf16();
+  const Bf16Route route = bf16_route();
+  if (route != Bf16Route::automatic) return route;
+  return native_cpu ? Bf16Route::native : Bf16Route::fp32;
+}
+
+std::string to_string(Bf16Route route) {
+  switch (route) {
+    case Bf16Route::native: return "native";
+    case Bf16Route::fp32: return "fp32";
+    default: return "auto";
+  }
+}
 
 bool reference_blas_active() {
   // Debian's libtorch links libblas.so.3, which the alternatives system points at OpenBLAS
@@ -36,6 +89,7 @@ bool reference_blas_active() {
 }
 
 void init_runtime() {
+  bf16_route();  // a bad PLUGFORMER_BF16_ROUTE is reported when the runtime starts, not at some product
   static std::once_flag once;
   std::call_once(once, [] {
     const unsigned cores = std::thread::hardware_concurrency();

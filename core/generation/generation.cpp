@@ -14,6 +14,7 @@
 
 #include "plugformer/error.h"
 #include "plugformer/log.h"
+#include "modeling/torch_errors.h"
 
 namespace plugformer {
 
@@ -346,7 +347,12 @@ class Stepper {
     inputs.past_key_values = cache_;
     inputs.use_cache = bool(cache_);
     inputs.logits_to_keep = 1;
-    ModelOutput out = model_.forward(inputs);
+    ModelOutput out;
+    try {
+      out = model_.forward(inputs);
+    } catch (const c10::Error& e) {
+      throw_computation_error(e, model_.class_name(), model_.dtype());
+    }
     if (encoder_.defined() && !encoded_.defined()) encoded_ = out["encoder_last_hidden_state"];
     at::Tensor logits = out["logits"];
     seen_ = sequences.size(1);

@@ -11,6 +11,7 @@
 
 #include "fused_ops.h"
 #include "matmul.h"
+#include "torch_errors.h"
 
 namespace plugformer {
 
@@ -27,9 +28,32 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", uninitialised({out_features}));
 }
 
+namespace {
+
+// PyTorch's module repr: "Linear(in_features=64, out_features=256)".
+std::string linear_repr(const char* type, int64_t in, int64_t out) {
+  return std::string(type) + "(in_features=" + std::to_string(in) + ", out_features=" + std::to_string(out) + ")";
+}
+
+}  // namespace
+
+std::string torch_error_message(const c10::Error& error) {
+  std::string message = error.what_without_backtrace();
+  const size_t end = message.find('\n');
+  return end == std::string::npos ? message : message.substr(0, end);
+}
+
+void throw_computation_error(const c10::Error& error, const std::string& module, c10::ScalarType dtype) {
+  throw ComputationError(module + " in " + c10::toString(dtype) + ": " + torch_error_message(error));
+}
+
 at::Tensor Linear::forward(const at::Tensor& x) const {
-  if (lora) return lora->forward(x, base_forward(x));
-  return base_forward(x);
+  try {
+    if (lora) return lora->forward(x, base_forward(x));
+    return base_forward(x);
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, linear_repr("Linear", weight.size(1), weight.size(0)), x.scalar_type());
+  }
 }
 
 at::Tensor Linear::base_forward(const at::Tensor& x) const {
@@ -42,8 +66,12 @@ Conv1D::Conv1D(int64_t in_features, int64_t out_features) {
 }
 
 at::Tensor Conv1D::forward(const at::Tensor& x) const {
-  if (lora) return lora->forward(x, base_forward(x));
-  return base_forward(x);
+  try {
+    if (lora) return lora->forward(x, base_forward(x));
+    return base_forward(x);
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, linear_repr("Conv1D", weight.size(0), weight.size(1)), x.scalar_type());
+  }
 }
 
 at::Tensor Conv1D::base_forward(const at::Tensor& x) const {
@@ -61,7 +89,13 @@ at::Tensor Embedding::forward(const at::Tensor& ids) const {
       throw InvalidInputError("input id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
                               std::to_string(weight.size(0)) + ")");
   }
-  at::Tensor out = at::embedding(weight, ids);
+  at::Tensor out;
+  try {
+    out = at::embedding(weight, ids);
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, "Embedding(" + std::to_string(weight.size(0)) + ", " + std::to_string(weight.size(1)) + ")",
+                            weight.scalar_type());
+  }
   if (output_requires_grad && at::GradMode::is_enabled() && !out.requires_grad()) out.requires_grad_(true);
   return out;
 }
@@ -86,10 +120,14 @@ at::Tensor computed_in_fp32(const at::Tensor& x, F&& f) {
 }  // namespace
 
 at::Tensor LayerNorm::forward(const at::Tensor& x) const {
-  return computed_in_fp32(x, [&](const at::Tensor& h) {
-    const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias.to(h.scalar_type())) : c10::nullopt;
-    return at::layer_norm(h, {weight.size(0)}, weight.to(h.scalar_type()), b, eps);
-  });
+  try {
+    return computed_in_fp32(x, [&](const at::Tensor& h) {
+      const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias.to(h.scalar_type())) : c10::nullopt;
+      return at::layer_norm(h, {weight.size(0)}, weight.to(h.scalar_type()), b, eps);
+    });
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, "LayerNorm((" + std::to_string(weight.size(0)) + ",))", x.scalar_type());
+  }
 }
 
 RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
@@ -97,10 +135,14 @@ RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
 }
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
-  if (fused_rms_norm_applies(x, weight)) return fused_rms_norm(x, weight, eps);
-  at::Tensor h = x.to(at::kFloat);
-  h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
-  return weight * h.to(x.scalar_type());
+  try {
+    if (fused_rms_norm_applies(x, weight)) return fused_rms_norm(x, weight, eps);
+    at::Tensor h = x.to(at::kFloat);
+    h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+    return weight * h.to(x.scalar_type());
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, "RMSNorm((" + std::to_string(weight.size(0)) + ",))", x.scalar_type());
+  }
 }
 
 Activation get_activation(const std::string& name) {
@@ -276,16 +318,21 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     throw InvalidInputError("attention: " + std::to_string(heads) + " query heads are not a multiple of " +
                             std::to_string(kv_heads) + " key/value heads");
   const int64_t groups = heads / kv_heads;
-  if (!probs && single_query_attention_applies(q, k, v, mask)) return single_query_attention(q, k, v, mask, scale);
-  if (!probs && per_head_attention_applies(q, k, v, mask)) return per_head_attention(q, k, v, mask, scale);
-  const int64_t batch = q.size(0), q_len = q.size(2), dim = q.size(3), kv_len = k.size(2);
-  // Grouped-query attention without copying k/v: fold each group of query heads into rows.
-  at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, dim});
-  at::Tensor scores = matmul_any_precision(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
-  at::Tensor p = attention_probs(scores, mask, scale, q.scalar_type());
-  if (probs) *probs = p;
-  at::Tensor out = matmul_any_precision(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
-  return out.view({batch, heads, q_len, v.size(3)});
+  try {
+    if (!probs && single_query_attention_applies(q, k, v, mask)) return single_query_attention(q, k, v, mask, scale);
+    if (!probs && per_head_attention_applies(q, k, v, mask)) return per_head_attention(q, k, v, mask, scale);
+    const int64_t batch = q.size(0), q_len = q.size(2), dim = q.size(3), kv_len = k.size(2);
+    // Grouped-query attention without copying k/v: fold each group of query heads into rows.
+    at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, dim});
+    at::Tensor scores = matmul_any_precision(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
+    at::Tensor p = attention_probs(scores, mask, scale, q.scalar_type());
+    if (probs) *probs = p;
+    at::Tensor out = matmul_any_precision(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
+    return out.view({batch, heads, q_len, v.size(3)});
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, "attention(" + std::to_string(heads) + " heads, " + std::to_string(kv_heads) + " key/value heads)",
+                            q.scalar_type());
+  }
 }
 
 double finfo_min(c10::ScalarType dtype) {

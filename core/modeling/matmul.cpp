@@ -1,14 +1,12 @@
-// Matrix products for the shared layers. libtorch 1.13 computes bf16 / fp16 products fast only
-// where oneDNN finds native bf16 (AVX512-BF16, AMX); elsewhere it falls back to a scalar loop
-// (~0.6 GFLOP/s on an AVX2 server, 200x slower than sgemm). On such CPUs reduced-precision
+// Matrix products for the shared layers. libtorch 1.13 computes bf16 products fast only where
+// oneDNN finds native bf16 (AVX512-BF16, AMX) and the product is large; elsewhere it falls back to
+// a scalar loop (~0.6 GFLOP/s on an AVX2 server, 200x slower than sgemm). It has no fp16 product. On such CPUs reduced-precision
 // products run in fp32 instead — the same arithmetic PyTorch does (fp32 accumulation, one
 // rounding of the result) — and decode-sized products read the 2-byte weights directly in an
 // AVX2 kernel, so they keep the halved memory traffic that makes bf16 decode fast.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
-
-#include <cpuid.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,24 +16,13 @@
 #include "matmul.h"
 #include "simd.h"
 #include "plugformer/error.h"
+#include "plugformer/runtime.h"
 
 namespace plugformer {
 
 namespace {
 
-bool cpu_has_native_bf16() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  const bool amx_bf16 = edx & (1u << 22);
-  unsigned eax1 = 0, ebx1 = 0, ecx1 = 0, edx1 = 0;
-  const bool avx512_bf16 = __get_cpuid_count(7, 1, &eax1, &ebx1, &ecx1, &edx1) && (eax1 & (1u << 5));
-  return amx_bf16 || avx512_bf16;
-}
-
 bool is_reduced(c10::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
-
-// 2-byte types without native support: their products are computed in fp32 (result rounded back).
-bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native_reduced_precision_matmul(); }
 
 // Up to this many rows, streaming the weight through an AVX2 kernel beats BLAS: OpenBLAS's sgemm
 // reaches a fraction of its peak on short inputs (one row: a slow path; 16-24 rows of bert-base
@@ -46,6 +33,23 @@ bool products_in_fp32(c10::ScalarType type) { return is_reduced(type) && !native
 // sgemm: 4-32 KB weights 0.6-1.05x, 64 KB 1.2-1.9x, 256 KB - 16 MB 1.1-3.9x); the [in, out] kernel
 // loses to sgemm at 16 rows even on GPT-2's 768 x 3072 (0.81x), so Conv1D weights stay at 8 rows.
 constexpr int64_t kStreamingRows = 32, kStreamingMinWeightFp32 = 128 * 128;
+
+}  // namespace
+
+// fp16: always, libtorch 1.13 has no fp16 product on the CPU. bf16: except on the native route for
+// [out, in] weights beyond the streaming rows, where oneDNN's bf16 products pay (a bf16 linear of
+// 512 rows at 425 GFLOP/s against sgemm's 190 on a Zen 4). Up to 32 rows the streaming kernel
+// stays, as libtorch's bf16 products of few rows reached a scalar loop there (bert-base 1x16 at 3
+// GFLOP/s). GPT-2's [in, out] weights stay in fp32 arithmetic: not measured natively, and where
+// oneDNN declines a product libtorch's fallback for that layout rounds every partial sum to bf16.
+bool products_in_fp32(c10::ScalarType type, int64_t rows, bool weight_in_out) {
+  if (type == at::kHalf) return true;
+  if (type != at::kBFloat16) return false;
+  return weight_in_out || rows <= kStreamingRows || effective_bf16_route() != Bf16Route::native;
+}
+
+namespace {
+
 // Rows per call of the [out, in] kernel (a decode step of up to 8 sequences); every weight type
 // and layout streams at least this many.
 constexpr int64_t kRowGroup = 8;
@@ -311,11 +315,6 @@ bool cpu_has_avx2_fma() {
   return has;
 }
 
-bool native_reduced_precision_matmul() {
-  static const bool native = cpu_has_native_bf16();
-  return native;
-}
-
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& row_scale, bool weight_in_out) {
   const bool quantized = weight.scalar_type() == at::kChar;
@@ -331,7 +330,7 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   sizes.back() = out;
   const int64_t rows = x.numel() / in;
   const bool grad = trains_through({x, weight, bias});
-  const bool reduced = products_in_fp32(weight.scalar_type());
+  const bool reduced = products_in_fp32(weight.scalar_type(), rows, in_out);
   const bool same_type = x.scalar_type() == weight.scalar_type();
   const bool fp32_streams_prompts = !in_out && weight.numel() >= kStreamingMinWeightFp32;
   const int64_t streaming_rows =
@@ -393,7 +392,7 @@ at::Tensor in_fp32(const at::Tensor& t) {
 }  // namespace
 
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b) {
-  if (!products_in_fp32(a.scalar_type())) return at::matmul(a, b);
+  if (!is_reduced(a.scalar_type())) return at::matmul(a, b);
   return at::matmul(in_fp32(a), in_fp32(b)).to(a.scalar_type());
 }
 

@@ -10,9 +10,10 @@ namespace plugformer {
 
 // The CPU runs the AVX2 + FMA kernels of this folder.
 bool cpu_has_avx2_fma();
-// True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where libtorch's own bf16
-// products are fast.
-bool native_reduced_precision_matmul();
+// Whether a linear product of `rows` rows with a weight of this type ([in, out] with
+// weight_in_out) is computed in fp32 arithmetic (result rounded back to the type) rather than by
+// libtorch in that type.
+bool products_in_fp32(c10::ScalarType type, int64_t rows, bool weight_in_out = false);
 // Whether a product of these operands is part of a training computation: autograd records it,
 // or it runs under TrainingPassGuard. The inference-only kernels below apply only when not.
 bool trains_through(std::initializer_list<at::Tensor> operands);
@@ -31,15 +32,16 @@ class TrainingPassGuard {
 
 // x W^T + b (x W + b with weight_in_out, GPT-2's Conv1D layout). Without autograd, short inputs
 // (decode: up to 8 rows; 32 for 2-byte and int8 weights and for fp32 [out, in] weights of at
-// least 128 x 128 values) stream the weight through an AVX2 kernel in fp32 arithmetic; 2-byte
-// weights without native support are multiplied in fp32 (result rounded to x's type, as
-// PyTorch's arithmetic); int8 weights (always [out, in]) carry per-row scales in row_scale.
+// least 128 x 128 values) stream the weight through an AVX2 kernel in fp32 arithmetic; longer
+// fp16 inputs, and bf16 ones off the native route (runtime.h's Bf16Route), are multiplied in
+// fp32 (result rounded to x's type, as PyTorch's arithmetic); int8 weights (always [out, in]) carry per-row scales in row_scale.
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& row_scale = at::Tensor(), bool weight_in_out = false);
 // The per-row scales of an int8 weight of `layer` (quantization.cpp); undefined for other weights.
 at::Tensor int8_row_scale(const torch::nn::Module& layer, const at::Tensor& weight);
 
-// at::matmul, computed in fp32 (result rounded back) for 2-byte inputs without native support.
+// at::matmul, computed in fp32 (result rounded back) for 2-byte inputs on every route: attention's
+// products are per head and small, where libtorch's bf16 products are slow even on native CPUs.
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
 // One query position per head (decode), fp32 / bf16 / fp16, without autograd, keys/values with contiguous

@@ -10,6 +10,7 @@
 
 #include "plugformer/auto.h"
 #include "plugformer/error.h"
+#include "modeling/torch_errors.h"
 
 namespace plugformer {
 
@@ -28,7 +29,11 @@ ModelInputs model_inputs(const Encoding& enc) {
 ModelOutput run_model(PreTrainedModel& model, const Encoding& enc) {
   if (enc.ids.empty()) throw InvalidInputError("the text gives no tokens");
   c10::InferenceMode guard;
-  return model.forward(model_inputs(enc));
+  try {
+    return model.forward(model_inputs(enc));
+  } catch (const c10::Error& e) {
+    throw_computation_error(e, model.class_name(), model.dtype());
+  }
 }
 
 std::string label_of(const PretrainedConfig& config, int64_t id) {

@@ -75,6 +75,36 @@ TEST(Cli, ErrorsAreOneLineAndNonZero) {
   EXPECT_NE(bad_ids.out.find("outside the vocabulary"), std::string::npos) << bad_ids.out;
 }
 
+// fp16 and bf16 generate on both bf16 routes (the native one is what AVX512-BF16 / AMX CPUs take),
+// and greedy decoding of this model picks the same words as fp32 for the first tokens.
+TEST(Cli, Float16AndBfloat16GenerateOnEveryRoute) {
+  for (const std::string route : {"fp32", "native", "auto"})
+    for (const std::string dtype : {"float16", "bfloat16"}) {
+      SCOPED_TRACE(dtype + " on the " + route + " route");
+      auto r = test::run_cli("generate " + test::kStories + " \"Once upon a time\" --max-new-tokens 5 --dtype " + dtype,
+                             "PLUGFORMER_BF16_ROUTE=" + route + " ");
+      EXPECT_EQ(r.status, 0) << r.out;
+      EXPECT_EQ(r.out.rfind("Once upon a time, there was a", 0), 0u) << r.out;
+    }
+  auto bad = test::run_cli("list", "PLUGFORMER_BF16_ROUTE=avx512 ");
+  EXPECT_EQ(bad.status, 1) << bad.out;
+  EXPECT_NE(bad.out.find("PLUGFORMER_BF16_ROUTE is \"avx512\": expected auto, native or fp32"), std::string::npos) << bad.out;
+}
+
+// An operation libtorch refuses inside a model call is one line naming the module, the dtype and
+// the operation, without libtorch's C++ backtrace.
+TEST(Cli, LibtorchErrorsAreOneLineWithoutStackFrames) {
+  test::TempDir dir("cli-torch-error");
+  save_safetensors(dir / "in.safetensors", {{"input_ids", at::ones({1, 3}, at::kFloat)}});
+  auto r = test::run_cli("forward " + test::kStories + " --class LlamaForCausalLM --inputs " +
+                         (dir / "in.safetensors").string() + " --out " + (dir / "out.safetensors").string());
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(r.out.rfind("error: Embedding(512, 64) in Float: ", 0), 0u) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_EQ(r.out.find("frame #"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "out.safetensors"));
+}
+
 TEST(Cli, WarnsOnceWhenTheReferenceBlasIsActive) {
   const std::string reference = "/usr/lib/x86_64-linux-gnu/blas";
   if (!std::filesystem::exists(reference + "/libblas.so.3")) GTEST_SKIP() << "no reference BLAS installed";

@@ -139,10 +139,12 @@ void check_reduced_precision_agreement(const std::string& name, const std::set<s
   const json spec = read_json_file(dir + "/expected.json");
   auto tensors = SafetensorsFile::open(dir + "/expected.safetensors");
   c10::InferenceMode guard;
+  for (Bf16Route route : kBf16Routes)
   for (const std::string dtype : {"bfloat16", "float16"}) {
+    Bf16RouteGuard route_guard(route);
     int64_t confident_positions = 0, logits_outputs = 0;
     for (const auto& [case_name, entry] : spec["cases"].items()) {
-      SCOPED_TRACE(name + " in " + dtype + ", case " + case_name);
+      SCOPED_TRACE(name + " in " + dtype + " on the " + to_string(route) + " route, case " + case_name);
       auto model = load_entry(dir, spec, entry, dtype);
       EXPECT_EQ(model->dtype(), dtype == "float16" ? at::kHalf : at::kBFloat16);
       ModelOutput out = model->forward(entry_inputs(entry, *tensors));
@@ -167,7 +169,8 @@ void check_reduced_precision_agreement(const std::string& name, const std::set<s
       }
     }
     if (logits_outputs > 0)
-      EXPECT_GT(confident_positions, 0) << name << " in " << dtype << ": no position compared";
+      EXPECT_GT(confident_positions, 0) << name << " in " << dtype << " on the " << to_string(route)
+                                        << " route: no position compared";
   }
 }
 

@@ -7,6 +7,13 @@
 
 #include <plugformer/error.h>
 #include <plugformer/layers.h>
+#include <plugformer/runtime.h>
+
+#include <optional>
+#include <tuple>
+
+#include "modeling/matmul.h"
+#include "models/fixture_runner.h"
 
 using namespace plugformer;
 
@@ -22,12 +29,62 @@ void expect_close_in_type(const at::Tensor& actual, const at::Tensor& reference_
   EXPECT_TRUE((diff <= bound).all().item<bool>()) << "max diff " << diff.max().item<double>();
 }
 
-class ReducedPrecision : public ::testing::TestWithParam<c10::ScalarType> {};
+using RouteGuard = plugformer::testing::Bf16RouteGuard;
+constexpr auto& kRoutes = plugformer::testing::kBf16Routes;
+
+class ReducedPrecision : public ::testing::TestWithParam<std::tuple<c10::ScalarType, Bf16Route>> {
+ protected:
+  void SetUp() override { route_.emplace(std::get<1>(GetParam())); }
+  c10::ScalarType type() const { return std::get<0>(GetParam()); }
+
+ private:
+  std::optional<RouteGuard> route_;
+};
 
 }  // namespace
 
+// fp16 never reaches libtorch's products (it has none on the CPU); bf16 does only on the native
+// route, for more rows than the streaming kernel takes and [out, in] weights.
+TEST(Bf16Route, ChoosesLibtorchOnlyForLongBf16ProductsOnTheNativeRoute) {
+  for (Bf16Route route : kRoutes) {
+    RouteGuard guard(route);
+    SCOPED_TRACE("route " + to_string(route));
+    EXPECT_EQ(effective_bf16_route(), route);
+    for (int64_t rows : {1, 32, 33, 512}) {
+      EXPECT_TRUE(products_in_fp32(at::kHalf, rows)) << rows;
+      EXPECT_FALSE(products_in_fp32(at::kFloat, rows)) << rows;
+      EXPECT_EQ(products_in_fp32(at::kBFloat16, rows), route == Bf16Route::fp32 || rows <= 32) << rows;
+      EXPECT_TRUE(products_in_fp32(at::kBFloat16, rows, /*weight_in_out=*/true)) << rows;
+    }
+  }
+  RouteGuard automatic(Bf16Route::automatic);
+  EXPECT_NE(effective_bf16_route(), Bf16Route::automatic);
+}
+
+// libtorch's own exceptions inside a layer become one-line ComputationErrors naming the layer,
+// the dtype and the operation.
+TEST(TorchErrors, BecomeComputationErrorsNamingTheModule) {
+  Linear linear(4, 3);
+  linear.weight.set_data(at::randn({3, 4}));
+  linear.bias.set_data(at::zeros({3}));
+  try {
+    linear.forward(at::randn({2, 4}, at::kDouble));
+    FAIL() << "no error";
+  } catch (const ComputationError& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(message.rfind("Linear(in_features=4, out_features=3) in Double: ", 0), 0u) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  }
+  Embedding embedding(10, 4);
+  embedding.weight.set_data(at::randn({10, 4}));
+  EXPECT_THROW(embedding.forward(at::ones({2}, at::kFloat)), ComputationError);
+  RMSNorm norm(4, 1e-6);
+  norm.weight.set_data(at::ones({5}));
+  EXPECT_THROW(norm.forward(at::randn({2, 4})), ComputationError);
+}
+
 TEST_P(ReducedPrecision, LinearMatchesFp32ArithmeticForAnyRowCount) {
-  const auto type = GetParam();
+  const auto type = this->type();
   at::manual_seed(3);
   // Not multiples of the vector loops' 16 / 32 elements; 300 x 61 is large enough for fp32 prompts
   // to stream too (300 x 37 stays on sgemm). 300 outputs: each thread's range spans several weight
@@ -48,7 +105,7 @@ TEST_P(ReducedPrecision, LinearMatchesFp32ArithmeticForAnyRowCount) {
 }
 
 TEST_P(ReducedPrecision, Conv1DMatchesFp32ArithmeticForAnyRowCount) {
-  const auto type = GetParam();
+  const auto type = this->type();
   at::manual_seed(4);
   Conv1D conv(37, 300);  // 300 columns: more than one 256-column block, with a tail
   conv.weight.set_data(at::randn({37, 300}).to(type));
@@ -63,7 +120,7 @@ TEST_P(ReducedPrecision, Conv1DMatchesFp32ArithmeticForAnyRowCount) {
 }
 
 TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
-  const auto type = GetParam();
+  const auto type = this->type();
   at::manual_seed(5);
   const at::Tensor q = at::randn({2, 4, 3, 16}).to(type), k = at::randn({2, 2, 5, 16}).to(type),
                    v = at::randn({2, 2, 5, 16}).to(type);
@@ -78,7 +135,7 @@ TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
 // 1.13's bf16 kernels round on the way (~40% of gelu / silu / layer_norm outputs differ from
 // that) and it has no fp16 ones on CPU. quick_gelu is transformers' two ops: x * sigmoid(1.702 x).
 TEST_P(ReducedPrecision, NormsAndActivationsAreComputedInFp32AndRoundedOnce) {
-  const auto type = GetParam();
+  const auto type = this->type();
   at::manual_seed(9);
   const at::Tensor x = (at::randn({6, 40}) * 3).to(type), x32 = x.to(at::kFloat);
   for (const char* name : {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "relu6", "silu", "swish", "tanh",
@@ -111,9 +168,15 @@ TEST(ReducedPrecisionGrad, LinearStaysDifferentiable) {
   EXPECT_TRUE(at::allclose(x.grad().to(at::kFloat), linear.weight.sum(0).to(at::kFloat).expand({2, 8}), 1e-2, 1e-2));
 }
 
-// fp32 too: the same kernels and thresholds, against libtorch's own products.
-INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision, ::testing::Values(at::kBFloat16, at::kHalf, at::kFloat),
-                         [](const auto& info) { return std::string(c10::toString(info.param)); });
+// fp32 too: the same kernels and thresholds, against libtorch's own products. Each type under
+// each bf16 route (the test name says which ran).
+INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision,
+                         ::testing::Combine(::testing::Values(at::kBFloat16, at::kHalf, at::kFloat),
+                                            ::testing::ValuesIn(kRoutes)),
+                         [](const auto& info) {
+                           return std::string(c10::toString(std::get<0>(info.param))) + "_" +
+                                  to_string(std::get<1>(info.param)) + "Route";
+                         });
 
 TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
   at::manual_seed(6);
@@ -164,10 +227,12 @@ TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
   const at::Tensor per_head_bias = at::randn({1, heads, q_len, kv_len});                    // T5's position bias
   const at::Tensor key_padding = padding_attention_mask(padding, at::kFloat);               // [batch, 1, 1, kv]
   at::NoGradGuard no_grad;
+  for (Bf16Route route : kRoutes)
   for (auto type : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    RouteGuard guard(route);
     for (const at::Tensor& mask : {causal, per_head_bias, key_padding, at::Tensor()}) {
       for (double scale : {1.0, 0.3}) {
-        SCOPED_TRACE(std::string(c10::toString(type)) + " mask " + (mask.defined() ? c10::str(mask.sizes()) : "none") +
+        SCOPED_TRACE("route " + to_string(route) + ", " + std::string(c10::toString(type)) + " mask " + (mask.defined() ? c10::str(mask.sizes()) : "none") +
                      " scale " + std::to_string(scale));
         const at::Tensor qt = q.to(type), kt = k.to(type), vt = v.to(type);
         const at::Tensor m = mask.defined() ? mask.to(type) : mask;

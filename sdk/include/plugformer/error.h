@@ -31,6 +31,9 @@ class PluginError : public Error { using Error::Error; };
 class TokenizerError : public Error { using Error::Error; };
 // Inputs to forward() / generate() that are wrong (ids out of range, shapes disagree, settings invalid).
 class InvalidInputError : public Error { using Error::Error; };
+// A libtorch operation failed inside a model call (an operation this build of libtorch lacks for
+// a dtype on this device, ...): the message names the module, the dtype and the operation.
+class ComputationError : public Error { using Error::Error; };
 
 // Hub access.
 class HubError : public Error { using Error::Error; };

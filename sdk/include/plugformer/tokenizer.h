@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <filesystem>
 #include <climits>
 #include <optional>
@@ -183,6 +184,30 @@ class Tokenizer {
   std::optional<int64_t> id_of(const std::optional<std::string>& t) const {
     return t ? token_to_id(*t) : std::nullopt;
   }
+};
+
+// The text of generated tokens as they come, for streaming (generate, chat, the server's SSE).
+// Decoding each new token on its own loses what depends on its neighbours (a SentencePiece /
+// Metaspace decoder drops the leading space of a first token, a character's bytes can be split
+// across tokens), so each step decodes a short window of the tokens before it too and returns
+// what the new token added. Together the pieces equal the decode of the whole sequence minus the
+// decode of the prompt. Text that is not final yet is held back: an incomplete UTF-8 character,
+// and trailing spaces (the next token may be punctuation that clean_up_tokenization_spaces joins).
+class DecodeStream {
+ public:
+  DecodeStream(std::shared_ptr<const Tokenizer> tokenizer, const std::vector<int64_t>& prompt_ids,
+               bool skip_special_tokens = true);
+  // Appends one token; returns the text that became final (often empty while text is held back).
+  std::string step(int64_t id);
+  // What is still held back, once generation has ended.
+  std::string finish();
+
+ private:
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  bool skip_special_tokens_;
+  std::vector<int64_t> window_;  // a few tokens of context, then the tokens since
+  std::string text_;             // the window's text at the last step
+  size_t done_ = 0;              // bytes of text_ already returned or part of the context
 };
 
 }  // namespace plugformer
