@@ -21,11 +21,6 @@ namespace plugformer {
 
 namespace {
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Parameters and buffers by full dotted name, in registration order.
 std::vector<std::pair<std::string, at::Tensor>> named_tensors(const torch::nn::Module& module) {
   std::vector<std::pair<std::string, at::Tensor>> out;
@@ -49,8 +44,8 @@ at::Tensor converted(const at::Tensor& t, c10::ScalarType dtype) {
 
 // Old checkpoints name LayerNorm parameters gamma/beta.
 std::string fix_legacy_name(const std::string& key) {
-  if (ends_with(key, ".gamma")) return key.substr(0, key.size() - 6) + ".weight";
-  if (ends_with(key, ".beta")) return key.substr(0, key.size() - 5) + ".bias";
+  if (key.ends_with(".gamma")) return key.substr(0, key.size() - 6) + ".weight";
+  if (key.ends_with(".beta")) return key.substr(0, key.size() - 5) + ".bias";
   return key;
 }
 
@@ -77,12 +72,12 @@ LoadingInfo PreTrainedModel::load_weights(const std::map<std::string, at::Tensor
   const std::string prefix = base_model_prefix().empty() ? "" : base_model_prefix() + ".";
   if (!prefix.empty()) {
     const bool checkpoint_has_prefix =
-        std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return starts_with(k.second, prefix); });
+        std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k.second.starts_with(prefix); });
     const bool model_has_prefix =
-        std::any_of(model_keys.begin(), model_keys.end(), [&](const auto& k) { return starts_with(k, prefix); });
+        std::any_of(model_keys.begin(), model_keys.end(), [&](const auto& k) { return k.starts_with(prefix); });
     for (auto& [original, name] : keys) {
       if (model_has_prefix && !checkpoint_has_prefix) name = prefix + name;  // head model, base checkpoint
-      else if (!model_has_prefix && checkpoint_has_prefix && starts_with(name, prefix))
+      else if (!model_has_prefix && checkpoint_has_prefix && name.starts_with(prefix))
         name = name.substr(prefix.size());  // base model, head checkpoint
     }
   }
@@ -153,7 +148,7 @@ void PreTrainedModel::init_weight(const std::string& name, at::Tensor& tensor, c
   at::Tensor fresh = at::empty(tensor.sizes(), tensor.options().dtype(dtype));
   const bool is_norm = name.find("norm") != std::string::npos || name.find("LayerNorm") != std::string::npos ||
                        name.find("ln_") != std::string::npos;
-  if (!fresh.is_floating_point() || ends_with(name, "bias")) fresh.zero_();
+  if (!fresh.is_floating_point() || name.ends_with("bias")) fresh.zero_();
   else if (is_norm) fresh.fill_(1.0);
   else fresh.normal_(0.0, range);
   tensor.set_data(fresh);
@@ -264,7 +259,7 @@ void PreTrainedModel::save_pretrained(const std::filesystem::path& dir, const Sa
   // Stale weight files of an earlier save would confuse loading: remove them first.
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     const std::string f = entry.path().filename().string();
-    if (starts_with(f, stem + "-") && ends_with(f, ext) && f.find("-of-") != std::string::npos)
+    if (f.starts_with(stem + "-") && f.ends_with(ext) && f.find("-of-") != std::string::npos)
       std::filesystem::remove(entry.path());
   }
 

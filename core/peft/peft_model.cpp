@@ -30,10 +30,6 @@ const std::map<std::string, std::vector<std::string>>& default_targets() {
 
 const std::string kPrefix = "base_model.model.";
 
-bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
 
 // The LoRA layer state of a Linear / Conv1D module, or nullptr for other modules.
 std::shared_ptr<LoraLayer>* lora_slot(torch::nn::Module& m) {
@@ -70,7 +66,7 @@ bool targeted(const PeftConfig& c, const std::optional<std::regex>& regex, const
     match = std::regex_match(path, *regex);
   } else {
     match = std::any_of(c.target_modules.begin(), c.target_modules.end(),
-                        [&](const std::string& t) { return path == t || ends_with(path, "." + t); });
+                        [&](const std::string& t) { return path == t || path.ends_with("." + t); });
   }
   if (!match || c.layers_to_transform.empty()) return match;
   static const std::regex layer_index(R"(.*\.[^.]*\.(\d+)\..*)");
@@ -413,12 +409,12 @@ void PeftModel::set_trainable(const std::string& adapter_name, bool trainable) {
     const std::string& name = p.key();
     bool train = name.find(a) != std::string::npos || name.find(b) != std::string::npos;
     const bool is_lora = name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos;
-    if (!is_lora && ends_with(name, "bias")) {
+    if (!is_lora && name.ends_with("bias")) {
       const std::string module = name.substr(0, name.rfind('.'));
       train = c.bias == "all" || (c.bias == "lora_only" && adapted.count(module));
     }
     for (const auto& m : c.modules_to_save)
-      if (!is_lora && (starts_with(name, m + ".") || name.find("." + m + ".") != std::string::npos)) train = true;
+      if (!is_lora && (name.starts_with(m + ".") || name.find("." + m + ".") != std::string::npos)) train = true;
     p.value().set_requires_grad(trainable && train);
   }
   for (const auto& [name, encoder] : prompts_)
@@ -470,7 +466,7 @@ void PeftModel::load_adapter_weights(const std::string& adapter_name, const std:
     return;
   }
   for (const auto& [key, value] : tensors) {
-    if (!starts_with(key, kPrefix))
+    if (!key.starts_with(kPrefix))
       throw CheckpointError(source + ": key '" + key + "' does not start with '" + kPrefix + "' as PEFT writes them");
     std::string name = key.substr(kPrefix.size());
     for (const char* part : {".lora_A.", ".lora_B."})
@@ -619,14 +615,14 @@ std::vector<std::pair<std::string, at::Tensor>> PeftModel::adapter_state_dict(co
     if (is_lora) {
       // path.lora_A.<name>.weight -> path.lora_A.weight
       const std::string tag = "." + name + ".weight";
-      if (ends_with(key, tag)) out.emplace_back(kPrefix + key.substr(0, key.size() - tag.size()) + ".weight", p.value());
+      if (key.ends_with(tag)) out.emplace_back(kPrefix + key.substr(0, key.size() - tag.size()) + ".weight", p.value());
       continue;
     }
     bool keep = false;
-    if (ends_with(key, "bias"))
+    if (key.ends_with("bias"))
       keep = c.bias == "all" || (c.bias == "lora_only" && adapted.count(key.substr(0, key.rfind('.'))));
     for (const auto& m : c.modules_to_save)
-      keep = keep || starts_with(key, m + ".") || key.find("." + m + ".") != std::string::npos;
+      keep = keep || key.starts_with(m + ".") || key.find("." + m + ".") != std::string::npos;
     if (keep) out.emplace_back(kPrefix + key, p.value());
   }
   return out;
@@ -669,7 +665,7 @@ void PeftModel::create_or_update_model_card(const std::filesystem::path& dir) co
     std::stringstream ss;
     ss << in.rdbuf();
     std::string text = ss.str();
-    if (starts_with(text, "---\n")) {
+    if (text.starts_with("---\n")) {
       auto end = text.find("\n---\n", 4);
       if (end != std::string::npos) text = text.substr(end + 5);
     }

@@ -4,8 +4,7 @@
 namespace plugformer {
 
 namespace {
-using json = nlohmann::ordered_json;
-std::optional<std::string> token_text(const json& value) {
+std::optional<std::string> token_text(const nlohmann::ordered_json& value) {
   if (value.is_string()) return value.get<std::string>();
   if (value.is_object() && value.contains("content") && value["content"].is_string())
     return value["content"].get<std::string>();
@@ -20,7 +19,7 @@ SpecialTokens read_special_tokens(const TokenizerFiles& files) {
       {"pad_token", &out.pad_token}, {"sep_token", &out.sep_token}, {"cls_token", &out.cls_token},
       {"mask_token", &out.mask_token}};
   for (const auto& [name, slot] : slots) {
-    for (const json* source : {&files.tokenizer_config, &files.special_tokens_map}) {
+    for (const nlohmann::ordered_json* source : {&files.tokenizer_config, &files.special_tokens_map}) {
       auto it = source->find(name);
       if (it == source->end()) continue;
       if (it->is_null()) break;  // explicitly none

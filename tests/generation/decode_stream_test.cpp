@@ -14,7 +14,7 @@ using namespace plugformer;
 
 namespace {
 
-const std::string kStories = std::string(PLUGFORMER_SOURCE_DIR) + "/models/stories260K";
+const std::string kStoriesDir = std::string(PLUGFORMER_SOURCE_DIR) + "/models/stories260K";
 const std::string kTokenizers = std::string(PLUGFORMER_FIXTURES_DIR) + "/tokenizers/";
 
 // Prompts end inside a word, at a word boundary, after punctuation, after a newline and inside
@@ -82,14 +82,14 @@ std::filesystem::path copy_with_config(const std::string& from, const std::strin
 }  // namespace
 
 TEST(DecodeStream, SentencePieceLegacyAndNot) {
-  check_every_split(AutoTokenizer::from_pretrained(kStories, {}, /*use_fast=*/false), "stories260K slow, legacy");
-  const auto dir = copy_with_config(kStories, "non-legacy", {{"legacy", false}});
+  check_every_split(AutoTokenizer::from_pretrained(kStoriesDir, {}, /*use_fast=*/false), "stories260K slow, legacy");
+  const auto dir = copy_with_config(kStoriesDir, "non-legacy", {{"legacy", false}});
   check_every_split(AutoTokenizer::from_pretrained(dir.string(), {}, /*use_fast=*/false), "stories260K slow, legacy=false");
   std::filesystem::remove_all(dir);
 }
 
 TEST(DecodeStream, TokenizerJsonOfEveryKind) {
-  check_every_split(AutoTokenizer::from_pretrained(kStories), "stories260K tokenizer.json (Metaspace)");
+  check_every_split(AutoTokenizer::from_pretrained(kStoriesDir), "stories260K tokenizer.json (Metaspace)");
   for (const char* name : {"llama2", "phi-3-mini", "gpt2", "llama3", "roberta-base", "bert-base-uncased", "bert-base-cased",
                            "t5-small"})
     check_every_split(AutoTokenizer::from_pretrained(kTokenizers + name), name);
@@ -97,7 +97,7 @@ TEST(DecodeStream, TokenizerJsonOfEveryKind) {
 
 // The CLI streams through it: a prompt ending before a word keeps the space (issue: "Once upon atime").
 TEST(DecodeStream, KeepsTheSpaceAfterThePrompt) {
-  auto tokenizer = AutoTokenizer::from_pretrained(kStories);
+  auto tokenizer = AutoTokenizer::from_pretrained(kStoriesDir);
   DecodeStream stream(tokenizer, {1, 403, 407, 261});  // <s> Once upon a
   EXPECT_EQ(stream.step(378), " time");
 }
