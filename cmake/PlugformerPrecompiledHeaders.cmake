@@ -1,5 +1,8 @@
-# <torch/torch.h> costs ~20 s per translation unit. It is precompiled once for shared
-# libraries (-fPIC) and once for executables, and every torch-using target reuses one of them.
+# The headers nearly every translation unit parses (ATen, the nn::Module base of the SDK's layers,
+# nlohmann/json of the configs) are precompiled once for shared libraries (-fPIC) and once for
+# executables, and every torch-using target reuses one of them. Not <torch/torch.h>: every file
+# would instantiate and compile the inline code of the whole C++ frontend (nn modules, optimizers,
+# data loaders): a clean build took 1056 s of CPU time with it, 925 s without.
 set(_pch_source "${CMAKE_CURRENT_LIST_DIR}/pch.cpp")
 add_library(plugformer_pch_pic OBJECT ${_pch_source})
 set_target_properties(plugformer_pch_pic PROPERTIES POSITION_INDEPENDENT_CODE ON)

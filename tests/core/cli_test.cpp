@@ -35,6 +35,16 @@ TEST(Cli, GenerateDefaultModel) {
       << r.out;
 }
 
+// The streamed continuation keeps the space the prompt's decoding would drop ("Once upon atime").
+TEST(Cli, GenerateStreamsTheContinuationOfThePrompt) {
+  auto r = test::run_cli("generate " + test::kStories + " \"Once upon a\" --max-new-tokens 6");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, "Once upon a time, there was a little\n");
+  auto json_out = test::run_cli("generate " + test::kStories + " \"Lily went to the\" --max-new-tokens 6 --json");
+  EXPECT_EQ(json_out.status, 0) << json_out.out;
+  EXPECT_EQ(json::parse(json_out.out)["text"], " park with her mom");
+}
+
 TEST(Cli, GenerateIdsAsJson) {
   auto r = test::run_cli("generate " + test::kStories + " --ids 1,403,407,261,378 --max-new-tokens 5 --json");
   EXPECT_EQ(r.status, 0) << r.out;
