@@ -37,14 +37,9 @@ std::string linear_repr(const char* type, int64_t in, int64_t out) {
 
 }  // namespace
 
-std::string torch_error_message(const c10::Error& error) {
-  std::string message = error.what_without_backtrace();
-  const size_t end = message.find('\n');
-  return end == std::string::npos ? message : message.substr(0, end);
-}
-
 void throw_computation_error(const c10::Error& error, const std::string& module, c10::ScalarType dtype) {
-  throw ComputationError(module + " in " + c10::toString(dtype) + ": " + torch_error_message(error));
+  const std::string message = error.what_without_backtrace();
+  throw ComputationError(module + " in " + c10::toString(dtype) + ": " + message.substr(0, message.find('\n')));
 }
 
 at::Tensor Linear::forward(const at::Tensor& x) const {

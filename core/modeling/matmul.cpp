@@ -1,7 +1,7 @@
 // Matrix products for the shared layers. libtorch 1.13 computes bf16 products fast only where
 // oneDNN finds native bf16 (AVX512-BF16, AMX) and the product is large; elsewhere it falls back to
-// a scalar loop (~0.6 GFLOP/s on an AVX2 server, 200x slower than sgemm). It has no fp16 product. On such CPUs reduced-precision
-// products run in fp32 instead — the same arithmetic PyTorch does (fp32 accumulation, one
+// a scalar loop (~0.6 GFLOP/s on an AVX2 server, 200x slower than sgemm). It has no fp16 product.
+// Reduced-precision products that would reach those paths run in fp32 instead — the same arithmetic PyTorch does (fp32 accumulation, one
 // rounding of the result) — and decode-sized products read the 2-byte weights directly in an
 // AVX2 kernel, so they keep the halved memory traffic that makes bf16 decode fast.
 #include <ATen/ATen.h>

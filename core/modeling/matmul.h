@@ -34,7 +34,8 @@ class TrainingPassGuard {
 // (decode: up to 8 rows; 32 for 2-byte and int8 weights and for fp32 [out, in] weights of at
 // least 128 x 128 values) stream the weight through an AVX2 kernel in fp32 arithmetic; longer
 // fp16 inputs, and bf16 ones off the native route (runtime.h's Bf16Route), are multiplied in
-// fp32 (result rounded to x's type, as PyTorch's arithmetic); int8 weights (always [out, in]) carry per-row scales in row_scale.
+// fp32 (result rounded to x's type, as PyTorch's arithmetic); int8 weights (always [out, in])
+// carry per-row scales in row_scale.
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& row_scale = at::Tensor(), bool weight_in_out = false);
 // The per-row scales of an int8 weight of `layer` (quantization.cpp); undefined for other weights.

@@ -9,10 +9,8 @@
 
 namespace plugformer {
 
-// libtorch's message without its backtrace, on one line.
-std::string torch_error_message(const c10::Error& error);
-
-// Throws ComputationError("<module> in <dtype>: <libtorch's message>").
+// Throws ComputationError("<module> in <dtype>: <libtorch's message>"), the message's first line
+// without the backtrace.
 [[noreturn]] void throw_computation_error(const c10::Error& error, const std::string& module, c10::ScalarType dtype);
 
 }  // namespace plugformer

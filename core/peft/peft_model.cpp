@@ -30,7 +30,6 @@ const std::map<std::string, std::vector<std::string>>& default_targets() {
 
 const std::string kPrefix = "base_model.model.";
 
-
 // The LoRA layer state of a Linear / Conv1D module, or nullptr for other modules.
 std::shared_ptr<LoraLayer>* lora_slot(torch::nn::Module& m) {
   if (auto* l = dynamic_cast<Linear*>(&m)) return &l->lora;
