@@ -93,12 +93,14 @@ void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t dim,
 template <class T>
 __attribute__((target("avx2,fma,f16c"))) void attend_head(const float* query, const T* keys, const T* values,
                                                      const float* mask, int64_t mask_stride, int64_t len, int64_t dim,
-                                                     float scale, float* scores, float* out) {
+                                                     float scale, float softcap, float* scores, float* out) {
   // As the generic path: each scaled score is rounded to fp32, then the mask is added.
   const __m256 sv = _mm256_set1_ps(scale);
   int64_t l = 0;
   for (; l + 8 <= len; l += 8) _mm256_storeu_ps(scores + l, _mm256_mul_ps(dot8(query, keys + l * dim, dim), sv));
   for (; l < len; ++l) scores[l] = dot(query, keys + l * dim, dim) * scale;
+  if (softcap > 0)
+    for (l = 0; l < len; ++l) scores[l] = std::tanh(scores[l] / softcap) * softcap;
   float max = -INFINITY;
   for (l = 0; l < len; ++l) {
     if (mask) scores[l] += mask[l * mask_stride];
@@ -122,7 +124,7 @@ __attribute__((target("avx2,fma,f16c"))) void attend_head(const float* query, co
 
 template <class T>
 at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& mask, double scale) {
+                                     const at::Tensor& mask, double scale, double softcap) {
   const int64_t batch = q.size(0), heads = q.size(1), dim = q.size(3), kv_heads = k.size(1), len = k.size(2);
   const int64_t groups = heads / kv_heads;
   at::Tensor out = at::empty({batch, heads, 1, dim}, at::kFloat);
@@ -138,7 +140,7 @@ at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, c
       const int64_t b = bh / heads, h = bh % heads, kvh = h / groups;
       attend_head(qp + bh * dim, kp + b * k.stride(0) + kvh * k.stride(1), vp + b * v.stride(0) + kvh * v.stride(1),
                   mp ? mp + b * m.stride(0) + h * m.stride(1) : nullptr, m.defined() ? m.stride(3) : 0, len, dim,
-                  float(scale), scores.data(), op + bh * dim);
+                  float(scale), float(softcap), scores.data(), op + bh * dim);
     }
   });
   return out;
@@ -159,10 +161,10 @@ bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, co
 // Keys and values are read in their own type (2-byte caches stay 2 bytes); the arithmetic is
 // fp32 throughout and the result is rounded once to the query's type.
 at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale) {
+                                  const at::Tensor& mask, double scale, double softcap) {
   const at::Tensor q = q_in.to(at::kFloat).contiguous();
   const at::Tensor out = simd::with_kernel_type(k.scalar_type(), [&](auto type) {
-    return single_query_attention_in<decltype(type)>(q, k, v, mask, scale);
+    return single_query_attention_in<decltype(type)>(q, k, v, mask, scale, softcap);
   });
   return out.to(q_in.scalar_type());
 }

@@ -85,13 +85,16 @@ __attribute__((target("avx2,fma,f16c"))) float sum_of_squares(const T* x, int64_
 }
 
 template <class T>
-void rms_norm_rows(const T* x, const T* w, T* y, int64_t rows, int64_t dim, float eps) {
+void rms_norm_rows(const T* x, const T* w, T* y, int64_t rows, int64_t dim, float eps, bool unit_offset) {
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / dim), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * dim;
       T* yr = y + r * dim;
       const float inv = 1.0f / std::sqrt(sum_of_squares(xr, dim) / float(dim) + eps);
-      for (int64_t i = 0; i < dim; ++i) yr[i] = T(float(w[i]) * round_to<T>(float(xr[i]) * inv));
+      if (unit_offset)
+        for (int64_t i = 0; i < dim; ++i) yr[i] = T(float(xr[i]) * inv * (1.0f + float(w[i])));
+      else
+        for (int64_t i = 0; i < dim; ++i) yr[i] = T(float(w[i]) * round_to<T>(float(xr[i]) * inv));
     }
   });
 }
@@ -137,13 +140,13 @@ bool fused_rms_norm_applies(const at::Tensor& x, const at::Tensor& weight) {
          weight.is_contiguous() && !trains_through({x, weight}) && cpu_has_avx2_fma();
 }
 
-at::Tensor fused_rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
+at::Tensor fused_rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps, bool unit_offset) {
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options());
   const int64_t dim = x.size(-1), rows = dim ? x.numel() / dim : 0;
   with_kernel_type(x.scalar_type(), [&](auto type) {
     using T = decltype(type);
-    rms_norm_rows(x.data_ptr<T>(), weight.data_ptr<T>(), y.data_ptr<T>(), rows, dim, float(eps));
+    rms_norm_rows(x.data_ptr<T>(), weight.data_ptr<T>(), y.data_ptr<T>(), rows, dim, float(eps), unit_offset);
   });
   return y;
 }

@@ -10,9 +10,10 @@
 namespace plugformer {
 
 // RMSNorm as transformers computes it: weight * (x * rsqrt(mean(x^2) + eps)) in fp32, the
-// normalised value rounded to x's type before the weight multiplies it.
+// normalised value rounded to x's type before the weight multiplies it; with unit_offset (Gemma)
+// (1 + weight) * normalised value in fp32, rounded once.
 bool fused_rms_norm_applies(const at::Tensor& x, const at::Tensor& weight);
-at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool unit_offset = false);
 
 // x * cos + rotate_half(x) * sin on the first cos.size(-1) features of x [batch, heads, len, dim]
 // (cos, sin: [batch or 1, len, rotary_dim]); the remaining features pass through.

@@ -78,4 +78,11 @@ void question_answering_outputs(const at::Tensor& logits, const ModelInputs& inp
   out.set("end_logits", end);
 }
 
+void move_base_outputs(ModelOutput& out, ModelOutput& base) {
+  out.set("last_hidden_state", base["last_hidden_state"]);
+  out.past_key_values = base.past_key_values;
+  out.hidden_states = std::move(base.hidden_states);
+  out.attentions = std::move(base.attentions);
+}
+
 }  // namespace plugformer

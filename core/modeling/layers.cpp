@@ -125,15 +125,16 @@ at::Tensor LayerNorm::forward(const at::Tensor& x) const {
   }
 }
 
-RMSNorm::RMSNorm(int64_t dim, double eps_) : eps(eps_) {
+RMSNorm::RMSNorm(int64_t dim, double eps_, bool unit_offset_) : eps(eps_), unit_offset(unit_offset_) {
   weight = register_parameter("weight", uninitialised({dim}));
 }
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
   try {
-    if (fused_rms_norm_applies(x, weight)) return fused_rms_norm(x, weight, eps);
+    if (fused_rms_norm_applies(x, weight)) return fused_rms_norm(x, weight, eps, unit_offset);
     at::Tensor h = x.to(at::kFloat);
     h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+    if (unit_offset) return (h * (1.0 + weight.to(at::kFloat))).to(x.scalar_type());
     return weight * h.to(x.scalar_type());
   } catch (const c10::Error& e) {
     throw_computation_error(e, "RMSNorm((" + std::to_string(weight.size(0)) + ",))", x.scalar_type());
@@ -165,18 +166,77 @@ Activation get_activation(const std::string& name) {
                     "tanh, sigmoid, mish, linear)");
 }
 
+namespace {
+
+// rope_scaling's number `key`, or `fallback` when absent or null.
+double rope_number(const json& rope_scaling, const char* key, std::optional<double> fallback) {
+  const bool absent = !rope_scaling.is_object() || !rope_scaling.contains(key) || rope_scaling[key].is_null();
+  if (absent && fallback) return *fallback;
+  if (absent)
+    throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' is required for this rope type");
+  if (!rope_scaling[key].is_number())
+    throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must be a number");
+  return rope_scaling[key].get<double>();
+}
+
+// theta^(2i / dim) for i < dim / 2, in fp32 as transformers computes it.
+at::Tensor rope_powers(double base, int64_t dim) {
+  return at::pow(base, at::arange(0, dim, 2, at::kLong).to(at::kFloat) / double(dim));
+}
+
+// longrope's rescaled frequencies: 1 / (factor_i * theta^(2i / dim)).
+at::Tensor longrope_inv_freq(const json& rope_scaling, const char* key, double base, int64_t dim) {
+  const json& factors = rope_scaling.contains(key) ? rope_scaling[key] : json();
+  if (!factors.is_array() || int64_t(factors.size()) != dim / 2)
+    throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must be a list of " +
+                      std::to_string(dim / 2) + " numbers (rotary dimension / 2)");
+  std::vector<float> values;
+  for (const auto& f : factors) {
+    if (!f.is_number()) throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must hold numbers");
+    values.push_back(f.get<float>());
+  }
+  return 1.0 / (at::tensor(values, at::kFloat) * rope_powers(base, dim));
+}
+
+// YaRN: interpolated frequencies (divided by the factor) for long wavelengths, the original ones
+// for short wavelengths, a linear ramp between the correction dimensions of beta_fast / beta_slow.
+at::Tensor yarn_inv_freq(const json& rope_scaling, double base, int64_t dim, double factor, double original_context) {
+  // transformers reads them as `value or default`: 0 means the default too.
+  double beta_fast = rope_number(rope_scaling, "beta_fast", 32.0), beta_slow = rope_number(rope_scaling, "beta_slow", 1.0);
+  if (beta_fast == 0) beta_fast = 32;
+  if (beta_slow == 0) beta_slow = 1;
+  bool truncate = true;
+  if (rope_scaling.contains("truncate") && !rope_scaling["truncate"].is_null()) {
+    if (!rope_scaling["truncate"].is_boolean())
+      throw ConfigError("config.json: field 'rope_scaling.truncate' must be true or false");
+    truncate = rope_scaling["truncate"].get<bool>();
+  }
+  auto correction_dim = [&](double rotations) {
+    return double(dim) * std::log(original_context / (rotations * 2 * M_PI)) / (2 * std::log(base));
+  };
+  double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
+  if (truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, double(dim - 1));
+  if (low == high) high += 0.001;  // avoids a zero-width ramp
+  const at::Tensor ramp = ((at::arange(dim / 2, at::kFloat) - low) / (high - low)).clamp(0, 1);
+  const at::Tensor extrapolation_weight = 1 - ramp;
+  const at::Tensor powers = rope_powers(base, dim);
+  const at::Tensor extrapolated = 1.0 / powers, interpolated = 1.0 / (factor * powers);
+  return interpolated * (1 - extrapolation_weight) + extrapolated * extrapolation_weight;
+}
+
+double yarn_mscale(double scale, double mscale = 1.0) { return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
+
+}  // namespace
+
 RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double rope_theta, const json& rope_scaling,
-                                 int64_t max_position_embeddings, double partial_rotary_factor)
-    : dim_(int64_t(head_dim * partial_rotary_factor)),
+                                 int64_t max_position_embeddings, double partial_rotary_factor,
+                                 std::optional<int64_t> original_max_position_embeddings)
+    : dim_(int64_t(double(head_dim) * partial_rotary_factor)),
       base_(rope_theta),
       max_position_embeddings_(max_position_embeddings),
       original_max_position_embeddings_(max_position_embeddings) {
-  auto number = [&](const char* key, double fallback) {
-    if (!rope_scaling.contains(key) || rope_scaling[key].is_null()) return fallback;
-    if (!rope_scaling[key].is_number())
-      throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must be a number");
-    return rope_scaling[key].get<double>();
-  };
+  auto number = [&](const char* key, double fallback) { return rope_number(rope_scaling, key, fallback); };
   if (rope_scaling.is_object()) {
     // Legacy configs say "type"; transformers copies it to "rope_type".
     const char* key = rope_scaling.contains("rope_type") ? "rope_type" : "type";
@@ -189,16 +249,19 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double rope_theta, const json
     throw ConfigError("config.json: field 'rope_scaling' must be an object or null");
   }
   if (dim_ <= 0 || dim_ % 2 != 0) throw ConfigError("config.json: rotary dimension must be even and positive, got " + std::to_string(dim_));
-  at::Tensor inv_freq =
-      1.0 / at::pow(base_, at::arange(0, dim_, 2, at::kLong).to(at::kFloat) / double(dim_));
+  at::Tensor inv_freq = 1.0 / rope_powers(base_, dim_);
   if (rope_type_ == "default") {
   } else if (rope_type_ == "linear") {
+    rope_number(rope_scaling, "factor", std::nullopt);
     inv_freq = inv_freq / factor_;
   } else if (rope_type_ == "dynamic") {
+    rope_number(rope_scaling, "factor", std::nullopt);
     original_max_position_embeddings_ = int64_t(number("original_max_position_embeddings", double(max_position_embeddings)));
   } else if (rope_type_ == "llama3") {
-    const double low_freq_factor = number("low_freq_factor", 1.0), high_freq_factor = number("high_freq_factor", 4.0);
-    const double old_context = number("original_max_position_embeddings", 8192);
+    rope_number(rope_scaling, "factor", std::nullopt);
+    const double low_freq_factor = rope_number(rope_scaling, "low_freq_factor", std::nullopt);
+    const double high_freq_factor = rope_number(rope_scaling, "high_freq_factor", std::nullopt);
+    const double old_context = rope_number(rope_scaling, "original_max_position_embeddings", std::nullopt);
     const double low_freq_wavelen = old_context / low_freq_factor, high_freq_wavelen = old_context / high_freq_factor;
     at::Tensor wavelen = 2 * M_PI / inv_freq;
     at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / factor_, inv_freq);
@@ -206,19 +269,40 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double rope_theta, const json
     at::Tensor smoothed = (1 - smooth) * scaled / factor_ + smooth * scaled;
     at::Tensor is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
     inv_freq = at::where(is_medium, smoothed, scaled);
+  } else if (rope_type_ == "yarn") {
+    // As transformers 4.56+: the factor is the one given (4.50-4.55 replaced it by max_position_embeddings /
+    // original_max_position_embeddings, which turned Qwen2.5's YaRN off).
+    const double factor = rope_number(rope_scaling, "factor", std::nullopt);
+    const double original = number("original_max_position_embeddings", double(max_position_embeddings));
+    const double mscale = number("mscale", 0), mscale_all_dim = number("mscale_all_dim", 0);
+    attention_scaling_ = mscale != 0 && mscale_all_dim != 0 ? yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+                                                            : yarn_mscale(factor);
+    attention_scaling_ = number("attention_factor", attention_scaling_);
+    inv_freq = yarn_inv_freq(rope_scaling, base_, dim_, factor, original);
+  } else if (rope_type_ == "longrope") {
+    double factor = factor_;
+    if (original_max_position_embeddings) {
+      original_max_position_embeddings_ = *original_max_position_embeddings;
+      factor = double(max_position_embeddings) / double(*original_max_position_embeddings);
+    }
+    attention_scaling_ = factor <= 1 ? 1.0 : std::sqrt(1 + std::log(factor) / std::log(double(original_max_position_embeddings_)));
+    attention_scaling_ = number("attention_factor", attention_scaling_);
+    inv_freq = longrope_inv_freq(rope_scaling, "short_factor", base_, dim_);
+    long_inv_freq_ = longrope_inv_freq(rope_scaling, "long_factor", base_, dim_);
   } else {
     throw ConfigError("config.json: rope_scaling type '" + rope_type_ +
-                      "' is not supported (supported: default, linear, dynamic, llama3)");
+                      "' is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)");
   }
   inv_freq_ = inv_freq;
 }
 
 at::Tensor RotaryEmbedding::inv_freq_for(int64_t seq_len) const {
+  if (rope_type_ == "longrope") return seq_len > original_max_position_embeddings_ ? long_inv_freq_ : inv_freq_;
   if (rope_type_ != "dynamic" || seq_len <= original_max_position_embeddings_) return inv_freq_;
   // NTK-aware scaling: the base grows with the sequence length.
   const double base = base_ * std::pow(factor_ * double(seq_len) / double(original_max_position_embeddings_) - (factor_ - 1),
                                        double(dim_) / double(dim_ - 2));
-  return 1.0 / at::pow(base, at::arange(0, dim_, 2, at::kLong).to(at::kFloat) / double(dim_));
+  return 1.0 / rope_powers(base, dim_);
 }
 
 std::pair<at::Tensor, at::Tensor> RotaryEmbedding::forward(const at::Tensor& position_ids, c10::ScalarType dtype) const {
@@ -260,8 +344,11 @@ namespace {
 
 // softmax(scores * scale + mask) in fp32, rounded to `type`: the element-wise part of eager
 // attention, shared by the whole-tensor and the per-head paths so both compute the same.
-at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double scale, c10::ScalarType type) {
+at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double scale, double softcap,
+                           c10::ScalarType type) {
   if (scale != 1.0) scores = scores * scale;
+  // In fp32 and rounded once, as the norms and activations (libtorch 1.13 has no fp16 tanh).
+  if (softcap > 0) scores = (at::tanh(scores.to(at::kFloat) / softcap) * softcap).to(scores.scalar_type());
   if (mask.defined()) scores = scores + mask;
   return at::softmax(scores, -1, at::kFloat).to(type);
 }
@@ -280,7 +367,7 @@ bool per_head_attention_applies(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                              double scale) {
+                              double scale, double softcap) {
   const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2), groups = heads / k.size(1);
   const int64_t dim = v.size(3), kv_len = k.size(2);
   const at::Tensor m = mask.defined() ? mask.expand({batch, heads, q_len, kv_len}) : mask;
@@ -294,7 +381,7 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
       const int64_t b = i / heads, h = i % heads;
       const at::Tensor qh = q[b][h], kh = k[b][h / groups], vh = v[b][h / groups];
       const at::Tensor scores = matmul_any_precision(qh, kh.t());
-      const at::Tensor probs = attention_probs(scores, m.defined() ? m[b][h] : m, scale, type);
+      const at::Tensor probs = attention_probs(scores, m.defined() ? m[b][h] : m, scale, softcap, type);
       const at::Tensor head = matmul_any_precision(probs, vh).contiguous();
       const char* src = static_cast<const char*>(head.data_ptr());
       for (int64_t t = 0; t < q_len; ++t)
@@ -307,20 +394,21 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
 }  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                     double scale, at::Tensor* probs) {
+                     double scale, at::Tensor* probs, double softcap) {
   const int64_t heads = q.size(1), kv_heads = k.size(1);
   if (heads % kv_heads != 0)
     throw InvalidInputError("attention: " + std::to_string(heads) + " query heads are not a multiple of " +
                             std::to_string(kv_heads) + " key/value heads");
   const int64_t groups = heads / kv_heads;
   try {
-    if (!probs && single_query_attention_applies(q, k, v, mask)) return single_query_attention(q, k, v, mask, scale);
-    if (!probs && per_head_attention_applies(q, k, v, mask)) return per_head_attention(q, k, v, mask, scale);
+    if (!probs && single_query_attention_applies(q, k, v, mask))
+      return single_query_attention(q, k, v, mask, scale, softcap);
+    if (!probs && per_head_attention_applies(q, k, v, mask)) return per_head_attention(q, k, v, mask, scale, softcap);
     const int64_t batch = q.size(0), q_len = q.size(2), dim = q.size(3), kv_len = k.size(2);
     // Grouped-query attention without copying k/v: fold each group of query heads into rows.
     at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, dim});
     at::Tensor scores = matmul_any_precision(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
-    at::Tensor p = attention_probs(scores, mask, scale, q.scalar_type());
+    at::Tensor p = attention_probs(scores, mask, scale, softcap, q.scalar_type());
     if (probs) *probs = p;
     at::Tensor out = matmul_any_precision(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
     return out.view({batch, heads, q_len, v.size(3)});
@@ -340,13 +428,15 @@ double finfo_min(c10::ScalarType dtype) {
 }
 
 at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch, int64_t q_len, int64_t past_len,
-                                 c10::ScalarType dtype) {
+                                 c10::ScalarType dtype, std::optional<int64_t> sliding_window) {
   const int64_t kv_len = past_len + q_len;
   const double min = finfo_min(dtype);
   // key j is visible to query i (absolute position past_len + i) when j <= past_len + i.
   at::Tensor q_pos = at::arange(past_len, kv_len, at::kLong).view({q_len, 1});
   at::Tensor k_pos = at::arange(0, kv_len, at::kLong).view({1, kv_len});
-  at::Tensor blocked = (k_pos > q_pos).view({1, 1, q_len, kv_len});
+  at::Tensor blocked = k_pos > q_pos;
+  if (sliding_window) blocked = blocked.logical_or(k_pos <= q_pos - *sliding_window);
+  blocked = blocked.view({1, 1, q_len, kv_len});
   if (attention_mask.defined()) {
     if (attention_mask.dim() != 2 || attention_mask.size(0) != batch || attention_mask.size(1) != kv_len)
       throw InvalidInputError("attention_mask has shape [" + std::to_string(attention_mask.size(0)) + ", " +

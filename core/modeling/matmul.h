@@ -46,10 +46,10 @@ at::Tensor int8_row_scale(const torch::nn::Module& layer, const at::Tensor& weig
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
 // One query position per head (decode), fp32 / bf16 / fp16, without autograd, keys/values with contiguous
-// rows: attention computed in one pass over the cache (attention_kernel.cpp).
+// rows: attention computed in one pass over the cache (attention_kernel.cpp); softcap as attention()'s.
 bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& mask);
 at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale);
+                                  const at::Tensor& mask, double scale, double softcap = 0.0);
 
 }  // namespace plugformer

@@ -148,7 +148,9 @@ void PreTrainedModel::init_weight(const std::string& name, at::Tensor& tensor, c
   at::Tensor fresh = at::empty(tensor.sizes(), tensor.options().dtype(dtype));
   const bool is_norm = name.find("norm") != std::string::npos || name.find("LayerNorm") != std::string::npos ||
                        name.find("ln_") != std::string::npos;
-  if (!fresh.is_floating_point() || name.ends_with("bias")) fresh.zero_();
+  // Gemma's norms scale by 1 + weight: their neutral weight is 0.
+  const auto owner = std::dynamic_pointer_cast<RMSNorm>(find_module(name.substr(0, name.rfind('.'))));
+  if (!fresh.is_floating_point() || name.ends_with("bias") || (owner && owner->unit_offset)) fresh.zero_();
   else if (is_norm) fresh.fill_(1.0);
   else fresh.normal_(0.0, range);
   tensor.set_data(fresh);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include <plugformer/decoder.h>
 #include <plugformer/error.h>
 #include <plugformer/heads.h>
 
@@ -97,46 +98,24 @@ void GPT2Model::prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& 
 }
 
 ModelOutput GPT2Model::forward(const ModelInputs& inputs) {
-  const at::Tensor input_ids = inputs.get("input_ids");
-  const at::Tensor inputs_embeds = inputs.get("inputs_embeds");
-  if (input_ids.defined() == inputs_embeds.defined())
-    throw InvalidInputError("gpt2: give exactly one of input_ids and inputs_embeds");
-  if (input_ids.defined() && input_ids.dim() != 2) throw InvalidInputError("input_ids must be [batch, seq_len]");
-  if (inputs_embeds.defined() && (inputs_embeds.dim() != 3 || inputs_embeds.size(2) != cfg_.n_embd))
-    throw InvalidInputError("inputs_embeds must be [batch, seq_len, " + std::to_string(cfg_.n_embd) + "]");
-  const at::Tensor& ref = input_ids.defined() ? input_ids : inputs_embeds;
-  const int64_t batch = ref.size(0), len = ref.size(1);
-  if (batch == 0 || len == 0)
-    throw InvalidInputError("gpt2: empty input (batch " + std::to_string(batch) + ", sequence length " +
-                            std::to_string(len) + "); at least one token is needed");
-
-  std::shared_ptr<KVCache> cache = inputs.past_key_values;
-  if (!cache && inputs.use_cache && !checkpointing_active()) cache = std::make_shared<KVCache>();
-  const int64_t past = cache && cache->num_layers() > 0 ? cache->seq_length(0) : 0;
+  const DecoderInputs d = prepare_decoder_inputs(inputs, cfg_.n_embd, "gpt2", !checkpointing_active());
+  const int64_t batch = d.batch, len = d.length, past = d.past;
   // Learned absolute positions: wpe has n_positions rows, and transformers' causal buffer is
   // n_positions x n_positions, so no sequence (cached part included) may be longer.
   if (past + len > cfg_.n_positions)
     throw InvalidInputError("gpt2: sequence length " + std::to_string(past + len) + " (" + std::to_string(past) +
                             " cached + " + std::to_string(len) + " new tokens) exceeds the context window n_positions = " +
                             std::to_string(cfg_.n_positions));
-
-  at::Tensor position_ids = inputs.get("position_ids");
-  if (!position_ids.defined()) {
-    position_ids = at::arange(past, past + len, at::kLong).unsqueeze(0).expand({batch, len});
-  } else {
-    if (position_ids.dim() == 1) position_ids = position_ids.unsqueeze(0);
-    if (position_ids.dim() != 2 || position_ids.size(1) != len ||
-        (position_ids.size(0) != batch && position_ids.size(0) != 1))
-      throw InvalidInputError("position_ids must be [batch, seq_len] (or [1, seq_len])");
-    const int64_t lo = position_ids.min().item<int64_t>(), hi = position_ids.max().item<int64_t>();
+  if (inputs.has("position_ids")) {
+    const int64_t lo = d.position_ids.min().item<int64_t>(), hi = d.position_ids.max().item<int64_t>();
     if (lo < 0 || hi >= cfg_.n_positions)
       throw InvalidInputError("gpt2: position id " + std::to_string(lo < 0 ? lo : hi) +
                               " is outside the context window [0, n_positions = " + std::to_string(cfg_.n_positions) +
                               ")");
   }
 
-  at::Tensor hidden = input_ids.defined() ? wte_->forward(input_ids) : inputs_embeds;
-  hidden = hidden + wpe_->forward(position_ids).to(hidden.scalar_type());
+  at::Tensor hidden = d.input_ids.defined() ? wte_->forward(d.input_ids) : d.inputs_embeds;
+  hidden = hidden + wpe_->forward(d.position_ids).to(hidden.scalar_type());
   const at::Tensor token_type_ids = inputs.get("token_type_ids");
   if (token_type_ids.defined()) {
     if (token_type_ids.sizes() != at::IntArrayRef({batch, len}))
@@ -145,15 +124,14 @@ ModelOutput GPT2Model::forward(const ModelInputs& inputs) {
   }
   const auto dtype = hidden.scalar_type();
 
-  const at::Tensor attention_mask = inputs.get("attention_mask");
   // A single new token without padding sees every key: no mask needed.
   at::Tensor mask;
-  if (len > 1 || attention_mask.defined()) mask = causal_attention_mask(attention_mask, batch, len, past, dtype);
+  if (len > 1 || d.attention_mask.defined()) mask = causal_attention_mask(d.attention_mask, batch, len, past, dtype);
 
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);
   const bool want_attn = inputs.output_attentions.value_or(cfg_.output_attentions);
   ModelOutput out;
-  KVCache* layer_cache = cache.get();
+  KVCache* layer_cache = d.cache.get();
   hidden = run_layers(
       int64_t(h_.size()),
       [=, this](int64_t i, const at::Tensor& x, at::Tensor* probs) { return h_[size_t(i)]->forward(x, mask, layer_cache, probs); },
@@ -161,19 +139,12 @@ ModelOutput GPT2Model::forward(const ModelInputs& inputs) {
   hidden = ln_f_->forward(hidden);
   if (want_hidden) out.hidden_states.push_back(hidden);
   out.set("last_hidden_state", hidden);
-  out.past_key_values = cache;
+  out.past_key_values = d.cache;
   return out;
 }
 
 GPT2HeadModel::GPT2HeadModel(std::shared_ptr<GPT2Config> config) : PreTrainedModel(config) {
   transformer_ = register_module("transformer", std::make_shared<GPT2Model>(config));
-}
-
-void GPT2HeadModel::finish(ModelOutput& out, ModelOutput& base) {
-  out.set("last_hidden_state", base["last_hidden_state"]);
-  out.past_key_values = base.past_key_values;
-  out.hidden_states = std::move(base.hidden_states);
-  out.attentions = std::move(base.attentions);
 }
 
 GPT2LMHeadModel::GPT2LMHeadModel(std::shared_ptr<GPT2Config> config) : GPT2HeadModel(config) {
@@ -190,7 +161,7 @@ ModelOutput GPT2LMHeadModel::forward(const ModelInputs& inputs) {
   ModelOutput out;
   if (inputs.has("labels")) out.set("loss", causal_lm_loss(logits, inputs.get("labels")));
   out.set("logits", logits);
-  finish(out, base);
+  move_base_outputs(out, base);
   return out;
 }
 
@@ -208,7 +179,7 @@ ModelOutput GPT2ForSequenceClassification::forward(const ModelInputs& inputs) {
   ModelOutput out;
   if (inputs.has("labels")) out.set("loss", sequence_classification_loss(*config_, pooled, inputs.get("labels")));
   out.set("logits", pooled);
-  finish(out, base);
+  move_base_outputs(out, base);
   return out;
 }
 
@@ -222,7 +193,7 @@ ModelOutput GPT2ForTokenClassification::forward(const ModelInputs& inputs) {
   ModelOutput out;
   if (inputs.has("labels")) out.set("loss", token_cross_entropy(logits, inputs.get("labels")));
   out.set("logits", logits);
-  finish(out, base);
+  move_base_outputs(out, base);
   return out;
 }
 
@@ -235,7 +206,7 @@ ModelOutput GPT2ForQuestionAnswering::forward(const ModelInputs& inputs) {
   ModelOutput base = transformer_->forward(inputs);
   ModelOutput out;
   question_answering_outputs(qa_outputs_->forward(base["last_hidden_state"]), inputs, out);
-  finish(out, base);
+  move_base_outputs(out, base);
   return out;
 }
 

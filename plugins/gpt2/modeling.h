@@ -83,8 +83,6 @@ class GPT2HeadModel : public PreTrainedModel {
   std::vector<std::string> ignored_unexpected_keys() const override { return gpt2_ignored_unexpected_keys(); }
 
  protected:
-  // Copies the base model's outputs (last_hidden_state, cache, hidden states, attentions) into `out`.
-  static void finish(ModelOutput& out, ModelOutput& base);
   std::shared_ptr<GPT2Model> transformer_;
 };
 

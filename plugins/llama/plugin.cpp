@@ -1,18 +1,14 @@
-// The llama plugin: LlamaConfig, the Llama model classes and LlamaTokenizer.
+// The llama plugin: LlamaConfig, the Llama model classes (core's decoder) and LlamaTokenizer.
 #include <plugformer/plugin.h>
 #include <plugformer/tokenizers.h>
 
 #include "config.h"
-#include "modeling.h"
 
 namespace plugformer::llama {
 
 void register_llama(Registry& registry) {
-  registry.register_config("llama", config_factory<LlamaConfig>());
-  registry.register_model(tasks::kAutoModel, "llama", "LlamaModel", model_factory<LlamaModel, LlamaConfig>());
-  registry.register_model(tasks::kCausalLM, "llama", "LlamaForCausalLM", model_factory<LlamaForCausalLM, LlamaConfig>());
-  registry.register_model(tasks::kSequenceClassification, "llama", "LlamaForSequenceClassification",
-                          model_factory<LlamaForSequenceClassification, LlamaConfig>());
+  // transformers keeps LlamaForQuestionAnswering's base model under "transformer".
+  register_decoder_family<LlamaConfig>(registry, {.model_type = "llama", .family = "Llama", .qa_base_prefix = "transformer"});
   registry.register_tokenizer("LlamaTokenizer", [](const TokenizerFiles& files) {
     SentencePieceDefaults defaults;  // LlamaTokenizer's own defaults
     defaults.add_bos_token = true;

@@ -23,6 +23,10 @@ at::Tensor sequence_classification_loss(const PretrainedConfig& config, const at
 at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& input_ids,
                                    std::optional<int64_t> pad_token_id);
 
+// What a head model's output keeps of its base model's: last_hidden_state, the KV cache, the
+// hidden states and the attentions (moved out of `base`).
+void move_base_outputs(ModelOutput& out, ModelOutput& base);
+
 // Extractive question answering: logits [batch, seq, 2] -> start_logits and end_logits [batch, seq]
 // set in `out`; with start_positions and end_positions ([batch]) in `inputs` also the loss, the mean
 // of both cross entropies, positions outside the sequence clamped to seq_len and ignored.

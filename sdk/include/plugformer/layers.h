@@ -58,13 +58,16 @@ class LayerNorm : public torch::nn::Module {
   double eps;
 };
 
-// Llama / T5 style: x / rms(x) * weight, computed in fp32.
+// Llama / T5 style: x / rms(x) * weight, the normalised value computed in fp32 and rounded to x's
+// type before the weight multiplies it. With unit_offset (Gemma) the scale is 1 + weight, applied in
+// fp32 and rounded once; such weights are stored around 0 and initialised to 0.
 class RMSNorm : public torch::nn::Module {
  public:
-  RMSNorm(int64_t dim, double eps);
+  RMSNorm(int64_t dim, double eps, bool unit_offset = false);
   at::Tensor forward(const at::Tensor& x) const;
   at::Tensor weight;
   double eps;
+  bool unit_offset;
 };
 
 // Activation functions by transformers' ACT2FN names (gelu, gelu_new, gelu_pytorch_tanh,
@@ -72,23 +75,31 @@ class RMSNorm : public torch::nn::Module {
 using Activation = std::function<at::Tensor(const at::Tensor&)>;
 Activation get_activation(const std::string& name);
 
-// Rotary position embeddings (rotate_half layout) with transformers' rope types:
-// default, linear, dynamic (NTK), llama3. Built from a config's rope_theta / rope_scaling.
+// Rotary position embeddings (rotate_half layout) with transformers' rope types (modeling_rope_utils):
+// default, linear, dynamic (NTK), llama3, yarn and longrope. Built from a config's rope_theta /
+// rope_scaling; `original_max_position_embeddings` is the config's own field of that name where the
+// family has one (Phi-3), which longrope and yarn prefer to rope_scaling's. ConfigError (naming
+// rope_scaling's field) for unknown types and missing or malformed keys.
 class RotaryEmbedding {
  public:
   RotaryEmbedding(int64_t head_dim, double rope_theta, const json& rope_scaling, int64_t max_position_embeddings,
-                  double partial_rotary_factor = 1.0);
-  // cos, sin for position_ids [batch, seq] -> [batch, seq, rotary_dim], in `dtype`.
+                  double partial_rotary_factor = 1.0,
+                  std::optional<int64_t> original_max_position_embeddings = std::nullopt);
+  // cos, sin for position_ids [batch, seq] -> [batch, seq, rotary_dim], in `dtype`. dynamic and
+  // longrope choose their frequencies per call from the largest position id.
   std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& position_ids, c10::ScalarType dtype) const;
   const std::string& rope_type() const { return rope_type_; }
+  // The frequencies for a call whose largest position id is seq_len - 1, and the factor cos and sin
+  // are multiplied by (yarn's and longrope's attention factor, else 1).
+  at::Tensor inv_freq_for(int64_t seq_len) const;
+  double attention_scaling() const { return attention_scaling_; }
 
  private:
-  at::Tensor inv_freq_for(int64_t seq_len) const;
   std::string rope_type_ = "default";
   int64_t dim_;
   double base_, factor_ = 1.0, attention_scaling_ = 1.0;
   int64_t max_position_embeddings_, original_max_position_embeddings_;
-  at::Tensor inv_freq_;
+  at::Tensor inv_freq_, long_inv_freq_;  // long_inv_freq_: longrope beyond the original context
 };
 
 // q, k: [batch, heads, seq, head_dim]; cos, sin: [batch, seq, rotary_dim].
@@ -98,18 +109,20 @@ std::pair<at::Tensor, at::Tensor> apply_rotary_pos_emb(const at::Tensor& q, cons
 // Eager attention: softmax(q k^T * scale + mask) v. q: [batch, heads, q_len, d]; k, v:
 // [batch, kv_heads, kv_len, d] (grouped-query attention when kv_heads < heads); mask: additive,
 // broadcastable to [batch, heads, q_len, kv_len], or undefined. Softmax runs in fp32.
-// When `probs` is given, the attention probabilities are stored there.
+// When `probs` is given, the attention probabilities are stored there. softcap > 0 caps the scaled
+// scores as Gemma 2 does, softcap * tanh(scores / softcap), before the mask is added.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                     double scale, at::Tensor* probs = nullptr);
+                     double scale, at::Tensor* probs = nullptr, double softcap = 0.0);
 
 // torch.finfo(dtype).min: what transformers puts at masked positions.
 double finfo_min(c10::ScalarType dtype);
 
 // Additive masks with transformers' semantics (finfo(dtype).min where masked).
 // Causal decoder mask [batch, 1, q_len, past_len + q_len] from a 2-D padding mask over all
-// positions (or undefined for no padding).
+// positions (or undefined for no padding). With a sliding window W, a query at slot q sees only
+// keys at slots q - W < k <= q (slots of the padded batch, not position ids).
 at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch, int64_t q_len, int64_t past_len,
-                                 c10::ScalarType dtype);
+                                 c10::ScalarType dtype, std::optional<int64_t> sliding_window = std::nullopt);
 // Bidirectional padding mask [batch, 1, 1, kv_len] from [batch, kv_len] (encoders, cross-attention).
 at::Tensor padding_attention_mask(const at::Tensor& attention_mask, c10::ScalarType dtype);
 
