@@ -15,6 +15,7 @@
 #include <boost/dll/runtime_symbol_info.hpp>
 
 #include <plugformer/auto.h>
+#include <plugformer/decoder.h>
 #include <plugformer/error.h>
 #include <plugformer/generation.h>
 #include <plugformer/peft.h>
@@ -68,21 +69,55 @@ void run_list() {
   std::cout << "\n";
 }
 
+// A local folder with a config.json but no weight files (a config read from a model card, say).
+bool config_only_folder(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path) || !fs::exists(fs::path(path) / "config.json")) return false;
+  for (const char* file : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                           "pytorch_model.bin.index.json"})
+    if (fs::exists(fs::path(path) / file)) return false;
+  return true;
+}
+
 void run_info(const std::string& model_path, const std::string& dtype) {
   PretrainedOptions options;
   options.torch_dtype = dtype;
   auto config = AutoConfig::from_pretrained(model_path, options);
-  auto model = load_model_for_architecture(model_path, options);
+  const bool structure_only = config_only_folder(model_path);
+  ModelPtr model;
+  if (structure_only) {
+    // Without weights the model is built from config.json alone; its tensors stay unallocated
+    // pages, so even a 70B config is counted without the memory.
+    if (config->architectures.empty())
+      throw ConfigError(model_path + "/config.json: no 'architectures' field to choose a model class");
+    auto entry = Registry::instance().find_architecture(config->architectures.front());
+    if (!entry) throw RegistryError("model class '" + config->architectures.front() + "' is not registered");
+    model = Registry::instance().make_model(*entry, config);
+    model->tie_weights();
+  } else {
+    model = load_model_for_architecture(model_path, options);
+  }
   const json c = config->to_json();
   std::cout << "model_type:        " << config->model_type() << "\n"
             << "class:             " << model->class_name() << "\n";
   for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                           "num_attention_heads", "num_key_value_heads", "max_position_embeddings"})
     if (c.contains(key) && !c[key].is_null()) std::cout << std::left << std::setw(19) << (std::string(key) + ":") << c[key].dump() << "\n";
+  if (auto decoder = std::dynamic_pointer_cast<DecoderConfig>(config))
+    for (const auto& [label, text] : describe_layout(decoder->decoder_layout()))
+      std::cout << std::left << std::setw(19) << (label + ":") << text << "\n";
   std::cout << "parameters:        " << model->num_parameters() << " (" << model->num_parameters(false, true)
-            << " without embeddings)\n"
-            << "dtype:             " << c10::toString(model->dtype()) << "\n"
-            << "memory footprint:  " << model->memory_footprint() << " bytes\n";
+            << " without embeddings)\n";
+  if (structure_only) {
+    const std::string stored = config->torch_dtype.value_or("float32");
+    const int64_t bytes = stored == "bfloat16" || stored == "float16" ? 2 : stored == "float64" ? 8 : 4;
+    std::cout << "dtype:             " << stored << " (config.json; no weights in the folder)\n"
+              << "memory footprint:  " << model->num_parameters() * bytes
+              << " bytes of weights at that dtype\n";
+  } else {
+    std::cout << "dtype:             " << c10::toString(model->dtype()) << "\n"
+              << "memory footprint:  " << model->memory_footprint() << " bytes\n";
+  }
   // transformers' floating_point_ops for one token is the training cost (6 N); a forward pass is 2 N.
   ModelInputs one_token{{"input_ids", at::zeros({1, 1}, at::kLong)}};
   const double train_flops = model->floating_point_ops(one_token);

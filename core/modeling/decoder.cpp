@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <map>
+#include <sstream>
 
 #include "plugformer/error.h"
 #include "plugformer/heads.h"
@@ -381,6 +382,64 @@ ModelOutput DecoderForQuestionAnswering::forward(const ModelInputs& inputs) {
   question_answering_outputs(qa_outputs_->forward(base["last_hidden_state"]).to(at::kFloat), inputs, out);
   move_base_outputs(out, base);
   return out;
+}
+
+std::vector<std::pair<std::string, std::string>> describe_layout(const DecoderLayout& l) {
+  auto number = [](double v) {
+    std::ostringstream out;
+    out << v;
+    return out.str();
+  };
+  std::vector<std::pair<std::string, std::string>> lines;
+  lines.emplace_back("head_dim", std::to_string(l.head_dim));
+  const RotaryEmbedding rope(l.head_dim, l.rope_theta, l.rope_scaling, l.max_position_embeddings, l.partial_rotary_factor,
+                             l.original_max_position_embeddings);
+  std::string rope_text = rope.rope_type() + ", theta " + number(l.rope_theta);
+  if (l.rope_scaling.is_object())
+    for (const char* key : {"factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor", "beta_fast",
+                            "beta_slow"})
+      if (l.rope_scaling.contains(key) && l.rope_scaling[key].is_number())
+        rope_text += std::string(", ") + key + " " + number(l.rope_scaling[key].get<double>());
+  if (rope.rope_type() == "longrope" && l.original_max_position_embeddings)
+    rope_text += ", original context " + std::to_string(*l.original_max_position_embeddings) + " (long factors beyond it)";
+  if (rope.attention_scaling() != 1.0) rope_text += ", attention factor " + number(rope.attention_scaling());
+  if (l.partial_rotary_factor != 1.0) rope_text += ", rotary fraction " + number(l.partial_rotary_factor);
+  lines.emplace_back("rope", rope_text);
+  // Windows as "sliding 4096 on layers 0, 2, ..., full on the others".
+  std::map<std::optional<int64_t>, std::vector<int64_t>> by_window;
+  for (size_t i = 0; i < l.sliding_windows.size(); ++i) by_window[l.sliding_windows[i]].push_back(int64_t(i));
+  std::string attention;
+  for (const auto& [window, layers] : by_window) {
+    if (!attention.empty()) attention += "; ";
+    attention += window ? "sliding window " + std::to_string(*window) : std::string("full");
+    if (by_window.size() > 1) {
+      attention += " on layers";
+      for (size_t k = 0; k < layers.size() && k < 8; ++k) attention += (k ? ", " : " ") + std::to_string(layers[k]);
+      if (layers.size() > 8) attention += ", ... (" + std::to_string(layers.size()) + " layers)";
+    } else {
+      attention += " on every layer";
+    }
+  }
+  attention += "; scale " + number(l.attention_scale);
+  if (l.attn_logit_softcapping > 0) attention += "; scores soft-capped at " + number(l.attn_logit_softcapping);
+  lines.emplace_back("attention", attention);
+  std::string features;
+  auto add = [&](bool on, const char* name) {
+    if (on) features += (features.empty() ? "" : ", ") + std::string(name);
+  };
+  add(l.qkv_bias, "q/k/v biases");
+  add(l.o_proj_bias, "o_proj bias");
+  add(l.mlp_bias, "MLP biases");
+  add(l.fused_qkv, "fused qkv_proj");
+  add(l.fused_gate_up, "fused gate_up_proj");
+  add(l.qk_norm, "q/k norms");
+  add(l.norm_unit_offset, "(1 + w) norms");
+  add(l.scale_embeddings, "embeddings x sqrt(hidden_size)");
+  add(l.sandwich_norms, "sandwich norms");
+  if (l.final_logit_softcapping > 0) features += (features.empty() ? "" : ", ") + std::string("logits soft-capped at ") +
+                                                number(l.final_logit_softcapping);
+  lines.emplace_back("decoder", l.hidden_act + (features.empty() ? "" : ", " + features));
+  return lines;
 }
 
 void register_decoder_family(Registry& registry, const DecoderFamily& f,

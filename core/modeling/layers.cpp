@@ -173,9 +173,9 @@ double rope_number(const json& rope_scaling, const char* key, std::optional<doub
   const bool absent = !rope_scaling.is_object() || !rope_scaling.contains(key) || rope_scaling[key].is_null();
   if (absent && fallback) return *fallback;
   if (absent)
-    throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' is required for this rope type");
+    throw ConfigError(std::string("field 'rope_scaling.") + key + "' is required for this rope type");
   if (!rope_scaling[key].is_number())
-    throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must be a number");
+    throw ConfigError(std::string("field 'rope_scaling.") + key + "' must be a number");
   return rope_scaling[key].get<double>();
 }
 
@@ -188,11 +188,11 @@ at::Tensor rope_powers(double base, int64_t dim) {
 at::Tensor longrope_inv_freq(const json& rope_scaling, const char* key, double base, int64_t dim) {
   const json& factors = rope_scaling.contains(key) ? rope_scaling[key] : json();
   if (!factors.is_array() || int64_t(factors.size()) != dim / 2)
-    throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must be a list of " +
+    throw ConfigError(std::string("field 'rope_scaling.") + key + "' must be a list of " +
                       std::to_string(dim / 2) + " numbers (rotary dimension / 2)");
   std::vector<float> values;
   for (const auto& f : factors) {
-    if (!f.is_number()) throw ConfigError(std::string("config.json: field 'rope_scaling.") + key + "' must hold numbers");
+    if (!f.is_number()) throw ConfigError(std::string("field 'rope_scaling.") + key + "' must hold numbers");
     values.push_back(f.get<float>());
   }
   return 1.0 / (at::tensor(values, at::kFloat) * rope_powers(base, dim));
@@ -208,7 +208,7 @@ at::Tensor yarn_inv_freq(const json& rope_scaling, double base, int64_t dim, dou
   bool truncate = true;
   if (rope_scaling.contains("truncate") && !rope_scaling["truncate"].is_null()) {
     if (!rope_scaling["truncate"].is_boolean())
-      throw ConfigError("config.json: field 'rope_scaling.truncate' must be true or false");
+      throw ConfigError("field 'rope_scaling.truncate' must be true or false");
     truncate = rope_scaling["truncate"].get<bool>();
   }
   auto correction_dim = [&](double rotations) {
@@ -241,14 +241,14 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double rope_theta, const json
     // Legacy configs say "type"; transformers copies it to "rope_type".
     const char* key = rope_scaling.contains("rope_type") ? "rope_type" : "type";
     if (rope_scaling.contains(key)) {
-      if (!rope_scaling[key].is_string()) throw ConfigError("config.json: field 'rope_scaling.rope_type' must be a string");
+      if (!rope_scaling[key].is_string()) throw ConfigError("field 'rope_scaling.rope_type' must be a string");
       rope_type_ = rope_scaling[key].get<std::string>();
     }
     factor_ = number("factor", 1.0);
   } else if (!rope_scaling.is_null()) {
-    throw ConfigError("config.json: field 'rope_scaling' must be an object or null");
+    throw ConfigError("field 'rope_scaling' must be an object or null");
   }
-  if (dim_ <= 0 || dim_ % 2 != 0) throw ConfigError("config.json: rotary dimension must be even and positive, got " + std::to_string(dim_));
+  if (dim_ <= 0 || dim_ % 2 != 0) throw ConfigError("rotary dimension must be even and positive, got " + std::to_string(dim_));
   at::Tensor inv_freq = 1.0 / rope_powers(base_, dim_);
   if (rope_type_ == "default") {
   } else if (rope_type_ == "linear") {
@@ -290,7 +290,7 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double rope_theta, const json
     inv_freq = longrope_inv_freq(rope_scaling, "short_factor", base_, dim_);
     long_inv_freq_ = longrope_inv_freq(rope_scaling, "long_factor", base_, dim_);
   } else {
-    throw ConfigError("config.json: rope_scaling type '" + rope_type_ +
+    throw ConfigError("field 'rope_scaling': type '" + rope_type_ +
                       "' is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)");
   }
   inv_freq_ = inv_freq;

@@ -24,7 +24,10 @@ namespace {
 // peft's fallback target modules per model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 const std::map<std::string, std::vector<std::string>>& default_targets() {
   static const std::map<std::string, std::vector<std::string>> m = {
-      {"llama", {"q_proj", "v_proj"}}, {"gpt2", {"c_attn"}}, {"bert", {"query", "value"}}, {"t5", {"q", "v"}}};
+      {"llama", {"q_proj", "v_proj"}},   {"gpt2", {"c_attn"}},           {"bert", {"query", "value"}},
+      {"t5", {"q", "v"}},                {"mistral", {"q_proj", "v_proj"}}, {"gemma", {"q_proj", "v_proj"}},
+      {"gemma2", {"q_proj", "v_proj"}},  {"qwen2", {"q_proj", "v_proj"}},   {"qwen3", {"q_proj", "v_proj"}},
+      {"phi3", {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}}};
   return m;
 }
 
@@ -325,8 +328,7 @@ void PeftModel::inject_prompt(const std::string& adapter_name, PeftConfig& c) {
   else register_module("prompt_encoder", container);
 }
 
-void PeftModel::inject(const std::string& adapter_name, const PeftConfig& config) {
-  PeftConfig c = config;
+void PeftModel::inject(const std::string& adapter_name, PeftConfig& c) {
   if (c.target_modules.empty() && !c.target_modules_regex) {
     auto it = default_targets().find(base_->config().model_type());
     if (it == default_targets().end())

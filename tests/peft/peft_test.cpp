@@ -116,6 +116,33 @@ TEST(Lora, OutputsFollowTheFormulaAndMergeAgrees) {
   EXPECT_LE(max_diff(logits(*plain), adapted), 1e-5);
 }
 
+TEST(Lora, EveryDecoderFamilyTakesPeftsDefaultTargets) {
+  // PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for these model types.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> families = {
+      {"qwen2-tiny", {"q_proj", "v_proj"}},         {"qwen3-tiny", {"q_proj", "v_proj"}},
+      {"mistral-tiny-window", {"q_proj", "v_proj"}}, {"gemma-tiny", {"q_proj", "v_proj"}},
+      {"gemma2-tiny", {"q_proj", "v_proj"}},
+      {"phi3-tiny-longrope", {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}}};
+  for (const auto& [name, targets] : families) {
+    SCOPED_TRACE(name);
+    at::manual_seed(5);
+    auto peft = get_peft_model(load(name), lora({}, 4, 8));
+    std::vector<std::string> chosen = peft->peft_config().target_modules;
+    std::sort(chosen.begin(), chosen.end());
+    std::vector<std::string> expected = targets;
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(chosen, expected);
+    const at::Tensor adapted = logits(*peft);
+    EXPECT_GT(max_diff(logits(*load(name)), adapted), 1e-3);
+    EXPECT_LE(max_diff(adapted, logits(*merged_by_hand(name, *peft, 8.0 / 4))), 1e-5);
+    // Greedy decoding with the KV cache through the adapter equals the merged model's.
+    GenerationConfig config;
+    config.max_new_tokens = 6;
+    const at::Tensor through_adapter = generate(*peft, kIds, at::Tensor(), config).sequences;
+    EXPECT_TRUE(at::equal(through_adapter, generate(*merged_by_hand(name, *peft, 2.0), kIds, at::Tensor(), config).sequences));
+  }
+}
+
 TEST(Lora, RsLoraScalesBySquareRootOfRank) {
   PeftConfig c = lora({"q_proj"}, 4, 8);
   c.use_rslora = true;
@@ -442,7 +469,7 @@ TEST(PromptTuning, VirtualTokensArePrependedEmbeddings) {
 }
 
 TEST(PrefixTuning, PrefixKeysAndValuesInTheCache) {
-  for (const std::string name : {"llama-tiny", "gpt2-tiny-lm"}) {
+  for (const std::string name : {"llama-tiny", "gpt2-tiny-lm", "qwen2-tiny", "phi3-tiny-longrope"}) {
     SCOPED_TRACE(name);
     auto peft = get_peft_model(load(name), prompt("PREFIX_TUNING", 2));
     const PeftConfig& c = peft->peft_config();

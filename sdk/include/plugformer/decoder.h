@@ -94,6 +94,11 @@ DecoderInputs prepare_decoder_inputs(const ModelInputs& inputs, int64_t hidden_s
 
 class DecoderLayer;
 
+// What a layout declares beyond the sizes, as (label, text) lines for `plugformer info`: head_dim,
+// rope (type, theta, factors, attention factor), attention (windows per layer, scale, soft-caps)
+// and the layout's switches.
+std::vector<std::pair<std::string, std::string>> describe_layout(const DecoderLayout& layout);
+
 // <Family>Model: embeddings, the decoder layers and the final norm.
 class DecoderModel : public PreTrainedModel {
  public:

@@ -131,7 +131,9 @@ class PeftModel : public PreTrainedModel {
 
  private:
   PeftModel(ModelPtr model, std::string task_type);
-  void inject(const std::string& adapter_name, const PeftConfig& config);
+  // Adds LoRA to the targeted modules; an unset target_modules becomes PEFT's default for the
+  // model type, recorded in `config` (and so in the saved adapter_config.json) as PEFT does.
+  void inject(const std::string& adapter_name, PeftConfig& config);
   void load_adapter_weights(const std::string& adapter_name, const std::map<std::string, at::Tensor>& tensors,
                             const std::string& source);
   void set_trainable(const std::string& adapter_name, bool trainable);
