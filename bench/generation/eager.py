@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch eager peer for bench/generation: GPT-2, Llama and T5 written with plain torch ops the
+"""PyTorch eager peer for bench/generation: GPT-2, Llama (also Qwen2's and Gemma 2's variants) and T5 written with plain torch ops the
 way transformers' eager code computes them (F.linear, a growing KV cache, fp32 softmax), on
 the same config.json + model.safetensors that plugformer loads. For T5 the prompt goes to the
 encoder (run once) and decoding starts from decoder_start_token_id with self- and
@@ -81,18 +81,29 @@ class Gpt2:
         return F.linear(h[:, -1:], w["lm_head.weight"]).float(), new_cache
 
 
-class Llama:
+class Decoder:
+    """Llama and the families on its decoder as transformers' eager code computes them: Qwen2's q/k/v
+    biases, Gemma 2's (1 + w) norms, embedding scale, sandwich norms, query_pre_attn_scalar,
+    soft-capped scores and logits and sliding windows on even layers."""
+
     def __init__(self, cfg, w, dtype):
         self.c = cfg
         self.w = {k: v.to(dtype) for k, v in w.items()}
         if "lm_head.weight" not in self.w:
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
+        self.gemma2 = cfg["model_type"] == "gemma2"
         self.hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
         self.inv_freq = 1.0 / (cfg.get("rope_theta", 10000.0) ** (torch.arange(0, self.hd, 2).float() / self.hd))
+        self.scale = cfg["query_pre_attn_scalar"] ** -0.5 if self.gemma2 else self.hd ** -0.5
+        self.act = (lambda x: F.gelu(x, approximate="tanh")) if self.gemma2 else F.silu
+        n = cfg["num_hidden_layers"]
+        self.windows = [cfg.get("sliding_window") if self.gemma2 and i % 2 == 0 else None for i in range(n)]
 
     def rms(self, x, weight):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.c["rms_norm_eps"])
+        if self.gemma2:
+            return (h * (1.0 + weight.float())).to(x.dtype)
         return weight * h.to(x.dtype)
 
     @staticmethod
@@ -100,41 +111,66 @@ class Llama:
         x1, x2 = x.chunk(2, -1)
         return torch.cat((-x2, x1), -1)
 
+    def linear(self, x, name):
+        return F.linear(x, self.w[name + ".weight"], self.w.get(name + ".bias"))
+
     def forward(self, ids, cache):
         c, w = self.c, self.w
-        past = cache[0][0].shape[2] if cache else 0
+        past = cache[0][2] if cache else 0
         b, n = ids.shape
         pos = torch.arange(past, past + n).float()
         freqs = torch.outer(pos, self.inv_freq)
         emb = torch.cat((freqs, freqs), -1)
         h = F.embedding(ids, w["model.embed_tokens.weight"])
+        if self.gemma2:
+            h = h * torch.tensor(c["hidden_size"] ** 0.5, dtype=h.dtype)
         cos, sin = emb.cos().to(h.dtype), emb.sin().to(h.dtype)
         nh, kvh, hd = c["num_attention_heads"], c["num_key_value_heads"], self.hd
         new_cache = []
         for i in range(c["num_hidden_layers"]):
             p = f"model.layers.{i}."
             x = self.rms(h, w[p + "input_layernorm.weight"])
-            q = F.linear(x, w[p + "self_attn.q_proj.weight"]).view(b, n, nh, hd).transpose(1, 2)
-            k = F.linear(x, w[p + "self_attn.k_proj.weight"]).view(b, n, kvh, hd).transpose(1, 2)
-            v = F.linear(x, w[p + "self_attn.v_proj.weight"]).view(b, n, kvh, hd).transpose(1, 2)
+            q = self.linear(x, p + "self_attn.q_proj").view(b, n, nh, hd).transpose(1, 2)
+            k = self.linear(x, p + "self_attn.k_proj").view(b, n, kvh, hd).transpose(1, 2)
+            v = self.linear(x, p + "self_attn.v_proj").view(b, n, kvh, hd).transpose(1, 2)
             q = q * cos + self.rotate_half(q) * sin
             k = k * cos + self.rotate_half(k) * sin
             if cache:
                 k = torch.cat([cache[i][0], k], 2)
                 v = torch.cat([cache[i][1], v], 2)
-            new_cache.append((k, v))
+            window = self.windows[i]
+            # A windowed layer's cache keeps its last window - 1 keys (Gemma 2's hybrid cache).
+            new_cache.append((k[:, :, -(window - 1):] if window else k, v[:, :, -(window - 1):] if window else v,
+                              past + n))
             kk, vv = k.repeat_interleave(nh // kvh, 1), v.repeat_interleave(nh // kvh, 1)
-            s = torch.matmul(q, kk.transpose(-1, -2)) / math.sqrt(hd)
-            if n > 1:
-                causal = torch.ones(n, kk.shape[2], dtype=torch.bool).tril(kk.shape[2] - n)
-                s = s.masked_fill(~causal, torch.finfo(s.dtype).min)
+            s = torch.matmul(q, kk.transpose(-1, -2)) * self.scale
+            if c.get("attn_logit_softcapping"):
+                cap = c["attn_logit_softcapping"]
+                s = torch.tanh(s / cap) * cap
+            if n > 1 or window:
+                qpos = torch.arange(kk.shape[2] - n, kk.shape[2]).view(-1, 1)
+                kpos = torch.arange(kk.shape[2]).view(1, -1)
+                blocked = kpos > qpos
+                if window:
+                    blocked |= kpos <= qpos - window
+                s = s.masked_fill(blocked, torch.finfo(s.dtype).min)
             a = torch.matmul(F.softmax(s, -1, dtype=torch.float32).to(q.dtype), vv)
-            h = h + F.linear(a.transpose(1, 2).reshape(b, n, -1), w[p + "self_attn.o_proj.weight"])
-            x = self.rms(h, w[p + "post_attention_layernorm.weight"])
-            x = F.silu(F.linear(x, w[p + "mlp.gate_proj.weight"])) * F.linear(x, w[p + "mlp.up_proj.weight"])
-            h = h + F.linear(x, w[p + "mlp.down_proj.weight"])
+            a = self.linear(a.transpose(1, 2).reshape(b, n, -1), p + "self_attn.o_proj")
+            if self.gemma2:
+                h = h + self.rms(a, w[p + "post_attention_layernorm.weight"])
+                x = self.rms(h, w[p + "pre_feedforward_layernorm.weight"])
+            else:
+                h = h + a
+                x = self.rms(h, w[p + "post_attention_layernorm.weight"])
+            x = self.act(self.linear(x, p + "mlp.gate_proj")) * self.linear(x, p + "mlp.up_proj")
+            x = self.linear(x, p + "mlp.down_proj")
+            h = h + (self.rms(x, w[p + "post_feedforward_layernorm.weight"]) if self.gemma2 else x)
         h = self.rms(h, w["model.norm.weight"])
-        return F.linear(h[:, -1:], w["lm_head.weight"]).float(), new_cache
+        logits = F.linear(h[:, -1:], w["lm_head.weight"])
+        if c.get("final_logit_softcapping"):
+            cap = c["final_logit_softcapping"]
+            logits = torch.tanh(logits / cap) * cap
+        return logits.float(), new_cache
 
 
 class T5:
@@ -248,7 +284,8 @@ def main():
     cfg = json.load(open(os.path.join(args.model, "config.json")))
     weights = load_safetensors(os.path.join(args.model, "model.safetensors"))
     dtype = torch.float32 if args.dtype == "float32" else torch.bfloat16
-    model = {"gpt2": Gpt2, "llama": Llama, "t5": T5}[cfg["model_type"]](cfg, weights, dtype)
+    model = {"gpt2": Gpt2, "llama": Decoder, "qwen2": Decoder, "gemma2": Decoder, "t5": T5}[cfg["model_type"]](
+        cfg, weights, dtype)
     vocab = cfg["vocab_size"]
     ids = torch.randint(0, vocab, (args.batch, args.prompt), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

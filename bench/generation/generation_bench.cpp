@@ -5,6 +5,7 @@
 //
 //   generation_bench make-gpt2 DIR                       random gpt2-small (124M) in HF format
 //   generation_bench make-t5 DIR                         random t5-small (60M) in HF format
+//   generation_bench make-from-config CONFIG.json DIR    a random causal LM of any registered model_type
 //   generation_bench run DIR [--dtype D] [--batch B] [--prompt N] [--new M] [--threads T] [--repeat R]
 //   generation_bench bandwidth                           DRAM read bandwidth, GB/s
 //   generation_bench attention                           decode attention over 128 / 512 / 1024 cached tokens
@@ -88,6 +89,17 @@ void make_gpt2(const std::string& dir) {
 void make_t5(const std::string& dir) {
   auto config = AutoConfig::for_model("t5", json::object());
   auto model = AutoModelForSeq2SeqLM::from_config(config);
+  model->save_pretrained(dir);
+  std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
+}
+
+// A random causal LM shaped by a config.json-like file (model_type and the fields that differ from
+// the family's defaults), e.g. bench/generation/configs/qwen2.5-0.5b-shape.json.
+void make_from_config(const std::string& config_file, const std::string& dir) {
+  json fields = read_json_file(config_file);
+  const std::string type = fields.value("model_type", "");
+  fields.erase("model_type");
+  auto model = AutoModelForCausalLM::from_config(AutoConfig::for_model(type, fields));
   model->save_pretrained(dir);
   std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
 }
@@ -232,6 +244,10 @@ int main(int argc, char** argv) {
       (command == "make-gpt2" ? make_gpt2 : make_t5)(argv[2]);
       return 0;
     }
+    if (command == "make-from-config" && argc == 4) {
+      make_from_config(argv[2], argv[3]);
+      return 0;
+    }
     if (command == "attention") {
       attention_speed();
       return 0;
@@ -255,7 +271,7 @@ int main(int argc, char** argv) {
       run(argv[2], opt);
       return 0;
     }
-    std::cerr << "usage: generation_bench make-gpt2 DIR | make-t5 DIR | run DIR [--dtype D] [--batch B] [--prompt N] [--new M] [--repeat R] "
+    std::cerr << "usage: generation_bench make-gpt2 DIR | make-t5 DIR | make-from-config CONFIG DIR | run DIR [--dtype D] [--batch B] [--prompt N] [--new M] [--repeat R] "
                  "[--threads T] [--quantize int8] | linear | attention | bandwidth\n";
     return 2;
   } catch (const std::exception& e) {

@@ -12,6 +12,10 @@ t5: a random t5-small (60M) written by `generation_bench make-t5`; the prompt is
 the decoder generates (prefill = encoding + first decoder step).
 llama: the "small" random Llama (hidden 768, 12 layers, vocab 32000) from the shared generator,
 in HF format for plugformer / eager and GGUF (f32, bf16) for llama.cpp.
+decoder: a random causal LM shaped by --config (configs/*.json: Qwen2.5-0.5B's shape, the small
+Llama, the small Llama with Gemma 2's features), written by `generation_bench make-from-config`.
+
+    run_bench.py decoder --config configs/qwen2.5-0.5b-shape.json --build build --work /tmp/genbench
 """
 import argparse
 import json
@@ -49,7 +53,8 @@ def llama_cpp(bench, gguf, threads, prompt, new):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("family", choices=["gpt2", "llama", "t5"])
+    ap.add_argument("family", choices=["gpt2", "llama", "t5", "decoder"])
+    ap.add_argument("--config", default="", help="decoder: the config file shaping the random model")
     ap.add_argument("--build", default="build")
     ap.add_argument("--work", default="/tmp/genbench")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -67,7 +72,11 @@ def main():
 
     bench = os.path.join(args.build, "bin", "generation_bench")
     model = os.path.join(args.work, args.family)
-    if args.family in ("gpt2", "t5"):
+    if args.family == "decoder":
+        model = os.path.join(args.work, os.path.splitext(os.path.basename(args.config))[0])
+        if not os.path.exists(os.path.join(model, "config.json")):
+            subprocess.run([bench, "make-from-config", args.config, model], check=True)
+    elif args.family in ("gpt2", "t5"):
         if not os.path.exists(os.path.join(model, "config.json")):
             subprocess.run([bench, "make-" + args.family, model], check=True)
     else:
@@ -94,7 +103,8 @@ def main():
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
 
-    print(f"\n{args.family}: prompt {args.prompt}, {args.new} new tokens, {args.threads} threads, best of {args.repeat}; "
+    name = os.path.basename(model) if args.family == "decoder" else args.family
+    print(f"\n{name}: prompt {args.prompt}, {args.new} new tokens, {args.threads} threads, best of {args.repeat}; "
           f"tokens/s (decode counts every row of the batch)\n")
     has_lcpp = any("llama.cpp" in r for r in rows)
     head = "| dtype | batch | prefill ours | prefill eager | ratio | decode ours | decode eager | ratio |"

@@ -330,6 +330,10 @@ class Stepper {
       : model_(model), cache_(use_cache ? std::make_shared<KVCache>() : nullptr), encoder_(std::move(encoder)) {}
 
   at::Tensor next_logits(const at::Tensor& sequences, const at::Tensor& mask) {
+    if (cache_ && seen_ > 0 && !model_.reuses_cache(sequences.size(1), seen_)) {
+      cache_ = std::make_shared<KVCache>();
+      seen_ = 0;
+    }
     const int64_t fed = cache_ && seen_ > 0 ? sequences.size(1) - seen_ : sequences.size(1);
     ModelInputs inputs;
     if (encoder_.defined()) {

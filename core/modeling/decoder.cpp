@@ -265,6 +265,13 @@ DecoderModel::DecoderModel(std::shared_ptr<DecoderConfig> config, std::string fa
   }
   norm_ = register_module("norm",
                           std::make_shared<RMSNorm>(layout_.hidden_size, layout_.rms_norm_eps, layout_.norm_unit_offset));
+  for (const auto& window : layout_.sliding_windows) {
+    if (!window) {
+      widest_window_.reset();
+      break;
+    }
+    widest_window_ = std::max(widest_window_.value_or(0), *window);
+  }
 }
 
 std::vector<std::string> DecoderModel::ignored_unexpected_keys() const { return {R"(rotary_emb\.inv_freq)"}; }
@@ -277,15 +284,21 @@ ModelOutput DecoderModel::forward(const ModelInputs& inputs) {
   if (layout_.scale_embeddings)
     hidden = hidden * at::scalar_tensor(std::sqrt(double(layout_.hidden_size)), at::TensorOptions().dtype(dtype));
 
-  // One mask per distinct window. A single new token without padding sees every key of a full
-  // layer, and a windowed layer narrows its keys itself, so that step needs no mask at all.
+  // When every layer is windowed, the cache keeps only what the widest window can still see.
+  if (d.cache && d.cache->num_layers() == 0 && widest_window_) d.cache->set_window(*widest_window_);
+  const int64_t stored = d.cache ? d.cache->stored_length(0) : d.past;
+
+  // One mask per distinct window, over the stored slots and the new ones. A single new token
+  // without padding sees every key of a full layer, and a windowed layer narrows its keys itself,
+  // so that step needs no mask at all.
   std::map<std::optional<int64_t>, at::Tensor> masks;
   for (const auto& layer : layers_) {
     const std::optional<int64_t> window = d.length == 1 ? std::nullopt : layer->window();
     if (masks.count(window)) continue;
     at::Tensor& mask = masks[window];
     if (d.length > 1 || d.attention_mask.defined())
-      mask = causal_attention_mask(d.attention_mask, d.batch, d.length, d.past, dtype, window);
+      mask = causal_attention_mask(d.attention_mask, d.batch, d.length, d.past, dtype, window)
+                 .narrow(-1, d.past - stored, stored + d.length);
   }
   auto [cos, sin] = rotary_.forward(d.position_ids, dtype);
 
@@ -318,6 +331,15 @@ DecoderForCausalLM::DecoderForCausalLM(std::shared_ptr<DecoderConfig> config, st
     : DecoderHeadModel(config, std::move(family)) {
   lm_head_ = register_module("lm_head", std::make_shared<Linear>(model_->layout().hidden_size,
                                                                  model_->layout().vocab_size, false));
+}
+
+bool DecoderForCausalLM::reuses_cache(int64_t total, int64_t cached) const {
+  const DecoderLayout& l = model_->layout();
+  const bool longrope = l.rope_scaling.is_object() &&
+                        (l.rope_scaling.value("rope_type", "") == "longrope" || l.rope_scaling.value("type", "") == "longrope");
+  if (!longrope || !l.original_max_position_embeddings) return true;
+  const int64_t original = *l.original_max_position_embeddings;
+  return !(total >= original + 1 && cached <= original);
 }
 
 ModelOutput DecoderForCausalLM::forward(const ModelInputs& inputs) {

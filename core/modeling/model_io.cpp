@@ -9,35 +9,54 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor
   if (layer >= layers_.size()) layers_.resize(layer + 1);
   Layer& l = layers_[layer];
   const int64_t add = k.size(2);
+  // Positions no later query can see (window - 1 back from the next one) are dropped after each
+  // update; the returned views stay valid, as storage moves only during a later update.
+  auto drop_beyond_window = [&] {
+    if (!window_ || l.length <= *window_ - 1) return;
+    const int64_t drop = l.length - (*window_ - 1);
+    l.begin += drop, l.length -= drop, l.dropped += drop;
+  };
   if (!l.keys.defined()) {
     l.keys = k.contiguous();
     l.values = v.contiguous();
     l.length = add;
-    // Room to grow: decode steps then write in place instead of concatenating everything.
+    drop_beyond_window();
     return {l.keys, l.values};
   }
-  const int64_t needed = l.length + add;
-  if (needed > l.keys.size(2)) {
-    const int64_t capacity = std::max<int64_t>(needed, l.keys.size(2) * 2);
-    auto grow = [&](const at::Tensor& old) {
-      auto sizes = old.sizes().vec();
-      sizes[2] = capacity;
-      at::Tensor fresh = at::empty(sizes, old.options());
-      fresh.narrow(2, 0, l.length).copy_(old.narrow(2, 0, l.length));
-      return fresh;
-    };
-    l.keys = grow(l.keys);
-    l.values = grow(l.values);
+  if (l.begin + l.length + add > l.keys.size(2)) {
+    // Windowed: move the kept positions to the front first, which bounds the storage.
+    if (l.begin > 0) {
+      for (at::Tensor* t : {&l.keys, &l.values}) t->narrow(2, 0, l.length).copy_(t->narrow(2, l.begin, l.length).clone());
+      l.begin = 0;
+    }
+    const int64_t needed = l.length + add;
+    if (needed > l.keys.size(2)) {
+      // Room to grow: decode steps then write in place instead of concatenating everything.
+      const int64_t capacity = std::max<int64_t>(needed, l.keys.size(2) * 2);
+      auto grow = [&](const at::Tensor& old) {
+        auto sizes = old.sizes().vec();
+        sizes[2] = capacity;
+        at::Tensor fresh = at::empty(sizes, old.options());
+        fresh.narrow(2, 0, l.length).copy_(old.narrow(2, 0, l.length));
+        return fresh;
+      };
+      l.keys = grow(l.keys);
+      l.values = grow(l.values);
+    }
   }
-  l.keys.narrow(2, l.length, add).copy_(k);
-  l.values.narrow(2, l.length, add).copy_(v);
-  l.length = needed;
-  return {l.keys.narrow(2, 0, l.length), l.values.narrow(2, 0, l.length)};
+  l.keys.narrow(2, l.begin + l.length, add).copy_(k);
+  l.values.narrow(2, l.begin + l.length, add).copy_(v);
+  l.length += add;
+  std::pair<at::Tensor, at::Tensor> all = {l.keys.narrow(2, l.begin, l.length), l.values.narrow(2, l.begin, l.length)};
+  drop_beyond_window();
+  return all;
 }
 
 int64_t KVCache::seq_length(size_t layer) const {
-  return layer < layers_.size() ? layers_[layer].length : 0;
+  return layer < layers_.size() ? layers_[layer].dropped + layers_[layer].length : 0;
 }
+
+int64_t KVCache::stored_length(size_t layer) const { return layer < layers_.size() ? layers_[layer].length : 0; }
 
 void KVCache::reorder(const at::Tensor& beam_idx) {
   for (auto& l : layers_) {

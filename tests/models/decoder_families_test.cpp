@@ -15,6 +15,7 @@
 #include <plugformer/auto.h>
 #include <plugformer/decoder.h>
 #include <plugformer/error.h>
+#include <plugformer/generation.h>
 
 #include "../core/test_util.h"
 #include "fixture_runner.h"
@@ -223,4 +224,64 @@ TEST(DecoderFamiliesCli, GenerateIdsAsJsonGivesTheFixturesGreedyTokens) {
     const json result = json::parse(r.out.substr(r.out.find('{')));
     EXPECT_EQ(result["generated_ids"].get<std::vector<int64_t>>(), single["new_tokens"][0].get<std::vector<int64_t>>());
   }
+}
+
+// --- A model windowed on every layer keeps only the window in its cache ---
+
+TEST(SlidingWindowCache, StopsGrowingAndGivesTheFullComputationsLogits) {
+  auto model = plugformer::testing::load("mistral-tiny-window", "MistralForCausalLM");  // window 5, every layer
+  c10::InferenceMode guard;
+  at::Tensor ids = plugformer::testing::expected("mistral-tiny-window", "single.input_ids");
+  ModelInputs prefill{{"input_ids", ids}};
+  prefill.use_cache = true;
+  ModelOutput out = model->forward(prefill);
+  auto cache = out.past_key_values;
+  ASSERT_TRUE(cache);
+  EXPECT_EQ(cache->window(), std::optional<int64_t>(5));
+  for (int step = 0; step < 12; ++step) {
+    const at::Tensor next = out["logits"].select(1, -1).argmax(-1).view({1, 1});
+    ids = at::cat({ids, next}, 1);
+    ModelInputs inputs{{"input_ids", next}};
+    inputs.past_key_values = cache;
+    inputs.use_cache = true;
+    out = model->forward(inputs);
+    EXPECT_EQ(cache->seq_length(0), ids.size(1));
+    EXPECT_EQ(cache->stored_length(0), 4);  // window - 1 positions kept between steps
+    const at::Tensor full = model->forward(ModelInputs{{"input_ids", ids}})["logits"].select(1, -1);
+    EXPECT_LE((out["logits"].select(1, -1) - full).abs().max().item<double>(), 1e-4) << "step " << step;
+  }
+  // A padded batch takes the same path: the mask covers only the stored slots.
+  const at::Tensor batch_ids = plugformer::testing::expected("mistral-tiny-window", "left.input_ids");
+  const at::Tensor batch_mask = plugformer::testing::expected("mistral-tiny-window", "left.attention_mask");
+  GenerationConfig config;
+  config.max_new_tokens = 10;
+  config.pad_token_id = 0;
+  config.use_cache = true;
+  const at::Tensor cached = generate(*model, batch_ids, batch_mask, config).sequences;
+  config.use_cache = false;
+  EXPECT_TRUE(at::equal(cached, generate(*model, batch_ids, batch_mask, config).sequences));
+}
+
+// --- Phi-3 longrope: generation that crosses original_max_position_embeddings ---
+
+TEST(LongropeGeneration, CrossingTheOriginalContextRecomputesTheCacheAsTransformers) {
+  // Prompt of 10 tokens, original context 16: the 7th new token crosses into the long factors.
+  // transformers drops the cache there and runs the whole sequence again; with the cache kept,
+  // the keys cached so far would stay rotated by the short factors and the logits would differ.
+  auto model = plugformer::testing::load("phi3-tiny-longrope", "Phi3ForCausalLM");
+  const at::Tensor ids = plugformer::testing::expected("phi3-tiny-longrope", "single.input_ids");
+  ASSERT_LT(ids.size(1), 16);
+  GenerationConfig config;
+  config.max_new_tokens = 14;
+  config.use_cache = true;
+  const auto cached = generate(*model, ids, at::Tensor(), config);
+  config.use_cache = false;
+  const auto full = generate(*model, ids, at::Tensor(), config);
+  EXPECT_TRUE(at::equal(cached.sequences, full.sequences));
+  ASSERT_EQ(cached.scores.size(), full.scores.size());
+  for (size_t t = 0; t < cached.scores.size(); ++t)
+    EXPECT_LE((cached.scores[t] - full.scores[t]).abs().max().item<double>(), 1e-4) << "step " << t;
+  EXPECT_TRUE(model->reuses_cache(16, 15));
+  EXPECT_FALSE(model->reuses_cache(17, 16));
+  EXPECT_TRUE(model->reuses_cache(18, 17));
 }

@@ -1,5 +1,6 @@
 // The PreTrainedModel surface (embeddings, resize, sharded save, FLOPs, masks, gradient
-// checkpointing, tags, auto classes) on two families: Llama (untied head) and GPT-2 (tied head).
+// checkpointing, tags, auto classes) on every decoder family: Llama (untied head), GPT-2 (tied head) and
+// the families on core's decoder (Gemma's tied head, Phi-3's fused projections, ...).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -40,7 +41,11 @@ void PrintTo(const Family& family, std::ostream* os) { *os << family.name; }
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(Families, PerFamily,
-                         ::testing::Values(Family{"llama", "llama-tiny"}, Family{"gpt2", "gpt2-tiny-lm"}), family_name);
+                         ::testing::Values(Family{"llama", "llama-tiny"}, Family{"gpt2", "gpt2-tiny-lm"},
+                                           Family{"qwen2", "qwen2-tiny"}, Family{"qwen3", "qwen3-tiny"},
+                                           Family{"mistral", "mistral-tiny-window"}, Family{"gemma", "gemma-tiny"},
+                                           Family{"gemma2", "gemma2-tiny"}, Family{"phi3", "phi3-tiny-longrope"}),
+                         family_name);
 
 TEST_P(PerFamily, InputAndOutputEmbeddings) {
   auto model = load();
@@ -60,7 +65,7 @@ TEST_P(PerFamily, InputAndOutputEmbeddings) {
 
   // A class without an LM head has no output embeddings but the same input embeddings.
   PretrainedOptions options;
-  options.architecture = GetParam().name == "llama" ? "LlamaForSequenceClassification" : "GPT2ForSequenceClassification";
+  options.architecture = "AutoModelForSequenceClassification";
   auto classifier = load_model_for_architecture(kFixtures + GetParam().fixture, options);
   EXPECT_EQ(classifier->get_output_embeddings(), nullptr);
   EXPECT_EQ(classifier->get_input_embeddings()->weight.size(0), 256);

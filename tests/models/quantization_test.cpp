@@ -108,8 +108,14 @@ TEST_P(Int8, RoundingIsWithinHalfAStepOfEachRowsScale) {
 
 INSTANTIATE_TEST_SUITE_P(Families, Int8,
                          ::testing::Values(std::make_pair("llama-tiny", "LlamaForCausalLM"),
-                                           std::make_pair("gpt2-tiny-lm", "GPT2LMHeadModel")),
-                         [](const auto& info) { return std::string(info.param.first == std::string("llama-tiny") ? "Llama" : "Gpt2"); });
+                                           std::make_pair("gpt2-tiny-lm", "GPT2LMHeadModel"),
+                                           std::make_pair("qwen3-tiny", "Qwen3ForCausalLM"),
+                                           std::make_pair("gemma2-tiny", "Gemma2ForCausalLM"),
+                                           std::make_pair("phi3-tiny-longrope", "Phi3ForCausalLM")),
+                         [](const auto& info) {
+                           std::string name = info.param.second;
+                           return name.substr(0, name.find("For"));
+                         });
 
 // The effect on outputs, printed for the record: fixture logits and stories260K (a real, tiny
 // model) logits and greedy text, against fp32.

@@ -120,6 +120,7 @@ class DecoderModel : public PreTrainedModel {
   std::vector<std::shared_ptr<DecoderLayer>> layers_;
   std::shared_ptr<RMSNorm> norm_;
   RotaryEmbedding rotary_;
+  std::optional<int64_t> widest_window_;  // set when every layer is windowed
 };
 
 // The head classes hold a DecoderModel named "model" (QA: as the family says) and add their head.
@@ -145,6 +146,8 @@ class DecoderForCausalLM : public DecoderHeadModel {
     return {{"lm_head.weight", "model.embed_tokens.weight"}};
   }
   bool can_generate() const override { return true; }
+  // longrope with an original context: the cache is dropped once, when the sequence first exceeds it.
+  bool reuses_cache(int64_t total, int64_t cached) const override;
   ModelOutput forward(const ModelInputs& inputs) override;
 
  protected:

@@ -24,9 +24,18 @@ namespace plugformer {
 // geometrically so a decode step copies only the new position.
 class KVCache {
  public:
-  // Appends k, v ([batch, kv_heads, new_len, head_dim]) to `layer`; returns all keys/values so far.
+  // Appends k, v ([batch, kv_heads, new_len, head_dim]) to `layer`; returns the stored keys/values
+  // (all so far, or the window's, see set_window) followed by the new ones.
   std::pair<at::Tensor, at::Tensor> update(size_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Positions seen so far (stored or dropped): the next position's index.
   int64_t seq_length(size_t layer = 0) const;
+  // For models whose every layer attends to the last `window` slots only (sliding window): each
+  // layer keeps only the window - 1 most recent positions between updates, so the cache stops
+  // growing. An update then returns stored_length() positions before the new ones, and attention
+  // masks cover those latest slots only.
+  void set_window(int64_t window) { window_ = window; }
+  std::optional<int64_t> window() const { return window_; }
+  int64_t stored_length(size_t layer = 0) const;
   size_t num_layers() const { return layers_.size(); }
   // Beam search: keeps row beam_idx[i] of every layer at row i.
   void reorder(const at::Tensor& beam_idx);
@@ -38,10 +47,11 @@ class KVCache {
 
  private:
   struct Layer {
-    at::Tensor keys, values;  // [batch, heads, capacity, dim]
-    int64_t length = 0;
+    at::Tensor keys, values;  // [batch, heads, capacity, dim]; positions stored from slot `begin`
+    int64_t begin = 0, length = 0, dropped = 0;
   };
   std::vector<Layer> layers_;
+  std::optional<int64_t> window_;
   std::vector<std::pair<at::Tensor, at::Tensor>> cross_;
 };
 
@@ -124,6 +134,10 @@ class PreTrainedModel : public torch::nn::Module {
   // Checkpoint keys that are expected not to be used (regexes), like _keys_to_ignore_on_load_unexpected.
   virtual std::vector<std::string> ignored_unexpected_keys() const { return {}; }
   virtual bool can_generate() const { return false; }
+  // Generation: whether a cache of `cached` positions may be extended for a sequence that will have
+  // `total` positions, or the whole sequence must be run again (transformers' Phi-3 does that once
+  // when the sequence first outgrows original_max_position_embeddings, switching longrope's factors).
+  virtual bool reuses_cache(int64_t /*total*/, int64_t /*cached*/) const { return true; }
 
   virtual ModelOutput forward(const ModelInputs& inputs) = 0;
 
