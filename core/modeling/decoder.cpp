@@ -168,6 +168,9 @@ void DecoderConfig::validate() const {
   if (num_attention_heads % kv_heads() != 0)
     throw ConfigError("field 'num_attention_heads' (" + std::to_string(num_attention_heads) +
                       ") must be a multiple of 'num_key_value_heads' (" + std::to_string(kv_heads()) + ")");
+  // Gemma's embedding variants (transformers 4.56+) attend both ways; this decoder is causal only.
+  if (get("use_bidirectional_attention") == json(true))
+    throw ConfigError("field 'use_bidirectional_attention' is true: bidirectional decoders are not supported");
   const DecoderLayout l = decoder_layout();
   require_positive("head_dim", l.head_dim);
   for (const auto& window : l.sliding_windows)
@@ -192,6 +195,13 @@ DecoderLayout DecoderConfig::base_layout(std::optional<int64_t> head_dim) const 
   l.rope_theta = rope_theta;
   l.max_position_embeddings = max_position_embeddings;
   return l;
+}
+
+std::optional<int64_t> DecoderConfig::undeclared_head_dim() const {
+  const json head_dim = get("head_dim");
+  if (head_dim.is_null()) return std::nullopt;
+  if (!head_dim.is_number_integer()) throw ConfigError("field 'head_dim' must be an integer or null");
+  return head_dim.get<int64_t>();
 }
 
 std::vector<std::optional<int64_t>> DecoderConfig::windows_by_layer(const std::vector<std::string>& layer_types,
@@ -367,13 +377,7 @@ ModelOutput DecoderForSequenceClassification::forward(const ModelInputs& inputs)
   if (!inputs.has("input_ids"))
     throw InvalidInputError(class_name() + " needs input_ids to find the last non-padding token");
   ModelOutput base = model_->forward(inputs);
-  at::Tensor logits = score_->forward(base["last_hidden_state"]);
-  at::Tensor pooled = pool_last_non_pad_token(logits, inputs.get("input_ids"), config_->pad_token_id).to(at::kFloat);
-  ModelOutput out;
-  if (inputs.has("labels")) out.set("loss", sequence_classification_loss(*config_, pooled, inputs.get("labels")));
-  out.set("logits", pooled);
-  move_base_outputs(out, base);
-  return out;
+  return last_token_classification_outputs(score_->forward(base["last_hidden_state"]), inputs, *config_, base);
 }
 
 DecoderForTokenClassification::DecoderForTokenClassification(std::shared_ptr<DecoderConfig> config,

@@ -78,6 +78,16 @@ void question_answering_outputs(const at::Tensor& logits, const ModelInputs& inp
   out.set("end_logits", end);
 }
 
+ModelOutput last_token_classification_outputs(const at::Tensor& logits, const ModelInputs& inputs,
+                                              const PretrainedConfig& config, ModelOutput& base) {
+  at::Tensor pooled = pool_last_non_pad_token(logits, inputs.get("input_ids"), config.pad_token_id).to(at::kFloat);
+  ModelOutput out;
+  if (inputs.has("labels")) out.set("loss", sequence_classification_loss(config, pooled, inputs.get("labels")));
+  out.set("logits", pooled);
+  move_base_outputs(out, base);
+  return out;
+}
+
 void move_base_outputs(ModelOutput& out, ModelOutput& base) {
   out.set("last_hidden_state", base["last_hidden_state"]);
   out.past_key_values = base.past_key_values;

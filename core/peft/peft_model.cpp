@@ -26,8 +26,7 @@ const std::map<std::string, std::vector<std::string>>& default_targets() {
   static const std::map<std::string, std::vector<std::string>> m = {
       {"llama", {"q_proj", "v_proj"}},   {"gpt2", {"c_attn"}},           {"bert", {"query", "value"}},
       {"t5", {"q", "v"}},                {"mistral", {"q_proj", "v_proj"}}, {"gemma", {"q_proj", "v_proj"}},
-      {"gemma2", {"q_proj", "v_proj"}},  {"qwen2", {"q_proj", "v_proj"}},   {"qwen3", {"q_proj", "v_proj"}},
-      {"phi3", {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}}};
+      {"gemma2", {"q_proj", "v_proj"}},  {"qwen2", {"q_proj", "v_proj"}},   {"qwen3", {"q_proj", "v_proj"}}};
   return m;
 }
 

@@ -174,13 +174,7 @@ ModelOutput GPT2ForSequenceClassification::forward(const ModelInputs& inputs) {
   if (!inputs.has("input_ids"))
     throw InvalidInputError("GPT2ForSequenceClassification needs input_ids to find the last non-padding token");
   ModelOutput base = transformer_->forward(inputs);
-  at::Tensor logits = score_->forward(base["last_hidden_state"]);
-  at::Tensor pooled = pool_last_non_pad_token(logits, inputs.get("input_ids"), config_->pad_token_id).to(at::kFloat);
-  ModelOutput out;
-  if (inputs.has("labels")) out.set("loss", sequence_classification_loss(*config_, pooled, inputs.get("labels")));
-  out.set("logits", pooled);
-  move_base_outputs(out, base);
-  return out;
+  return last_token_classification_outputs(score_->forward(base["last_hidden_state"]), inputs, *config_, base);
 }
 
 GPT2ForTokenClassification::GPT2ForTokenClassification(std::shared_ptr<GPT2Config> config) : GPT2HeadModel(config) {

@@ -27,18 +27,23 @@ void Phi3Config::visit_fields(ConfigFieldVisitor& v) {
 }
 
 DecoderLayout Phi3Config::decoder_layout() const {
-  DecoderLayout l = base_layout(std::nullopt);
+  DecoderLayout l = base_layout(undeclared_head_dim());
   l.hidden_act = hidden_act;
   l.fused_qkv = l.fused_gate_up = true;
   l.partial_rotary_factor = partial_rotary_factor;
   l.original_max_position_embeddings = original_max_position_embeddings;
   l.rope_scaling = rope_scaling;
-  // transformers renames the older names of longrope ("su", "yarn") when the config loads.
+  // transformers renames the older names of longrope ("su", "yarn") when the config loads, and
+  // accepts no other rope type for Phi-3.
   if (rope_scaling.is_object()) {
-    for (const char* key : {"type", "rope_type"})
-      if (rope_scaling.contains(key) && rope_scaling[key].is_string() &&
-          (rope_scaling[key] == "su" || rope_scaling[key] == "yarn"))
-        l.rope_scaling[key] = "longrope";
+    for (const char* key : {"type", "rope_type"}) {
+      if (!rope_scaling.contains(key) || !rope_scaling[key].is_string()) continue;
+      const std::string type = rope_scaling[key].get<std::string>();
+      if (type == "su" || type == "yarn") l.rope_scaling[key] = "longrope";
+      else if (type != "longrope")
+        throw ConfigError("field 'rope_scaling." + std::string(key) + "' is '" + type +
+                          "'; Phi-3 takes only 'longrope' (or its older names 'su', 'yarn')");
+    }
   }
   l.sliding_windows.assign(size_t(num_hidden_layers), sliding_window);
   return l;

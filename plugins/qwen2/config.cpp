@@ -22,9 +22,7 @@ void Qwen2Config::visit_fields(ConfigFieldVisitor& v) {
 }
 
 DecoderLayout Qwen2Config::decoder_layout() const {
-  // transformers' modeling reads head_dim when a checkpoint's config carries one.
-  const json head_dim = get("head_dim");
-  DecoderLayout l = base_layout(head_dim.is_number_integer() ? std::optional<int64_t>(head_dim.get<int64_t>()) : std::nullopt);
+  DecoderLayout l = base_layout(undeclared_head_dim());
   l.hidden_act = hidden_act;
   l.qkv_bias = true;
   l.rope_scaling = rope_scaling;

@@ -200,6 +200,23 @@ TEST(DecoderBadInput, KeyValueHeadsThatDoNotDivideTheHeads) {
       << message;
 }
 
+TEST(DecoderBadInput, Phi3RopeTypesOtherThanLongropeAndBidirectionalGemma) {
+  const std::string linear = edited_fixture("phi3-tiny-seqcls", [](json& c) {
+    c["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  });
+  std::string message = error_loading<ConfigError>(linear);
+  EXPECT_NE(message.find("Phi-3 takes only 'longrope'"), std::string::npos) << message;
+  const std::string both_ways = edited_fixture("gemma2-tiny", [](json& c) { c["use_bidirectional_attention"] = true; });
+  message = error_loading<ConfigError>(both_ways);
+  EXPECT_NE(message.find("'use_bidirectional_attention' is true"), std::string::npos) << message;
+  // The older names of longrope load as longrope.
+  const std::string su = edited_fixture("phi3-tiny-longrope", [](json& c) {
+    c["rope_scaling"]["type"] = "su";
+    c["rope_scaling"].erase("rope_type");
+  });
+  EXPECT_NO_THROW(load_model_for_architecture(su, {}));
+}
+
 TEST(DecoderBadInput, HiddenSizeNotDivisibleWithoutHeadDim) {
   const std::string dir = edited_fixture("phi3-tiny-seqcls", [](json& c) { c["num_attention_heads"] = 3; c["num_key_value_heads"] = 3; });
   const std::string message = error_loading<ConfigError>(dir);

@@ -72,6 +72,9 @@ class DecoderConfig : public PretrainedConfig {
  protected:
   // The common fields' part of a layout, for head size `head_dim` (hidden_size / heads when null).
   DecoderLayout base_layout(std::optional<int64_t> head_dim) const;
+  // A head_dim in config.json for families without the field (transformers' modeling reads it
+  // with getattr when present).
+  std::optional<int64_t> undeclared_head_dim() const;
   // Windows from `layer_types` (one "full_attention" / "sliding_attention" per layer) when given,
   // else from slides(i); a sliding layer with a null window attends fully. ConfigError naming
   // layer_types for a wrong length or an unknown type.

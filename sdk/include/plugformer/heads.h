@@ -23,6 +23,11 @@ at::Tensor sequence_classification_loss(const PretrainedConfig& config, const at
 at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& input_ids,
                                    std::optional<int64_t> pad_token_id);
 
+// Decoder-only sequence classification: `logits` [batch, seq, labels] from the score layer pooled at
+// each row's rightmost non-pad token (the caller checks that input_ids are given), the loss by problem_type with labels, and the base model's outputs moved over.
+ModelOutput last_token_classification_outputs(const at::Tensor& logits, const ModelInputs& inputs,
+                                              const PretrainedConfig& config, ModelOutput& base);
+
 // What a head model's output keeps of its base model's: last_hidden_state, the KV cache, the
 // hidden states and the attentions (moved out of `base`).
 void move_base_outputs(ModelOutput& out, ModelOutput& base);
