@@ -13,6 +13,7 @@ namespace plugformer::cli {
 
 void add_model_commands(CLI::App& app);     // list, info, generate, forward
 void add_pipeline_commands(CLI::App& app);  // run <task>
+void add_embedding_commands(CLI::App& app); // embed, rerank
 
 }  // namespace plugformer::cli
 
