@@ -3,19 +3,26 @@
 // the PyTorch eager peer (eager_bert.py) on the same weights.
 //
 //   encoder_bench make-bert DIR                                   random bert-base (110M) in HF format
+//   encoder_bench make-minilm DIR TOKENIZER_DIR                   all-MiniLM-L6-v2-shaped sentence-transformers folder
+//   encoder_bench embed DIR --input FILE [--batch 32] [--repeat R] [--dump-ids F]   sentences/s, tokenization included
 //   encoder_bench run DIR [--dtype D] [--batch B] [--seq S] [--threads T] [--repeat R]
 //   encoder_bench sgemm [--threads T]                             fp32 GEMM peak, GFLOP/s
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
 #include <iostream>
 #include <map>
 #include <string>
 
 #include <plugformer/auto.h>
 #include <plugformer/runtime.h>
+#include <plugformer/sentence_transformers.h>
 
 using namespace plugformer;
 using Clock = std::chrono::steady_clock;
@@ -59,6 +66,70 @@ void make_bert(const std::string& dir) {
   std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
 }
 
+// An all-MiniLM-L6-v2-shaped sentence-transformers folder (random weights; the real all-MiniLM
+// tokenizer files from `tokenizer_dir`): Transformer (max_seq_length 256) -> mean -> Normalize.
+void make_minilm(const std::string& dir, const std::string& tokenizer_dir) {
+  namespace fs = std::filesystem;
+  auto config = AutoConfig::for_model("bert", json{{"hidden_size", 384}, {"num_hidden_layers", 6},
+                                                   {"num_attention_heads", 12}, {"intermediate_size", 1536},
+                                                   {"vocab_size", 30522}, {"max_position_embeddings", 512}});
+  auto model = AutoModel::from_config(config);
+  model->save_pretrained(dir);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"})
+    fs::copy_file(fs::path(tokenizer_dir) / file, fs::path(dir) / file, fs::copy_options::overwrite_existing);
+  write_json_file(fs::path(dir) / "modules.json",
+                  json::array({{{"idx", 0}, {"name", "0"}, {"path", ""}, {"type", "sentence_transformers.models.Transformer"}},
+                               {{"idx", 1}, {"name", "1"}, {"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}},
+                               {{"idx", 2}, {"name", "2"}, {"path", "2_Normalize"}, {"type", "sentence_transformers.models.Normalize"}}}));
+  write_json_file(fs::path(dir) / "sentence_bert_config.json", json{{"max_seq_length", 256}, {"do_lower_case", false}});
+  fs::create_directories(fs::path(dir) / "1_Pooling");
+  write_json_file(fs::path(dir) / "1_Pooling/config.json", json{{"word_embedding_dimension", 384}, {"pooling_mode_mean_tokens", true}});
+  std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
+}
+
+// Sentences per second of SentenceTransformer::encode over the lines of a text file, tokenization
+// included. --dump-ids writes the token ids of each batch (sentence-transformers' order: longest
+// first) for the eager peer.
+void embed(const std::string& dir, std::map<std::string, std::string> opt) {
+  if (!opt["--threads"].empty()) at::set_num_threads(std::stoi(opt["--threads"]));
+  std::vector<std::string> lines;
+  std::ifstream in(opt["--input"]);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  if (lines.empty()) throw InvalidInputError(opt["--input"] + ": no lines");
+  auto model = SentenceTransformer::from_pretrained(dir);
+  EncodeOptions options;
+  options.batch_size = std::stoll(opt["--batch"]);
+  model->encode({lines.front()}, options);  // warm-up
+  double best = 1e30;
+  for (int64_t r = 0; r < std::stoll(opt["--repeat"]); ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    model->encode(lines, options);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  if (!opt["--dump-ids"].empty()) {
+    auto tokenizer = AutoTokenizer::from_pretrained(dir);
+    tokenizer->set_truncation(TruncationParams{size_t(model->max_seq_length())});
+    tokenizer->set_padding(std::nullopt);
+    std::vector<size_t> order(lines.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lines[a].size() > lines[b].size(); });
+    json batches = json::array();
+    for (size_t i = 0; i < order.size(); i += size_t(options.batch_size)) {
+      json batch = json::array();
+      for (size_t j = i; j < std::min(order.size(), i + size_t(options.batch_size)); ++j) {
+        std::string text = lines[order[j]];
+        const size_t first = text.find_first_not_of(" \t\r\n"), last = text.find_last_not_of(" \t\r\n");
+        text = first == std::string::npos ? "" : text.substr(first, last - first + 1);
+        batch.push_back(tokenizer->encode(text).ids);
+      }
+      batches.push_back(batch);
+    }
+    write_json_file(opt["--dump-ids"], batches, -1);
+  }
+  std::cout << json{{"engine", "plugformer"}, {"sentences", lines.size()}, {"seconds", best},
+                    {"sentences_per_s", double(lines.size()) / best}}.dump() << std::endl;
+}
+
 void run(const std::string& dir, std::map<std::string, std::string> opt) {
   const int64_t batch = std::stoll(opt["--batch"]), seq = std::stoll(opt["--seq"]);
   PretrainedOptions options;
@@ -83,6 +154,20 @@ void run(const std::string& dir, std::map<std::string, std::string> opt) {
 int main(int argc, char** argv) {
   try {
     const std::string command = argc > 1 ? argv[1] : "";
+    if (command == "make-minilm" && argc == 4) {
+      make_minilm(argv[2], argv[3]);
+      return 0;
+    }
+    if (command == "embed" && argc >= 3) {
+      std::map<std::string, std::string> opt = {
+          {"--input", ""}, {"--batch", "32"}, {"--threads", ""}, {"--repeat", "1"}, {"--dump-ids", ""}};
+      for (int i = 3; i + 1 < argc; i += 2) {
+        if (!opt.count(argv[i])) throw InvalidInputError(std::string("unknown option ") + argv[i]);
+        opt[argv[i]] = argv[i + 1];
+      }
+      embed(argv[2], opt);
+      return 0;
+    }
     if (command == "make-bert" && argc == 3) {
       make_bert(argv[2]);
       return 0;
