@@ -1,6 +1,5 @@
-// BERT: transformers' modeling_bert.py (absolute or relative position embeddings, token type
-// embeddings, post-LayerNorm encoder, tanh pooler) and every task head, composed from the SDK
-// layers with transformers' parameter names, so any bert checkpoint from the Hub loads unchanged.
+// BERT: transformers' modeling_bert.py; the encoder is core's (encoder.h), the task heads are here,
+// with transformers' parameter names, so any bert checkpoint from the Hub loads unchanged.
 #pragma once
 
 #include <plugformer/layers.h>
@@ -10,118 +9,12 @@
 
 namespace plugformer::bert {
 
-class BertEmbeddings : public torch::nn::Module {
+// BertModel: core's BERT-style encoder (encoder.h) under BERT's names, positions counted from the
+// first slot.
+class BertModel : public BertStyleModel {
  public:
-  explicit BertEmbeddings(const BertConfig& config);
-  // input_ids or inputs_embeds [batch, seq(, hidden)]; token_type_ids, position_ids [batch, seq] or undefined.
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids,
-                     const at::Tensor& inputs_embeds, int64_t past_length) const;
-
- private:
-  const BertConfig& cfg_;
-  std::shared_ptr<Embedding> word_embeddings_, position_embeddings_, token_type_embeddings_;
-  std::shared_ptr<LayerNorm> layer_norm_;
-};
-
-class BertSelfAttention : public torch::nn::Module {
- public:
-  BertSelfAttention(const BertConfig& config, int64_t layer_idx);
-  // mask: additive [batch, 1, q_len or 1, kv_len] or undefined; head_mask: [heads] or undefined.
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs);
-  // Removes heads (numbered as in the unpruned layer); returns the kept rows of the
-  // [heads * head_dim] projections so the output projection can drop the same inputs.
-  at::Tensor prune_heads(const std::vector<int64_t>& heads);
-
- private:
-  int64_t layer_idx_, heads_, head_dim_, max_positions_;
-  std::set<int64_t> pruned_heads_;
-  std::string position_embedding_type_;
-  std::shared_ptr<Linear> query_, key_, value_;
-  std::shared_ptr<Embedding> distance_embedding_;  // relative_key / relative_key_query only
-};
-
-// Linear, then LayerNorm of (output + residual): BertSelfOutput and BertOutput.
-class BertResidualOutput : public torch::nn::Module {
- public:
-  BertResidualOutput(const BertConfig& config, int64_t in_features);
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& residual) const;
-  Linear& dense() { return *dense_; }
-
- private:
-  std::shared_ptr<Linear> dense_;
-  std::shared_ptr<LayerNorm> layer_norm_;
-};
-
-class BertAttention : public torch::nn::Module {
- public:
-  BertAttention(const BertConfig& config, int64_t layer_idx);
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs);
-  void prune_heads(const std::vector<int64_t>& heads) { prune_linear_layer(output_->dense(), self_->prune_heads(heads), 1); }
-
- private:
-  std::shared_ptr<BertSelfAttention> self_;
-  std::shared_ptr<BertResidualOutput> output_;
-};
-
-class BertIntermediate : public torch::nn::Module {
- public:
-  explicit BertIntermediate(const BertConfig& config);
-  at::Tensor forward(const at::Tensor& hidden) const;
-
- private:
-  std::shared_ptr<Linear> dense_;
-  Activation act_;
-};
-
-class BertLayer : public torch::nn::Module {
- public:
-  BertLayer(const BertConfig& config, int64_t layer_idx);
-  at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs);
-
- private:
-  std::shared_ptr<BertAttention> attention_;
-  std::shared_ptr<BertIntermediate> intermediate_;
-  std::shared_ptr<BertResidualOutput> output_;
-};
-
-class BertEncoder : public torch::nn::Module {
- public:
-  explicit BertEncoder(const BertConfig& config);
-  std::vector<std::shared_ptr<BertLayer>> layers;
-};
-
-// tanh(dense(hidden[:, 0])).
-class BertPooler : public torch::nn::Module {
- public:
-  explicit BertPooler(const BertConfig& config);
-  at::Tensor forward(const at::Tensor& hidden) const;
-
- private:
-  std::shared_ptr<Linear> dense_;
-};
-
-class BertModel : public PreTrainedModel {
- public:
-  explicit BertModel(std::shared_ptr<BertConfig> config, bool add_pooling_layer = true);
-  std::string class_name() const override { return "BertModel"; }
-  std::string base_model_prefix() const override { return "bert"; }
-  std::vector<std::string> ignored_unexpected_keys() const override { return {R"(embeddings\.position_ids)"}; }
-  // Inputs: input_ids or inputs_embeds, attention_mask, token_type_ids, position_ids, head_mask.
-  // Outputs: last_hidden_state, pooler_output (with the pooling layer).
-  ModelOutput forward(const ModelInputs& inputs) override;
-
- protected:
-  std::string input_embeddings_name() const override { return "embeddings.word_embeddings"; }
-  void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) override;
-
- private:
-  const BertConfig& cfg_;
-  std::shared_ptr<BertEmbeddings> embeddings_;
-  std::shared_ptr<BertEncoder> encoder_;
-  std::shared_ptr<BertPooler> pooler_;
+  explicit BertModel(std::shared_ptr<BertConfig> config, bool add_pooling_layer = true)
+      : BertStyleModel(config, "Bert", "bert", PositionIds::from_slots, add_pooling_layer) {}
 };
 
 // LayerNorm(act(dense(hidden))).

@@ -12,6 +12,7 @@
 #include <plugformer/auto.h>
 #include <plugformer/error.h>
 #include <plugformer/peft.h>
+#include <plugformer/sentence_transformers.h>
 
 #include "mock_hub.h"
 
@@ -121,4 +122,28 @@ TEST(HubLoading, PeftAdapterFromAHubRepo) {
   EXPECT_TRUE(std::filesystem::is_directory(cache / "models--someone--stories-lora" / "snapshots"));
   std::filesystem::remove_all(cache);
   std::filesystem::remove_all(dir);
+}
+
+TEST(HubLoading, SentenceTransformerFromAHubRepoWithModuleFolders) {
+  // A sentence-transformers folder (modules in subfolders, a Normalize listed without a folder)
+  // served as "someone/minilm", loaded by repo id: the same embeddings as from the folder.
+  const std::filesystem::path dir = std::string(PLUGFORMER_FIXTURES_DIR) + "/sentence_transformers/mean-dense-tanh";
+  plugformer::testing::MockHub hub;
+  std::map<std::string, std::string> files;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) files[std::filesystem::relative(e.path(), dir).string()] = read(e.path());
+  hub.add_commit("someone/minilm", files);
+  const auto cache = std::filesystem::path(PLUGFORMER_BINARY_DIR) / "test_tmp" / ("hub-cache-st-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(cache);
+  ::setenv("HF_ENDPOINT", hub.endpoint().c_str(), 1);
+  ::setenv("HF_HUB_CACHE", cache.c_str(), 1);
+  ::unsetenv("HF_HUB_OFFLINE");
+  const std::vector<std::string> texts = {"Hello world", "A second, longer sentence to embed."};
+  const at::Tensor local = SentenceTransformer::from_pretrained(dir.string())->encode(texts);
+  const at::Tensor remote = SentenceTransformer::from_pretrained("someone/minilm")->encode(texts);
+  EXPECT_TRUE(at::allclose(local, remote));
+  EXPECT_TRUE(std::filesystem::exists(cache / "models--someone--minilm"));
+  ::unsetenv("HF_ENDPOINT");
+  ::unsetenv("HF_HUB_CACHE");
+  std::filesystem::remove_all(cache);
 }

@@ -1,0 +1,99 @@
+// BERT-style encoders (BERT, RoBERTa, XLM-RoBERTa) built once in core: the configuration fields
+// they share, the base model (embeddings, post-LayerNorm layers, tanh pooler) under transformers'
+// parameter names, and RoBERTa's heads. A family plugin holds its config class and registrations.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "plugformer/config.h"
+#include "plugformer/layers.h"
+#include "plugformer/modeling.h"
+#include "plugformer/registry.h"
+
+namespace plugformer {
+
+// configuration_bert.py's fields (RoBERTa's configuration has the same ones); a family sets its
+// defaults in its constructor.
+class BertStyleConfig : public PretrainedConfig {
+ public:
+  void visit_fields(ConfigFieldVisitor& v) override;
+  void validate() const override;
+
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t intermediate_size = 3072;
+  std::string hidden_act = "gelu";
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  double initializer_range = 0.02;
+  double layer_norm_eps = 1e-12;
+  std::string position_embedding_type = "absolute";
+  std::optional<double> classifier_dropout;  // null: hidden_dropout_prob
+
+  int64_t head_size() const { return hidden_size / num_attention_heads; }
+};
+
+// How absolute position ids are made when none are given: BERT counts slots from the cache length;
+// RoBERTa numbers the non-padding tokens from pad_token_id + 1 and gives padding pad_token_id.
+enum class PositionIds { from_slots, after_padding_idx };
+
+class BertEmbeddings;
+class BertEncoder;
+class BertPooler;
+
+// BertModel / RobertaModel: inputs input_ids or inputs_embeds, attention_mask ([batch, seq] or
+// [batch, from, to]), token_type_ids, position_ids, head_mask; outputs last_hidden_state and
+// pooler_output (with the pooling layer). A decoder (is_decoder) is causal and keeps a KV cache.
+class BertStyleModel : public PreTrainedModel {
+ public:
+  BertStyleModel(std::shared_ptr<BertStyleConfig> config, std::string family, std::string prefix,
+                 PositionIds positions, bool add_pooling_layer = true);
+  ~BertStyleModel() override;
+  std::string class_name() const override { return family_ + "Model"; }
+  std::string base_model_prefix() const override { return prefix_; }
+  std::vector<std::string> ignored_unexpected_keys() const override { return {R"(embeddings\.position_ids)"}; }
+  ModelOutput forward(const ModelInputs& inputs) override;
+
+ protected:
+  std::string input_embeddings_name() const override { return "embeddings.word_embeddings"; }
+  void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) override;
+
+ private:
+  const BertStyleConfig& cfg_;
+  std::string family_, prefix_;
+  std::shared_ptr<BertEmbeddings> embeddings_;
+  std::shared_ptr<BertEncoder> encoder_;
+  std::shared_ptr<BertPooler> pooler_;
+};
+
+// Multiple choice: inputs [batch, num_choices, seq(, hidden)] flattened to [batch * num_choices, ...]
+// for the base model (labels removed); `batch` and `choices` receive the two sizes.
+ModelInputs flatten_choices(const ModelInputs& inputs, const std::string& model_class, int64_t& batch, int64_t& choices);
+
+// What a RoBERTa-style family registers (model_type, class-name stem such as "Roberta" or
+// "XLMRoberta"): <family>Model and the ForMaskedLM, ForCausalLM, ForSequenceClassification,
+// ForTokenClassification, ForQuestionAnswering and ForMultipleChoice heads of modeling_roberta.py,
+// their base model under "roberta", built from `Config`.
+void register_roberta_family(Registry& registry, const std::string& model_type, const std::string& family,
+                             std::function<std::shared_ptr<BertStyleConfig>(ConfigPtr)> as_config);
+
+template <class Config>
+void register_roberta_family(Registry& registry, const std::string& model_type, const std::string& family) {
+  registry.register_config(model_type, [] { return std::make_shared<Config>(); });
+  register_roberta_family(registry, model_type, family, [model_type](ConfigPtr config) {
+    auto typed = std::dynamic_pointer_cast<Config>(config);
+    if (!typed)
+      throw RegistryError("model class needs a " + model_type + " config, got '" + config->model_type() + "'");
+    return std::shared_ptr<BertStyleConfig>(typed);
+  });
+}
+
+}  // namespace plugformer

@@ -1,0 +1,55 @@
+// RoBERTa and XLM-RoBERTa parity on the hfref fixtures (the padding rule's position ids with left
+// and right padding, the 1-row token type table, lm_head, classification head, multiple choice),
+// in fp32, and in bf16 / fp16 against fp32.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <string>
+#include <vector>
+
+#include <plugformer/error.h>
+
+#include "fixture_runner.h"
+
+namespace {
+
+const std::vector<std::string> kEncoderFixtures = {
+    "roberta-tiny",    "roberta-tiny-mlm",   "roberta-tiny-multichoice", "roberta-tiny-qa",
+    "roberta-tiny-seqcls", "roberta-tiny-tokcls", "xlm-roberta-tiny-mlm", "xlm-roberta-tiny-tokcls"};
+
+class EncoderFamilyFixture : public ::testing::TestWithParam<std::string> {};
+
+std::string encoder_test_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = info.param;
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name;
+}
+
+}  // namespace
+
+TEST_P(EncoderFamilyFixture, MatchesTheGoldenOutputs) { plugformer::testing::check_model_fixture(GetParam()); }
+
+TEST_P(EncoderFamilyFixture, Bfloat16AndFloat16AgreeWithFloat32) {
+  plugformer::testing::check_reduced_precision_agreement(GetParam(), {"float16"});
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, EncoderFamilyFixture, ::testing::ValuesIn(kEncoderFixtures), encoder_test_name);
+
+TEST(RobertaBadInput, PositionsStartAfterThePaddingIndex) {
+  using namespace plugformer;
+  // max_position_embeddings 40 and padding_idx 1: real tokens take positions 2..39, so 38 fit.
+  auto model = plugformer::testing::load("roberta-tiny", "RobertaModel");
+  c10::InferenceMode guard;
+  EXPECT_NO_THROW(model->forward(ModelInputs{{"input_ids", at::full({1, 38}, 5, at::kLong)}}));
+  try {
+    model->forward(ModelInputs{{"input_ids", at::full({1, 39}, 5, at::kLong)}});
+    FAIL() << "no error for 39 tokens";
+  } catch (const InvalidInputError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("of this RobertaModel allows; truncate the input to at most 38 tokens"), std::string::npos)
+        << message;
+  }
+}
