@@ -159,6 +159,7 @@ void PreTrainedModel::init_weight(const std::string& name, at::Tensor& tensor, c
 void PreTrainedModel::init_weights() {
   torch::NoGradGuard no_grad;
   for (auto [name, t] : named_tensors(*this)) init_weight(name, t, t.scalar_type());
+  initialized_weights();
   tie_weights();
 }
 

@@ -1,6 +1,6 @@
-// RoBERTa and XLM-RoBERTa parity on the hfref fixtures (the padding rule's position ids with left
-// and right padding, the 1-row token type table, lm_head, classification head, multiple choice),
-// in fp32, and in bf16 / fp16 against fp32.
+// RoBERTa, XLM-RoBERTa and DistilBERT parity on the hfref fixtures (the padding rule's position ids
+// with left and right padding, the 1-row token type table, lm_head, classification heads, multiple
+// choice, sinusoidal positions), in fp32, and in bf16 / fp16 against fp32.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <plugformer/auto.h>
 #include <plugformer/error.h>
 
 #include "fixture_runner.h"
@@ -17,7 +18,9 @@ namespace {
 
 const std::vector<std::string> kEncoderFixtures = {
     "roberta-tiny",    "roberta-tiny-mlm",   "roberta-tiny-multichoice", "roberta-tiny-qa",
-    "roberta-tiny-seqcls", "roberta-tiny-tokcls", "xlm-roberta-tiny-mlm", "xlm-roberta-tiny-tokcls"};
+    "roberta-tiny-seqcls", "roberta-tiny-tokcls", "xlm-roberta-tiny-mlm", "xlm-roberta-tiny-tokcls",
+    "distilbert-tiny-mlm", "distilbert-tiny-multichoice", "distilbert-tiny-qa", "distilbert-tiny-seqcls",
+    "distilbert-tiny-tokcls"};
 
 class EncoderFamilyFixture : public ::testing::TestWithParam<std::string> {};
 
@@ -52,4 +55,19 @@ TEST(RobertaBadInput, PositionsStartAfterThePaddingIndex) {
     EXPECT_NE(message.find("of this RobertaModel allows; truncate the input to at most 38 tokens"), std::string::npos)
         << message;
   }
+}
+
+TEST(DistilBert, SinusoidalPositionsOfAFreshModelEqualTheCheckpointsTable) {
+  using namespace plugformer;
+  // distilbert-tiny-qa was saved by a sinusoidal_pos_embds model: its stored table is the rule's.
+  auto loaded = plugformer::testing::load("distilbert-tiny-qa", "DistilBertForQuestionAnswering");
+  auto fresh = AutoModelForQuestionAnswering::from_config(loaded->config_ptr());
+  auto table = [](PreTrainedModel& m) {
+    for (const auto& p : m.named_parameters(true))
+      if (p.key() == "distilbert.embeddings.position_embeddings.weight") return p.value().detach().clone();
+    return at::Tensor();
+  };
+  const at::Tensor stored = table(*loaded), built = table(*fresh);
+  ASSERT_TRUE(stored.defined() && built.defined());
+  EXPECT_LE((stored - built).abs().max().item<double>(), 1e-6);
 }

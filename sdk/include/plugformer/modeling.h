@@ -225,6 +225,9 @@ class PreTrainedModel : public torch::nn::Module {
   virtual void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune);
   // A submodule by dotted path ("encoder.layer.3.attention"), or nullptr.
   std::shared_ptr<torch::nn::Module> find_module(const std::string& path) const;
+  // Called at the end of init_weights, for weights a family initialises by rule rather than at
+  // random (DistilBERT's sinusoidal position table).
+  virtual void initialized_weights() {}
   // Called by resize_token_embeddings for vocabulary-sized state beyond the embedding and head
   // weights (BERT's separate MLM bias).
   virtual void resized_token_embeddings(int64_t /*new_num_tokens*/) {}
