@@ -478,13 +478,7 @@ class RobertaLMHead : public torch::nn::Module {
     static const Activation gelu = get_activation("gelu");
     return decoder_->forward(layer_norm_->forward(gelu(dense_->forward(hidden)))) + bias_;
   }
-  void resize_bias(int64_t vocab_size) {
-    at::NoGradGuard no_grad;
-    at::Tensor bias = at::zeros({vocab_size}, bias_.options());
-    const int64_t kept = std::min(vocab_size, bias_.size(0));
-    bias.narrow(0, 0, kept).copy_(bias_.narrow(0, 0, kept));
-    bias_.set_data(bias);
-  }
+  void resize_bias(int64_t vocab_size) { resize_vocabulary_bias(bias_, vocab_size); }
 
  private:
   std::shared_ptr<Linear> dense_, decoder_;

@@ -88,6 +88,14 @@ ModelOutput last_token_classification_outputs(const at::Tensor& logits, const Mo
   return out;
 }
 
+void resize_vocabulary_bias(at::Tensor& bias, int64_t vocab_size) {
+  at::NoGradGuard no_grad;
+  at::Tensor resized = at::zeros({vocab_size}, bias.options());
+  const int64_t kept = std::min(vocab_size, bias.size(0));
+  resized.narrow(0, 0, kept).copy_(bias.narrow(0, 0, kept));
+  bias.set_data(resized);
+}
+
 void move_base_outputs(ModelOutput& out, ModelOutput& base) {
   out.set("last_hidden_state", base["last_hidden_state"]);
   out.past_key_values = base.past_key_values;

@@ -28,13 +28,7 @@ at::Tensor BertLMPredictionHead::forward(const at::Tensor& hidden) const {
   return decoder_->forward(transform_->forward(hidden)) + bias_;
 }
 
-void BertLMPredictionHead::resize_bias(int64_t vocab_size) {
-  at::NoGradGuard no_grad;
-  at::Tensor bias = at::zeros({vocab_size}, bias_.options());
-  const int64_t kept = std::min(vocab_size, bias_.size(0));
-  bias.narrow(0, 0, kept).copy_(bias_.narrow(0, 0, kept));
-  bias_.set_data(bias);
-}
+void BertLMPredictionHead::resize_bias(int64_t vocab_size) { resize_vocabulary_bias(bias_, vocab_size); }
 
 BertClsHeads::BertClsHeads(const BertConfig& c, bool with_predictions, bool with_seq_relationship) {
   if (with_predictions) predictions = register_module("predictions", std::make_shared<BertLMPredictionHead>(c));
@@ -54,11 +48,8 @@ std::vector<std::string> BertHeadModel::ignored_unexpected_keys() const {
 }
 
 void BertHeadModel::finish(ModelOutput& out, ModelOutput& base) {
-  out.set("last_hidden_state", base["last_hidden_state"]);
+  move_base_outputs(out, base);
   if (base.has("pooler_output")) out.set("pooler_output", base["pooler_output"]);
-  out.past_key_values = base.past_key_values;
-  out.hidden_states = std::move(base.hidden_states);
-  out.attentions = std::move(base.attentions);
 }
 
 namespace {

@@ -28,6 +28,10 @@ at::Tensor pool_last_non_pad_token(const at::Tensor& logits, const at::Tensor& i
 ModelOutput last_token_classification_outputs(const at::Tensor& logits, const ModelInputs& inputs,
                                               const PretrainedConfig& config, ModelOutput& base);
 
+// resize_token_embeddings for an LM head's own bias (BERT's cls.predictions.bias, RoBERTa's
+// lm_head.bias): kept entries stay, new tokens start at zero, as transformers pads the tied bias.
+void resize_vocabulary_bias(at::Tensor& bias, int64_t vocab_size);
+
 // What a head model's output keeps of its base model's: last_hidden_state, the KV cache, the
 // hidden states and the attentions (moved out of `base`).
 void move_base_outputs(ModelOutput& out, ModelOutput& base);
