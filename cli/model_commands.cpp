@@ -126,39 +126,21 @@ void run_info(const std::string& model_path, const std::string& dtype) {
 }
 
 struct GenerateArgs {
-  std::string model, prompt = "Once upon a time", dtype, ids, adapter, quantize;
-  int64_t max_new_tokens = 64;
+  std::string model, prompt = "Once upon a time", ids, adapter;
   bool json_output = false;
-  // Overrides of generation_config.json, when given.
-  std::optional<bool> do_sample;
-  std::optional<double> temperature, top_p, min_p, repetition_penalty;
-  std::optional<int64_t> top_k, num_beams, no_repeat_ngram_size, seed;
-  std::vector<std::string> stop;
+  SamplingArgs sampling;
 };
 
 void run_generate(const GenerateArgs& args) {
   PretrainedOptions options;
-  options.torch_dtype = args.dtype;
-  options.quantization = args.quantize;
+  options.torch_dtype = args.sampling.dtype;
+  options.quantization = args.sampling.quantize;
   // Encoder-decoder checkpoints (T5) generate from their Seq2SeqLM class, the others from CausalLM.
   const bool seq2seq = AutoConfig::from_pretrained(args.model, options)->is_encoder_decoder;
   ModelPtr model = seq2seq ? AutoModelForSeq2SeqLM::from_pretrained(args.model, options)
                            : AutoModelForCausalLM::from_pretrained(args.model, options);
   if (!args.adapter.empty()) model = PeftModel::from_pretrained(model, args.adapter);  // PEFT adapter on top
-  GenerationConfig gen = GenerationConfig::from_model_config(model->config());
-  if (auto file = resolve_file(args.model, "generation_config.json", options, true))
-    gen.update_from_json(read_json_file(*file), file->string());
-  gen.max_new_tokens = args.max_new_tokens;
-  if (args.do_sample) gen.do_sample = *args.do_sample;
-  if (args.temperature) gen.temperature = *args.temperature;
-  if (args.top_p) gen.top_p = *args.top_p;
-  if (args.min_p) gen.min_p = *args.min_p;
-  if (args.repetition_penalty) gen.repetition_penalty = *args.repetition_penalty;
-  if (args.top_k) gen.top_k = *args.top_k;
-  if (args.num_beams) gen.num_beams = *args.num_beams;
-  if (args.no_repeat_ngram_size) gen.no_repeat_ngram_size = *args.no_repeat_ngram_size;
-  if (args.seed) gen.seed = uint64_t(*args.seed);
-  if (!args.stop.empty()) gen.stop_strings = args.stop;
+  GenerationConfig gen = generation_config_for(*model, args.model, options, args.sampling);
 
   std::vector<int64_t> prompt;
   std::shared_ptr<Tokenizer> tokenizer;
@@ -210,6 +192,45 @@ void run_generate(const GenerateArgs& args) {
   }
 }
 
+}  // namespace
+
+GenerationConfig generation_config_for(const PreTrainedModel& model, const std::string& model_path,
+                                       const PretrainedOptions& options, const SamplingArgs& args) {
+  GenerationConfig gen = GenerationConfig::from_model_config(model.config());
+  if (auto file = resolve_file(model_path, "generation_config.json", options, true))
+    gen.update_from_json(read_json_file(*file), file->string());
+  gen.max_new_tokens = args.max_new_tokens;
+  if (args.do_sample) gen.do_sample = *args.do_sample;
+  if (args.temperature) gen.temperature = *args.temperature;
+  if (args.top_p) gen.top_p = *args.top_p;
+  if (args.min_p) gen.min_p = *args.min_p;
+  if (args.repetition_penalty) gen.repetition_penalty = *args.repetition_penalty;
+  if (args.top_k) gen.top_k = *args.top_k;
+  if (args.num_beams) gen.num_beams = *args.num_beams;
+  if (args.no_repeat_ngram_size) gen.no_repeat_ngram_size = *args.no_repeat_ngram_size;
+  if (args.seed) gen.seed = uint64_t(*args.seed);
+  if (!args.stop.empty()) gen.stop_strings = args.stop;
+  return gen;
+}
+
+void add_sampling_options(CLI::App* cmd, SamplingArgs& a) {
+  cmd->add_option("--max-new-tokens", a.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--dtype", a.dtype, "float32 | bfloat16 | float16 | auto");
+  cmd->add_option("--quantize", a.quantize, "Weight-only quantization at load: int8");
+  cmd->add_option("--do-sample", a.do_sample, "Sample instead of greedy (true/false)");
+  cmd->add_option("--temperature", a.temperature, "Sampling temperature");
+  cmd->add_option("--top-k", a.top_k, "Keep the k most likely tokens when sampling");
+  cmd->add_option("--top-p", a.top_p, "Nucleus sampling mass");
+  cmd->add_option("--min-p", a.min_p, "Min-p sampling threshold");
+  cmd->add_option("--repetition-penalty", a.repetition_penalty, "Penalty for tokens already present");
+  cmd->add_option("--no-repeat-ngram-size", a.no_repeat_ngram_size, "Forbid repeating n-grams of this size");
+  cmd->add_option("--num-beams", a.num_beams, "Beam search with this many beams");
+  cmd->add_option("--seed", a.seed, "Seed for sampling (same seed, same tokens)");
+  cmd->add_option("--stop", a.stop, "Stop when the text ends with this string (repeatable)");
+}
+
+namespace {
+
 void run_forward(const std::string& model_path, const std::string& cls, const std::string& inputs_file,
                  const std::string& out_file, const std::string& dtype) {
   PretrainedOptions options;
@@ -253,22 +274,10 @@ void add_model_commands(CLI::App& app) {
   auto* generate_cmd = app.add_subcommand("generate", "Generate text from a prompt (decoder-only or encoder-decoder), streamed to the terminal");
   generate_cmd->add_option("model", gen.model, "Model directory (default: the shipped stories260K)");
   generate_cmd->add_option("prompt", gen.prompt, "Prompt text");
-  generate_cmd->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
-  generate_cmd->add_option("--dtype", gen.dtype, "float32 | bfloat16 | float16 | auto");
-  generate_cmd->add_option("--quantize", gen.quantize, "Weight-only quantization at load: int8");
   generate_cmd->add_option("--adapter", gen.adapter, "PEFT adapter directory or Hub id (LoRA, prompt or prefix tuning)");
   generate_cmd->add_option("--ids", gen.ids, "Prompt token ids, comma separated (instead of text)");
   generate_cmd->add_flag("--json", gen.json_output, "Print prompt and generated ids as JSON");
-  generate_cmd->add_option("--do-sample", gen.do_sample, "Sample instead of greedy (true/false)");
-  generate_cmd->add_option("--temperature", gen.temperature, "Sampling temperature");
-  generate_cmd->add_option("--top-k", gen.top_k, "Keep the k most likely tokens when sampling");
-  generate_cmd->add_option("--top-p", gen.top_p, "Nucleus sampling mass");
-  generate_cmd->add_option("--min-p", gen.min_p, "Min-p sampling threshold");
-  generate_cmd->add_option("--repetition-penalty", gen.repetition_penalty, "Penalty for tokens already present");
-  generate_cmd->add_option("--no-repeat-ngram-size", gen.no_repeat_ngram_size, "Forbid repeating n-grams of this size");
-  generate_cmd->add_option("--num-beams", gen.num_beams, "Beam search with this many beams");
-  generate_cmd->add_option("--seed", gen.seed, "Seed for sampling (same seed, same tokens)");
-  generate_cmd->add_option("--stop", gen.stop, "Stop when the text ends with this string (repeatable)");
+  add_sampling_options(generate_cmd, gen.sampling);
   generate_cmd->callback([] {
     if (gen.model.empty()) gen.model = default_model_dir();
     run_generate(gen);

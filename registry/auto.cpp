@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "checkpoint/checkpoint.h"
+#include "tokenizers/chat_template.h"
 #include "plugformer/error.h"
 #include "plugformer/hub.h"
 #include "plugformer/log.h"
@@ -234,6 +235,7 @@ std::shared_ptr<Tokenizer> AutoTokenizer::from_pretrained(const std::string& pat
     }
   if (!any) throw FileNotFoundError(path_or_repo_id + ": no tokenizer files (tokenizer.json, tokenizer_config.json, ...)");
   files.dir = any->parent_path();
+  resolve_file(path_or_repo_id, "chat_template.jinja", options, true);  // fetched next to the others
 
   std::string class_name;
   if (auto it = files.tokenizer_config.find("tokenizer_class"); it != files.tokenizer_config.end() && it->is_string())
@@ -260,7 +262,9 @@ std::shared_ptr<Tokenizer> AutoTokenizer::from_pretrained(const std::string& pat
   else if (registry.has_tokenizer(slow)) chosen = slow;
   else if (registry.has_tokenizer(fast)) chosen = fast;
   else chosen = class_name;  // make_tokenizer reports it as unregistered
-  return registry.make_tokenizer(chosen, files);
+  auto tokenizer = registry.make_tokenizer(chosen, files);
+  tokenizer->chat_templates = read_chat_templates(files.dir, files.tokenizer_config);
+  return tokenizer;
 }
 
 void AutoTokenizer::register_(const std::string& class_name, TokenizerFactory factory, bool exist_ok) {

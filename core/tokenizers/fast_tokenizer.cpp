@@ -15,6 +15,7 @@
 
 #include "plugformer/error.h"
 #include "plugformer/log.h"
+#include "tokenizers/chat_template.h"
 #include "tokenizers/components.h"
 #include "tokenizers/unicode.h"
 
@@ -772,6 +773,7 @@ std::vector<AddedToken> FastTokenizer::added_tokens() const {
 void FastTokenizer::apply_tokenizer_config(const nlohmann::json& config, const nlohmann::json& special_map) {
   if (!config.is_object()) throw TokenizerError("tokenizer_config.json: expected a JSON object");
   impl_->config = nlohmann::ordered_json::parse(config.dump());
+  chat_templates = chat_templates_from_config(impl_->config, "tokenizer_config.json");
   auto num = config.find("model_max_length");
   if (num != config.end() && num->is_number()) {
     double v = num->get<double>();
@@ -907,6 +909,11 @@ void FastTokenizer::save_pretrained(const std::filesystem::path& dir) const {
       cfg[name] = **slot;
       smap[name] = **slot;
     }
+  for (const auto& [file, text] : chat_template_files(chat_templates, cfg)) {
+    std::filesystem::create_directories((dir / file).parent_path(), ec);
+    if (ec) throw IOError((dir / file).parent_path().string() + ": cannot create directory: " + ec.message());
+    write_atomically(dir / file, text);
+  }
   write_atomically(dir / "tokenizer.json", tj.dump(2));
   write_atomically(dir / "tokenizer_config.json", cfg.dump(2));
   write_atomically(dir / "special_tokens_map.json", smap.dump(2));

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace plugformer {
 
@@ -50,5 +51,29 @@ class RevisionNotFoundError : public HttpError { using HttpError::HttpError; }; 
 class EntryNotFoundError : public HttpError { using HttpError::HttpError; };      // file missing in the repo
 // Offline mode (HF_HUB_OFFLINE / local_files_only) and the file is not in the cache.
 class LocalEntryNotFoundError : public HubError { using HubError::HubError; };
+
+// A Jinja / chat template failed. kind() names the exception Python's jinja2 raises in the same
+// case ("TemplateSyntaxError", "UndefinedError", "TypeError", "SecurityError", ...; "TemplateError"
+// for the template's own raise_exception, whose message is passed through verbatim).
+class TemplateError : public Error {
+ public:
+  explicit TemplateError(const std::string& message, std::string kind = "TemplateError")
+      : Error(message), kind_(std::move(kind)) {}
+  const std::string& kind() const { return kind_; }
+
+ private:
+  std::string kind_;
+};
+// The template text does not parse; line and column (1-based) say where.
+class TemplateSyntaxError : public TemplateError {
+ public:
+  TemplateSyntaxError(const std::string& message, int line, int column)
+      : TemplateError(message, "TemplateSyntaxError"), line_(line), column_(column) {}
+  int line() const { return line_; }
+  int column() const { return column_; }
+
+ private:
+  int line_, column_;
+};
 
 }  // namespace plugformer

@@ -6,6 +6,7 @@
 #include <memory>
 #include <filesystem>
 #include <climits>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plugformer/chat_template.h"
 #include "plugformer/error.h"
 
 namespace plugformer {
@@ -159,6 +161,24 @@ class Tokenizer {
     (void)dir;
     throw_unsupported("save_pretrained");
   }
+
+  // ---- Chat templates (transformers' apply_chat_template) ----
+  // The model's chat templates by name: "default" is tokenizer_config.json's chat_template string
+  // or chat_template.jinja; other names come from tokenizer_config.json's list of {"name",
+  // "template"} or additional_chat_templates/<name>.jinja. AutoTokenizer fills them for every
+  // tokenizer class; save_pretrained writes them back as transformers does.
+  std::map<std::string, std::string> chat_templates;
+  // The template text: `name_or_text` names one of chat_templates or is itself a template; empty
+  // picks "tool_use" when `with_tools` and it exists, else "default" (a TokenizerError if none).
+  std::string chat_template_text(const std::string& name_or_text = "", bool with_tools = false) const;
+  // Renders one conversation (a list of {"role", "content", ...} messages). The special tokens
+  // (bos_token, eos_token, ...) are template variables; options.variables add to or override them.
+  std::string apply_chat_template(const nlohmann::ordered_json& conversation, const ChatTemplateOptions& options = {},
+                                  const std::string& chat_template = "") const;
+  // One conversation or a batch of them (as transformers tells them apart), rendered and encoded
+  // without special tokens (the template wrote them), with this tokenizer's padding / truncation.
+  std::vector<Encoding> encode_chat(const nlohmann::ordered_json& conversations, const ChatTemplateOptions& options = {},
+                                    const std::string& chat_template = "") const;
 
   // tokenizer_config.json's clean_up_tokenization_spaces, applied by decode().
   bool clean_up_tokenization_spaces = false;

@@ -1,0 +1,520 @@
+#include "jinja/value.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include <utf8proc.h>
+
+#include "tokenizers/unicode.h"
+
+namespace plugformer::jinja {
+
+void fail(std::string kind, std::string message) { throw RenderError{std::move(kind), std::move(message)}; }
+
+Value Value::undefined(std::string message, bool unsafe) {
+  Value v;
+  v.ptr_ = std::make_shared<UndefinedInfo>(UndefinedInfo{std::move(message), unsafe});
+  return v;
+}
+Value::Value(std::string s) : kind_(Kind::String), ptr_(std::make_shared<std::string>(std::move(s))) {}
+Value::Value(std::shared_ptr<List> l) : kind_(Kind::List), ptr_(std::move(l)) {}
+Value::Value(std::shared_ptr<Dict> d) : kind_(Kind::Dict), ptr_(std::move(d)) {}
+Value::Value(std::shared_ptr<Object> o) : kind_(Kind::Object), ptr_(std::move(o)) {}
+
+bool Value::is_tuple() const { return kind_ == Kind::List && list().shape == List::Shape::Tuple; }
+bool Value::is_generator() const { return kind_ == Kind::List && list().shape == List::Shape::Generator; }
+
+void Value::fail_undefined() const {
+  const UndefinedInfo* info = undefined_info();
+  if (info && info->unsafe) fail("SecurityError", info->message);
+  fail("UndefinedError", info ? info->message : "value is undefined");
+}
+
+bool Value::truthy() const {
+  switch (kind_) {
+    case Kind::Undefined: case Kind::None: return false;
+    case Kind::Bool: return scalar_.b;
+    case Kind::Int: return scalar_.i != 0;
+    case Kind::Float: return scalar_.f != 0.0;
+    case Kind::String: return !str().empty();
+    case Kind::List: return is_generator() || !list().items.empty();
+    case Kind::Dict: return !dict().items.empty();
+    case Kind::Object: return true;
+  }
+  return false;
+}
+
+std::string Value::type_name() const {
+  switch (kind_) {
+    case Kind::Undefined: return "Undefined";
+    case Kind::None: return "NoneType";
+    case Kind::Bool: return "bool";
+    case Kind::Int: return "int";
+    case Kind::Float: return "float";
+    case Kind::String: return "str";
+    case Kind::List:
+      switch (list().shape) {
+        case List::Shape::Tuple: return "tuple";
+        case List::Shape::Generator: return "generator";
+        case List::Shape::Range: return "range";
+        default: return "list";
+      }
+    case Kind::Dict: return "dict";
+    case Kind::Object: return object().type_name();
+  }
+  return "object";
+}
+
+std::string Value::to_str() const {
+  if (kind_ == Kind::String) return str();
+  std::string s;
+  append_str(s);
+  return s;
+}
+
+void Value::append_str(std::string& out) const {
+  switch (kind_) {
+    case Kind::Undefined: return;
+    case Kind::String: out += str(); return;
+    default: append_repr(out);
+  }
+}
+
+namespace {
+
+bool python_isprintable(char32_t c) {
+  if (c == U' ') return true;
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
+    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS: case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL: case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS:
+      return false;
+    default: return true;
+  }
+}
+
+void append_hex(std::string& out, const char* prefix, uint32_t v, int digits) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%s%0*x", prefix, digits, v);
+  out += buf;
+}
+
+void append_string_repr(std::string& out, const std::string& s) {
+  const bool has_single = s.find('\'') != std::string::npos, has_double = s.find('"') != std::string::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  out.push_back(quote);
+  for (size_t i = 0; i < s.size();) {
+    char32_t c = tok::utf8_next(s, i);
+    if (c == static_cast<char32_t>(quote) || c == U'\\') { out.push_back('\\'); out.push_back(static_cast<char>(c)); }
+    else if (c == U'\n') out += "\\n";
+    else if (c == U'\r') out += "\\r";
+    else if (c == U'\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) append_hex(out, "\\x", c, 2);
+    else if (c < 0x80 || python_isprintable(c)) tok::utf8_append(out, c);
+    else if (c <= 0xff) append_hex(out, "\\x", c, 2);
+    else if (c <= 0xffff) append_hex(out, "\\u", c, 4);
+    else append_hex(out, "\\U", c, 8);
+  }
+  out.push_back(quote);
+}
+
+}  // namespace
+
+void Value::append_repr(std::string& out) const {
+  switch (kind_) {
+    case Kind::Undefined: out += "Undefined"; return;
+    case Kind::None: out += "None"; return;
+    case Kind::Bool: out += scalar_.b ? "True" : "False"; return;
+    case Kind::Int: out += std::to_string(scalar_.i); return;
+    case Kind::Float: out += python_float_repr(scalar_.f); return;
+    case Kind::String: append_string_repr(out, str()); return;
+    case Kind::List: {
+      const List& l = list();
+      if (l.shape == List::Shape::Generator) { out += "<generator object>"; return; }
+      if (l.shape == List::Shape::Range) {
+        out += "range(" + std::to_string(l.range_start) + ", " + std::to_string(l.range_stop) +
+               (l.range_step != 1 ? ", " + std::to_string(l.range_step) : "") + ")";
+        return;
+      }
+      const bool tuple = l.shape == List::Shape::Tuple;
+      out.push_back(tuple ? '(' : '[');
+      for (size_t i = 0; i < l.items.size(); ++i) {
+        if (i) out += ", ";
+        l.items[i].append_repr(out);
+      }
+      if (tuple && l.items.size() == 1) out.push_back(',');
+      out.push_back(tuple ? ')' : ']');
+      return;
+    }
+    case Kind::Dict: {
+      out.push_back('{');
+      bool first = true;
+      for (const auto& [k, v] : dict().items) {
+        if (!first) out += ", ";
+        first = false;
+        k.append_repr(out);
+        out += ": ";
+        v.append_repr(out);
+      }
+      out.push_back('}');
+      return;
+    }
+    case Kind::Object: out += object().repr(); return;
+  }
+}
+
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  switch (j.type()) {
+    case nlohmann::ordered_json::value_t::null: return none();
+    case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
+      auto u = j.get<uint64_t>();
+      if (u > static_cast<uint64_t>(INT64_MAX)) return Value(static_cast<double>(u));
+      return Value(static_cast<int64_t>(u));
+    }
+    case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
+    case nlohmann::ordered_json::value_t::string: {
+      const std::string& s = j.get_ref<const std::string&>();
+      if (!valid_utf8(s)) type_error("a template variable holds a string that is not valid UTF-8");
+      return borrowed(&s);
+    }
+    case nlohmann::ordered_json::value_t::array: {
+      std::vector<Value> items;
+      items.reserve(j.size());
+      for (const auto& e : j) items.push_back(from_json(e));
+      return make_list(std::move(items));
+    }
+    case nlohmann::ordered_json::value_t::object: {
+      auto d = std::make_shared<Dict>();
+      d->items.reserve(j.size());
+      for (auto it = j.begin(); it != j.end(); ++it) d->items.emplace_back(borrowed(&it.key()), from_json(it.value()));
+      return Value(std::move(d));
+    }
+    default: return Value();
+  }
+}
+
+const Value* Dict::find(std::string_view key) const {
+  for (const auto& [k, v] : items)
+    if (k.is_string() && k.str() == key) return &v;
+  return nullptr;
+}
+const Value* Dict::find(const Value& key) const {
+  if (key.is_string()) return find(std::string_view(key.str()));
+  for (const auto& [k, v] : items)
+    if (equals(k, key)) return &v;
+  return nullptr;
+}
+void Dict::set(Value key, Value value) {
+  for (auto& [k, v] : items)
+    if (equals(k, key)) { v = std::move(value); return; }
+  items.emplace_back(std::move(key), std::move(value));
+}
+
+Value CallArgs::take(size_t index, std::string_view name, Value fallback) {
+  for (auto it = keyword.begin(); it != keyword.end(); ++it)
+    if (it->first == name) {
+      Value v = std::move(it->second);
+      keyword.erase(it);
+      if (index < positional.size()) type_error("got multiple values for argument '" + std::string(name) + "'");
+      return v;
+    }
+  if (index < positional.size()) return positional[index];
+  return fallback;
+}
+
+void CallArgs::expect_consumed(std::string_view function, size_t positional_count) const {
+  if (!keyword.empty())
+    type_error(std::string(function) + "() got an unexpected keyword argument '" + keyword.front().first + "'");
+  if (positional.size() > positional_count)
+    type_error(std::string(function) + "() takes at most " + std::to_string(positional_count) + " argument(s) (" +
+               std::to_string(positional.size()) + " given)");
+}
+
+Value Object::attribute(const std::string&) const { return Value(); }
+Value Object::call(Interpreter&, CallArgs&) { type_error("'" + type_name() + "' object is not callable"); }
+
+bool equals(const Value& a, const Value& b) {
+  using K = Value::Kind;
+  if (a.is_number() && b.is_number()) {
+    if (a.is_float() || b.is_float()) return a.as_float() == b.as_float();
+    return a.as_int() == b.as_int();
+  }
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case K::Undefined: case K::None: return true;
+    case K::String: return a.str() == b.str();
+    case K::List: {
+      const List &x = a.list(), &y = b.list();
+      if (x.shape == List::Shape::Generator || y.shape == List::Shape::Generator) return &x == &y;
+      if (x.shape != y.shape || x.items.size() != y.items.size()) return false;
+      for (size_t i = 0; i < x.items.size(); ++i)
+        if (!equals(x.items[i], y.items[i])) return false;
+      return true;
+    }
+    case K::Dict: {
+      const Dict &x = a.dict(), &y = b.dict();
+      if (x.items.size() != y.items.size()) return false;
+      for (const auto& [k, v] : x.items) {
+        const Value* w = y.find(k);
+        if (!w || !equals(v, *w)) return false;
+      }
+      return true;
+    }
+    case K::Object: return &a.object() == &b.object();
+    default: return false;
+  }
+}
+
+int compare(const Value& a, const Value& b) {
+  if (a.is_undefined()) a.fail_undefined();
+  if (b.is_undefined()) b.fail_undefined();
+  if (a.is_number() && b.is_number()) {
+    if (a.is_float() || b.is_float()) {
+      double x = a.as_float(), y = b.as_float();
+      return x < y ? -1 : x > y ? 1 : 0;
+    }
+    int64_t x = a.as_int(), y = b.as_int();
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  if (a.is_string() && b.is_string()) {
+    int c = a.str().compare(b.str());  // UTF-8 byte order is code point order
+    return c < 0 ? -1 : c > 0 ? 1 : 0;
+  }
+  if (a.is_list() && b.is_list() && a.list().shape == b.list().shape && !a.is_generator()) {
+    const auto &x = a.list().items, &y = b.list().items;
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i)
+      if (!equals(x[i], y[i])) return compare(x[i], y[i]);
+    return x.size() < y.size() ? -1 : x.size() > y.size() ? 1 : 0;
+  }
+  type_error("'<' not supported between instances of '" + a.type_name() + "' and '" + b.type_name() + "'");
+}
+
+std::string python_float_repr(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  std::string sci(buf, res.ptr);  // e.g. "-1.2345e+02", shortest round-trip digits
+  bool negative = sci[0] == '-';
+  if (negative) sci.erase(0, 1);
+  size_t e_pos = sci.find('e');
+  std::string digits;
+  for (size_t i = 0; i < e_pos; ++i)
+    if (sci[i] != '.') digits.push_back(sci[i]);
+  int exponent = std::stoi(sci.substr(e_pos + 1));
+  while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+  std::string out = negative ? "-" : "";
+  if (exponent >= -4 && exponent < 16) {
+    if (exponent < 0) {
+      out += "0." + std::string(static_cast<size_t>(-exponent - 1), '0') + digits;
+    } else if (static_cast<size_t>(exponent) + 1 >= digits.size()) {
+      out += digits + std::string(static_cast<size_t>(exponent) + 1 - digits.size(), '0') + ".0";
+    } else {
+      out += digits.substr(0, static_cast<size_t>(exponent) + 1) + "." + digits.substr(static_cast<size_t>(exponent) + 1);
+    }
+    return out;
+  }
+  out += digits.substr(0, 1);
+  if (digits.size() > 1) out += "." + digits.substr(1);
+  char exp_buf[16];
+  std::snprintf(exp_buf, sizeof exp_buf, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+  return out + exp_buf;
+}
+
+bool python_isspace(char32_t c) {
+  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+namespace {
+
+void append_json_string(std::string& out, const std::string& s, bool ensure_ascii) {
+  out.push_back('"');
+  for (size_t i = 0; i < s.size();) {
+    // Characters that need no escape are copied in runs.
+    size_t run = i;
+    while (run < s.size()) {
+      unsigned char c = static_cast<unsigned char>(s[run]);
+      if (c < 0x20 || c == '"' || c == '\\' || (c >= 0x80 && ensure_ascii)) break;
+      ++run;
+    }
+    out.append(s, i, run - i);
+    i = run;
+    if (i >= s.size()) break;
+    unsigned char b = static_cast<unsigned char>(s[i]);
+    if (b >= 0x80) {
+      size_t start = i;
+      char32_t c = tok::utf8_next(s, i);
+      if (!ensure_ascii) {
+        out.append(s, start, i - start);
+      } else if (c >= 0x10000) {
+        c -= 0x10000;
+        append_hex(out, "\\u", 0xd800 + (c >> 10), 4);
+        append_hex(out, "\\u", 0xdc00 + (c & 0x3ff), 4);
+      } else {
+        append_hex(out, "\\u", c, 4);
+      }
+      continue;
+    }
+    ++i;
+    switch (b) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (b < 0x20) append_hex(out, "\\u", b, 4);
+        else out.push_back(static_cast<char>(b));
+    }
+  }
+  out.push_back('"');
+}
+
+std::string json_float(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v < 0 ? "-Infinity" : "Infinity";
+  return python_float_repr(v);
+}
+
+std::string json_key(const Value& k) {
+  switch (k.kind()) {
+    case Value::Kind::String: return k.str();
+    case Value::Kind::Bool: return k.as_bool() ? "true" : "false";
+    case Value::Kind::None: return "null";
+    case Value::Kind::Int: return std::to_string(k.as_int());
+    case Value::Kind::Float: return json_float(k.as_float());
+    default: type_error("keys must be str, int, float, bool or None, not " + k.type_name());
+  }
+}
+
+void append_json(std::string& out, const Value& v, const JsonFormat& f, size_t depth) {
+  if (depth > 512) fail("RecursionError", "maximum recursion depth exceeded while encoding a JSON object");
+  auto newline = [&](size_t level) {
+    out.push_back('\n');
+    for (size_t i = 0; i < level; ++i) out += *f.indent;
+  };
+  switch (v.kind()) {
+    case Value::Kind::None: out += "null"; return;
+    case Value::Kind::Bool: out += v.as_bool() ? "true" : "false"; return;
+    case Value::Kind::Int: out += std::to_string(v.as_int()); return;
+    case Value::Kind::Float: out += json_float(v.as_float()); return;
+    case Value::Kind::String: append_json_string(out, v.str(), f.ensure_ascii); return;
+    case Value::Kind::List: {
+      if (v.is_generator() || v.list().shape == List::Shape::Range) break;
+      const auto& items = v.list().items;
+      if (items.empty()) { out += "[]"; return; }
+      out.push_back('[');
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (i) out += f.item_separator;
+        if (f.indent) newline(depth + 1);
+        append_json(out, items[i], f, depth + 1);
+      }
+      if (f.indent) newline(depth);
+      out.push_back(']');
+      return;
+    }
+    case Value::Kind::Dict: {
+      const auto& items = v.dict().items;
+      if (items.empty()) { out += "{}"; return; }
+      std::vector<const std::pair<Value, Value>*> sorted;  // only with sort_keys
+      if (f.sort_keys) {
+        for (const auto& e : items) sorted.push_back(&e);
+        std::stable_sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return compare(a->first, b->first) < 0; });
+      }
+      out.push_back('{');
+      for (size_t i = 0; i < items.size(); ++i) {
+        const auto& [key, value] = f.sort_keys ? *sorted[i] : items[i];
+        if (i) out += f.item_separator;
+        if (f.indent) newline(depth + 1);
+        if (key.is_string()) append_json_string(out, key.str(), f.ensure_ascii);
+        else append_json_string(out, json_key(key), f.ensure_ascii);
+        out += f.key_separator;
+        append_json(out, value, f, depth + 1);
+      }
+      if (f.indent) newline(depth);
+      out.push_back('}');
+      return;
+    }
+    default: break;
+  }
+  type_error("Object of type " + v.type_name() + " is not JSON serializable");
+}
+
+}  // namespace
+
+std::string to_json(const Value& v, const JsonFormat& format) {
+  std::string out;
+  append_json(out, v, format, 0);
+  return out;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&#34;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::u32string to_code_points(std::string_view s) {
+  std::u32string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) out.push_back(tok::utf8_next(s, i));
+  return out;
+}
+
+std::string from_code_points(std::u32string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char32_t c : s) tok::utf8_append(out, c);
+  return out;
+}
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    // ASCII runs, eight bytes at a time.
+    while (i + 8 <= s.size()) {
+      uint64_t word;
+      std::memcpy(&word, s.data() + i, 8);
+      if (word & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= s.size()) break;
+    unsigned char b = static_cast<unsigned char>(s[i]);
+    size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    char32_t c = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
+    for (size_t k = 1; k < n; ++k) {
+      unsigned char x = static_cast<unsigned char>(s[i + k]);
+      if ((x & 0xC0) != 0x80) return false;
+      c = (c << 6) | (x & 0x3F);
+    }
+    static const char32_t min_for_length[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < min_for_length[n] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+size_t code_point_count(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace plugformer::jinja

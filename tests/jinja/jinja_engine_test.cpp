@@ -1,0 +1,140 @@
+// The template engine beyond the real templates: errors with their kinds and positions, the
+// limits that keep hostile templates bounded, continue_final_message, and Python's printing.
+#include <chrono>
+
+#include <gtest/gtest.h>
+
+#include <plugformer/chat_template.h>
+
+using plugformer::ChatTemplateOptions;
+using plugformer::JinjaTemplate;
+using plugformer::TemplateError;
+using plugformer::TemplateLimits;
+using plugformer::TemplateSyntaxError;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+std::string render(const std::string& source, const json& variables = json::object(), TemplateLimits limits = {}) {
+  return JinjaTemplate(source, limits).render(variables, "2025-01-05T07:08:09");
+}
+
+std::string error_kind(const std::string& source, const json& variables = json::object(), TemplateLimits limits = {}) {
+  try {
+    render(source, variables, limits);
+  } catch (const TemplateError& e) {
+    return e.kind();
+  }
+  return "no error";
+}
+
+TEST(JinjaErrors, SyntaxErrorsNameLineAndColumn) {
+  try {
+    JinjaTemplate t("line one\n{% if x %}\n  {{ 1 + }}\n{% endif %}");
+    FAIL() << "parsed";
+  } catch (const TemplateSyntaxError& e) {
+    EXPECT_EQ(e.line(), 3);
+    EXPECT_GT(e.column(), 1);
+    EXPECT_NE(std::string(e.what()).find("line 3"), std::string::npos) << e.what();
+  }
+  for (const char* bad : {"{% if x %}never closed", "{% endfor %}", "{{ 'unclosed string }}", "{{ x", "{% for %}",
+                          "{{ x | no_such_filter }}", "{{ x is no_such_test }}", "{% do x.append(1) %}",
+                          "{% break %}", "{{ (1 }}", "{{ 1 ]] }}", "{# never closed", "{% raw %}no end",
+                          "{% macro m( %}{% endmacro %}", "{{ x !y }}"})
+    EXPECT_THROW(JinjaTemplate{bad}, TemplateSyntaxError) << bad;
+  EXPECT_THROW(JinjaTemplate("\xff\xfe{{ x }}"), TemplateSyntaxError);
+}
+
+TEST(JinjaErrors, RuntimeErrorsCarryJinjasExceptionKind) {
+  EXPECT_EQ(error_kind("{{ missing.attribute }}"), "UndefinedError");
+  EXPECT_EQ(error_kind("{% for x in none %}{% endfor %}"), "TypeError");
+  EXPECT_EQ(error_kind("{{ 'a' + 1 }}"), "TypeError");
+  EXPECT_EQ(error_kind("{{ 1 // 0 }}"), "ZeroDivisionError");
+  EXPECT_EQ(error_kind("{% set xs = [] %}{{ xs.append(1) }}"), "SecurityError");
+  EXPECT_EQ(error_kind("{% set d = {} %}{{ d.update({'a': 1}) }}"), "SecurityError");
+  EXPECT_EQ(error_kind("{{ ''.__class__() }}"), "SecurityError");
+  EXPECT_EQ(error_kind("{{ [1]|map('upper')|tojson }}"), "TypeError");  // a generator is not JSON
+  EXPECT_EQ(error_kind("{% set x = 1 %}{% set x.y = 2 %}"), "TemplateRuntimeError");
+  EXPECT_EQ(error_kind("{% if false %}{{ x | nope }}{% endif %}ok"), "no error");  // unknown filter, branch not run
+  EXPECT_EQ(error_kind("{% if true %}{{ x | nope }}{% endif %}"), "TemplateRuntimeError");
+  EXPECT_EQ(error_kind("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}"), "TypeError");
+  // raise_exception's message passes through verbatim.
+  try {
+    render("{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}");
+    FAIL();
+  } catch (const TemplateError& e) {
+    EXPECT_EQ(e.kind(), "TemplateError");
+    EXPECT_STREQ(e.what(), "Conversation roles must alternate user/assistant/user/assistant/...");
+  }
+}
+
+TEST(JinjaLimits, HostileTemplatesStopWithClearErrors) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  EXPECT_EQ(error_kind("{% for i in range(10**9) %}{% endfor %}"), "OverflowError");  // the sandbox's MAX_RANGE
+  EXPECT_EQ(error_kind("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), "RecursionError");
+  EXPECT_EQ(error_kind("{{ 'x' * 10**12 }}"), "MemoryError");
+  TemplateLimits small;
+  small.max_output_bytes = 1000;
+  EXPECT_EQ(error_kind("{% for i in range(1000) %}0123456789{% endfor %}", json::object(), small), "TemplateRuntimeError");
+  small.max_steps = 5000;
+  EXPECT_EQ(error_kind("{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}", json::object(), small),
+            "TemplateRuntimeError");
+  EXPECT_EQ(error_kind("{% set ns = namespace(n=0) %}{% for i in range(100000) %}{% for j in range(100000) %}"
+                       "{% set ns.n = ns.n + 1 %}{% endfor %}{% endfor %}"),
+            "TemplateRuntimeError");  // 10^10 iterations: the default step limit
+  EXPECT_THROW(JinjaTemplate("{{ " + std::string(10000, '(') + "1" + std::string(10000, ')') + " }}"), TemplateSyntaxError);
+  std::string nested;
+  for (int i = 0; i < 1000; ++i) nested += "{% if true %}";
+  EXPECT_THROW(JinjaTemplate{nested}, TemplateSyntaxError);
+  EXPECT_LT(std::chrono::duration<double>(clock::now() - start).count(), 60.0);
+}
+
+TEST(JinjaValues, PrintsValuesAsPythonDoes) {
+  EXPECT_EQ(render("{{ none }}|{{ true }}|{{ 1.0 }}|{{ 0.1 + 0.2 }}|{{ 1e16 }}|{{ 1e-5 }}|{{ 7 / 2 }}|{{ -7 // 2 }}|{{ -7 % 3 }}"),
+            "None|True|1.0|0.30000000000000004|1e+16|1e-05|3.5|-4|2");
+  EXPECT_EQ(render("{{ x }}", {{"x", json::parse(R"([{"a": "it's", "b": null, "c": [true, 1.5]}])")}}),
+            "[{'a': \"it's\", 'b': None, 'c': [True, 1.5]}]");
+  EXPECT_EQ(render("{{ (1,) }}{{ ('a', 2) }}{{ undefined_name }}|{{ 'caf\\u00e9'[1:] }}|{{ '\\u00a0\\u200b' ~ [' \\u00a0\\u200b'] }}"),
+            "(1,)('a', 2)|afé|\u00a0\u200b[' \\xa0\\u200b']");
+  EXPECT_EQ(render("{{ x | tojson }}|{{ x | tojson(indent=2) }}|{{ x | tojson(ensure_ascii=true) }}",
+                   {{"x", json::parse(R"({"k": ["é😀", 1.0, {}]})")}}),
+            "{\"k\": [\"é😀\", 1.0, {}]}|{\n  \"k\": [\n    \"é😀\",\n    1.0,\n    {}\n  ]\n}|"
+            "{\"k\": [\"\\u00e9\\ud83d\\ude00\", 1.0, {}]}");
+  EXPECT_EQ(render("{{ strftime_now('%d %b %Y') }} {{ strftime_now('%A %Y-%m-%d') }}"), "05 Jan 2025 Sunday 2025-01-05");
+}
+
+TEST(JinjaWhitespace, TrimAndLstripBlocksAsTransformersConfiguresThem) {
+  EXPECT_EQ(render("{% if true %}\n  yes\n{% endif %}\n"), "  yes\n");
+  EXPECT_EQ(render("a\n    {% if true %}b{% endif %}\nc"), "a\nbc");
+  EXPECT_EQ(render("a  {%- if true -%}  b  {%- endif %}"), "ab");
+  EXPECT_EQ(render("a\n  {%+ if true %}b{% endif %}"), "a\n  b");
+  EXPECT_EQ(render("{{ 'x' }}\n{# note #}\ny"), "x\ny");
+  EXPECT_EQ(render("{% raw %}{{ not evaluated }}{% endraw %}"), "{{ not evaluated }}");
+  EXPECT_EQ(render("one\r\ntwo\n"), "one\ntwo");
+}
+
+TEST(ChatTemplate, ContinueFinalMessageFollowsTransformers) {
+  const JinjaTemplate t(
+      "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>{% endfor %}"
+      "{% if add_generation_prompt %}<assistant>{% endif %}");
+  const json chat = json::parse(R"([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, "}])");
+  ChatTemplateOptions o;
+  o.continue_final_message = true;
+  EXPECT_EQ(plugformer::render_chat_template(t, chat, o), "<user>Hi</user><assistant>Hello,");  // trimmed: rstrip
+  o.add_generation_prompt = true;
+  EXPECT_THROW(plugformer::render_chat_template(t, chat, o), TemplateError);
+  ChatTemplateOptions tools;
+  tools.tools = json::array({"not a schema"});
+  EXPECT_THROW(plugformer::render_chat_template(t, chat, tools), TemplateError);
+  ChatTemplateOptions docs;
+  docs.documents = json::array({1});
+  EXPECT_THROW(plugformer::render_chat_template(t, chat, docs), TemplateError);
+  // A template that drops the final message cannot be continued.
+  const JinjaTemplate drops("{% for m in messages[:-1] %}{{ m.content }}{% endfor %}");
+  ChatTemplateOptions cont;
+  cont.continue_final_message = true;
+  EXPECT_THROW(plugformer::render_chat_template(drops, chat, cont), TemplateError);
+}
+
+}  // namespace
