@@ -151,14 +151,7 @@ std::string Tokenizer::chat_template_text(const std::string& name_or_text, bool 
 std::string Tokenizer::apply_chat_template(const nlohmann::ordered_json& conversation, const ChatTemplateOptions& options,
                                            const std::string& chat_template) const {
   auto t = compiled(chat_template_text(chat_template, !options.tools.is_null()));
-  nlohmann::ordered_json tokens = nlohmann::ordered_json::object();
-  const std::pair<const char*, const std::optional<std::string>*> special[] = {
-      {"bos_token", &special_.bos_token}, {"eos_token", &special_.eos_token}, {"unk_token", &special_.unk_token},
-      {"sep_token", &special_.sep_token}, {"pad_token", &special_.pad_token}, {"cls_token", &special_.cls_token},
-      {"mask_token", &special_.mask_token}};
-  for (const auto& [name, value] : special)
-    if (*value) tokens[name] = **value;
-  return render_chat_template(*t, conversation, options, tokens);
+  return render_chat_template(*t, conversation, options, special_.to_json());
 }
 
 std::vector<Encoding> Tokenizer::encode_chat(const nlohmann::ordered_json& conversations,

@@ -791,11 +791,7 @@ void FastTokenizer::apply_tokenizer_config(const nlohmann::json& config, const n
   if (auto c = config.find("tokenizer_class"); c != config.end() && c->is_string()) cls = c->get<std::string>();
   if (cls.size() > 4 && cls.compare(cls.size() - 4, 4, "Fast") == 0) cls.resize(cls.size() - 4);
   const bool bos_eos_template = cls == "LlamaTokenizer" || cls == "CodeLlamaTokenizer" || cls == "GemmaTokenizer";
-  const std::pair<const char*, std::optional<std::string>*> slots[] = {
-      {"bos_token", &special_.bos_token}, {"eos_token", &special_.eos_token}, {"unk_token", &special_.unk_token},
-      {"pad_token", &special_.pad_token}, {"sep_token", &special_.sep_token}, {"cls_token", &special_.cls_token},
-      {"mask_token", &special_.mask_token}};
-  for (const auto& [name, slot] : slots) {
+  for (const auto& [name, slot] : SpecialTokens::named(special_)) {
     for (const nlohmann::json* src : {&config, &special_map}) {
       if (!src->is_object()) continue;
       auto it = src->find(name);
@@ -899,16 +895,8 @@ void FastTokenizer::save_pretrained(const std::filesystem::path& dir) const {
   if (model_max_length != INT64_MAX) cfg["model_max_length"] = model_max_length;
   cfg["padding_side"] = padding_side;
   if (!cfg.contains("tokenizer_class")) cfg["tokenizer_class"] = "PreTrainedTokenizerFast";
-  nlohmann::ordered_json smap = nlohmann::ordered_json::object();
-  const std::pair<const char*, const std::optional<std::string>*> slots[] = {
-      {"bos_token", &special_.bos_token}, {"eos_token", &special_.eos_token}, {"unk_token", &special_.unk_token},
-      {"sep_token", &special_.sep_token}, {"pad_token", &special_.pad_token}, {"cls_token", &special_.cls_token},
-      {"mask_token", &special_.mask_token}};
-  for (const auto& [name, slot] : slots)
-    if (*slot) {
-      cfg[name] = **slot;
-      smap[name] = **slot;
-    }
+  const nlohmann::ordered_json smap = special_.to_json();
+  for (auto it = smap.begin(); it != smap.end(); ++it) cfg[it.key()] = it.value();
   for (const auto& [file, text] : chat_template_files(chat_templates, cfg)) {
     std::filesystem::create_directories((dir / file).parent_path(), ec);
     if (ec) throw IOError((dir / file).parent_path().string() + ": cannot create directory: " + ec.message());

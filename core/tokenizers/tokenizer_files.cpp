@@ -14,11 +14,7 @@ std::optional<std::string> token_text(const nlohmann::ordered_json& value) {
 
 SpecialTokens read_special_tokens(const TokenizerFiles& files) {
   SpecialTokens out;
-  const std::pair<const char*, std::optional<std::string>*> slots[] = {
-      {"bos_token", &out.bos_token}, {"eos_token", &out.eos_token}, {"unk_token", &out.unk_token},
-      {"pad_token", &out.pad_token}, {"sep_token", &out.sep_token}, {"cls_token", &out.cls_token},
-      {"mask_token", &out.mask_token}};
-  for (const auto& [name, slot] : slots) {
+  for (const auto& [name, slot] : SpecialTokens::named(out)) {
     for (const nlohmann::ordered_json* source : {&files.tokenizer_config, &files.special_tokens_map}) {
       auto it = source->find(name);
       if (it == source->end()) continue;

@@ -2,6 +2,7 @@
 // slow vocab files, third-party plugins) provides. Mirrors transformers' PreTrainedTokenizer(Fast).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <filesystem>
@@ -71,6 +72,22 @@ struct PaddingParams {
 
 struct SpecialTokens {
   std::optional<std::string> bos_token, eos_token, unk_token, pad_token, sep_token, cls_token, mask_token;
+  // Each token with its tokenizer_config.json name ("bos_token", ...), in transformers' order.
+  template <typename Self>
+  static auto named(Self& self) {
+    using Slot = decltype(&self.bos_token);
+    return std::array<std::pair<const char*, Slot>, 7>{{{"bos_token", &self.bos_token}, {"eos_token", &self.eos_token},
+                                                         {"unk_token", &self.unk_token}, {"sep_token", &self.sep_token},
+                                                         {"pad_token", &self.pad_token}, {"cls_token", &self.cls_token},
+                                                         {"mask_token", &self.mask_token}}};
+  }
+  // transformers' special_tokens_map: the tokens that are set, by name.
+  nlohmann::ordered_json to_json() const {
+    nlohmann::ordered_json map = nlohmann::ordered_json::object();
+    for (const auto& [name, token] : named(*this))
+      if (*token) map[name] = **token;
+    return map;
+  }
 };
 
 // What tokenizer factories receive: the directory and its parsed tokenizer_config.json and
