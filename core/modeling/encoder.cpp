@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <array>
 #include <cmath>
 
 #include "plugformer/error.h"
@@ -33,25 +34,25 @@ void require_shape(const char* name, const at::Tensor& t, at::IntArrayRef expect
 
 class BertEmbeddings : public torch::nn::Module {
  public:
-  BertEmbeddings(const BertStyleConfig& config, PositionIds positions);
+  BertEmbeddings(const BertStyleConfig& config, const EncoderLayout& layout);
   // input_ids or inputs_embeds [batch, seq(, hidden)]; token_type_ids, position_ids [batch, seq] or undefined.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids,
                      const at::Tensor& inputs_embeds, int64_t past_length) const;
   // The position id of a sequence's first token when none are given (RoBERTa: padding_idx + 1).
-  int64_t first_position() const {
-    return positions_ == PositionIds::after_padding_idx ? cfg_.pad_token_id.value_or(1) + 1 : 0;
-  }
+  int64_t first_position() const { return positions_ == PositionIds::after_padding_idx ? padding_idx_ + 1 : 0; }
 
  private:
   const BertStyleConfig& cfg_;
   PositionIds positions_;
+  int64_t padding_idx_;
   std::shared_ptr<Embedding> word_embeddings_, position_embeddings_, token_type_embeddings_;
   std::shared_ptr<LayerNorm> layer_norm_;
 };
 
 class BertSelfAttention : public torch::nn::Module {
  public:
-  BertSelfAttention(const BertStyleConfig& config, int64_t layer_idx);
+  // names: the query, key and value projections' module names.
+  BertSelfAttention(const BertStyleConfig& config, int64_t layer_idx, const std::array<const char*, 3>& names);
   // mask: additive [batch, 1, q_len or 1, kv_len] or undefined; head_mask: [heads] or undefined.
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
                      at::Tensor* probs);
@@ -67,28 +68,30 @@ class BertSelfAttention : public torch::nn::Module {
   std::shared_ptr<Embedding> distance_embedding_;  // relative_key / relative_key_query only
 };
 
-// Linear, then LayerNorm of (output + residual): BertSelfOutput and BertOutput.
+// BertOutput: Linear, then LayerNorm of (output + residual).
 class BertResidualOutput : public torch::nn::Module {
  public:
   BertResidualOutput(const BertStyleConfig& config, int64_t in_features);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& residual) const;
-  Linear& dense() { return *dense_; }
 
  private:
   std::shared_ptr<Linear> dense_;
   std::shared_ptr<LayerNorm> layer_norm_;
 };
 
+// Self-attention, then LayerNorm(output projection + residual). BERT names the parts
+// self.{query,key,value} and output.{dense,LayerNorm}; MPNet attn.{q,k,v,o} and LayerNorm.
 class BertAttention : public torch::nn::Module {
  public:
-  BertAttention(const BertStyleConfig& config, int64_t layer_idx);
+  BertAttention(const BertStyleConfig& config, int64_t layer_idx, const EncoderLayout& layout);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
                      at::Tensor* probs);
-  void prune_heads(const std::vector<int64_t>& heads) { prune_linear_layer(output_->dense(), self_->prune_heads(heads), 1); }
+  void prune_heads(const std::vector<int64_t>& heads) { prune_linear_layer(*dense_, self_->prune_heads(heads), 1); }
 
  private:
   std::shared_ptr<BertSelfAttention> self_;
-  std::shared_ptr<BertResidualOutput> output_;
+  std::shared_ptr<Linear> dense_;
+  std::shared_ptr<LayerNorm> layer_norm_;
 };
 
 class BertIntermediate : public torch::nn::Module {
@@ -103,7 +106,7 @@ class BertIntermediate : public torch::nn::Module {
 
 class BertLayer : public torch::nn::Module {
  public:
-  BertLayer(const BertStyleConfig& config, int64_t layer_idx);
+  BertLayer(const BertStyleConfig& config, int64_t layer_idx, const EncoderLayout& layout);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
                      at::Tensor* probs);
 
@@ -115,8 +118,16 @@ class BertLayer : public torch::nn::Module {
 
 class BertEncoder : public torch::nn::Module {
  public:
-  explicit BertEncoder(const BertStyleConfig& config);
+  BertEncoder(const BertStyleConfig& config, const EncoderLayout& layout);
   std::vector<std::shared_ptr<BertLayer>> layers;
+  std::shared_ptr<Embedding> relative_attention_bias;  // MPNet
+
+  // MPNet's position bias [1, heads, len, len]: the table at T5's bidirectional bucket of k - q.
+  at::Tensor position_bias(int64_t len, c10::ScalarType dtype) const {
+    const at::Tensor slots = at::arange(len, at::kLong);
+    const at::Tensor buckets = relative_position_bucket(slots.unsqueeze(0) - slots.unsqueeze(1), true, 32, 128);
+    return relative_attention_bias->forward(buckets).permute({2, 0, 1}).unsqueeze(0).to(dtype);
+  }
 };
 
 // tanh(dense(hidden[:, 0])).
@@ -132,12 +143,14 @@ class BertPooler : public torch::nn::Module {
 
 // ---------------------------------------------------------------- embeddings
 
-BertEmbeddings::BertEmbeddings(const BertStyleConfig& c, PositionIds positions) : cfg_(c), positions_(positions) {
+BertEmbeddings::BertEmbeddings(const BertStyleConfig& c, const EncoderLayout& layout)
+    : cfg_(c), positions_(layout.positions), padding_idx_(layout.padding_idx.value_or(c.pad_token_id.value_or(1))) {
   word_embeddings_ = register_module("word_embeddings", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
   position_embeddings_ =
       register_module("position_embeddings", std::make_shared<Embedding>(c.max_position_embeddings, c.hidden_size));
-  token_type_embeddings_ =
-      register_module("token_type_embeddings", std::make_shared<Embedding>(c.type_vocab_size, c.hidden_size));
+  if (layout.token_type_embeddings)
+    token_type_embeddings_ =
+        register_module("token_type_embeddings", std::make_shared<Embedding>(c.type_vocab_size, c.hidden_size));
   layer_norm_ = register_module("LayerNorm", std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps));
 }
 
@@ -146,20 +159,25 @@ at::Tensor BertEmbeddings::forward(const at::Tensor& input_ids, const at::Tensor
                                    int64_t past_length) const {
   at::Tensor embeds = inputs_embeds.defined() ? inputs_embeds : word_embeddings_->forward(input_ids);
   const int64_t batch = embeds.size(0), len = embeds.size(1);
-  at::Tensor types = token_type_ids;
-  if (!types.defined()) types = at::zeros({batch, len}, at::kLong);
-  else if (types.numel() > 0) {
-    const int64_t lo = types.min().item<int64_t>(), hi = types.max().item<int64_t>();
-    if (lo < 0 || hi >= cfg_.type_vocab_size)
-      throw InvalidInputError("token_type_ids holds " + std::to_string(lo < 0 ? lo : hi) +
-                              ", outside [0, type_vocab_size = " + std::to_string(cfg_.type_vocab_size) + ")");
+  at::Tensor h = embeds;
+  if (token_type_embeddings_) {
+    at::Tensor types = token_type_ids;
+    if (!types.defined()) types = at::zeros({batch, len}, at::kLong);
+    else if (types.numel() > 0) {
+      const int64_t lo = types.min().item<int64_t>(), hi = types.max().item<int64_t>();
+      if (lo < 0 || hi >= cfg_.type_vocab_size)
+        throw InvalidInputError("token_type_ids holds " + std::to_string(lo < 0 ? lo : hi) +
+                                ", outside [0, type_vocab_size = " + std::to_string(cfg_.type_vocab_size) + ")");
+    }
+    h = h + token_type_embeddings_->forward(types);
   }
-  at::Tensor h = embeds + token_type_embeddings_->forward(types);
+  // Without a token type table (MPNet), token_type_ids are ignored: its tokenizers' model inputs
+  // never include them in transformers.
   if (cfg_.position_embedding_type == "absolute") {
     at::Tensor positions = position_ids;
     if (!positions.defined() && positions_ == PositionIds::after_padding_idx) {
       // RoBERTa's create_position_ids_from_input_ids / _from_inputs_embeds.
-      const int64_t pad = cfg_.pad_token_id.value_or(1);
+      const int64_t pad = padding_idx_;
       if (input_ids.defined()) {
         const at::Tensor real = input_ids.ne(pad).to(at::kLong);
         positions = (real.cumsum(1) + past_length) * real + pad;
@@ -182,15 +200,16 @@ at::Tensor BertEmbeddings::forward(const at::Tensor& input_ids, const at::Tensor
 
 // ---------------------------------------------------------------- attention
 
-BertSelfAttention::BertSelfAttention(const BertStyleConfig& c, int64_t layer_idx)
+BertSelfAttention::BertSelfAttention(const BertStyleConfig& c, int64_t layer_idx,
+                                     const std::array<const char*, 3>& names)
     : layer_idx_(layer_idx),
       heads_(c.num_attention_heads),
       head_dim_(c.head_size()),
       max_positions_(c.max_position_embeddings),
       position_embedding_type_(c.position_embedding_type) {
-  query_ = register_module("query", std::make_shared<Linear>(c.hidden_size, c.hidden_size));
-  key_ = register_module("key", std::make_shared<Linear>(c.hidden_size, c.hidden_size));
-  value_ = register_module("value", std::make_shared<Linear>(c.hidden_size, c.hidden_size));
+  query_ = register_module(names[0], std::make_shared<Linear>(c.hidden_size, c.hidden_size));
+  key_ = register_module(names[1], std::make_shared<Linear>(c.hidden_size, c.hidden_size));
+  value_ = register_module(names[2], std::make_shared<Linear>(c.hidden_size, c.hidden_size));
   if (position_embedding_type_ != "absolute")
     distance_embedding_ = register_module(
         "distance_embedding", std::make_shared<Embedding>(2 * c.max_position_embeddings - 1, head_dim_));
@@ -244,14 +263,24 @@ at::Tensor BertResidualOutput::forward(const at::Tensor& hidden, const at::Tenso
   return layer_norm_->forward(dense_->forward(hidden) + residual);
 }
 
-BertAttention::BertAttention(const BertStyleConfig& c, int64_t layer_idx) {
-  self_ = register_module("self", std::make_shared<BertSelfAttention>(c, layer_idx));
-  output_ = register_module("output", std::make_shared<BertResidualOutput>(c, c.hidden_size));
+BertAttention::BertAttention(const BertStyleConfig& c, int64_t layer_idx, const EncoderLayout& layout) {
+  auto dense = std::make_shared<Linear>(c.hidden_size, c.hidden_size);
+  auto layer_norm = std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps);
+  if (layout.mpnet_attention_names) {
+    self_ = register_module("attn", std::make_shared<BertSelfAttention>(c, layer_idx, std::array{"q", "k", "v"}));
+    dense_ = self_->register_module("o", dense);
+    layer_norm_ = register_module("LayerNorm", layer_norm);
+  } else {
+    self_ = register_module("self", std::make_shared<BertSelfAttention>(c, layer_idx, std::array{"query", "key", "value"}));
+    auto output = register_module("output", std::make_shared<torch::nn::Module>());
+    dense_ = output->register_module("dense", dense);
+    layer_norm_ = output->register_module("LayerNorm", layer_norm);
+  }
 }
 
 at::Tensor BertAttention::forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask,
                                   KVCache* cache, at::Tensor* probs) {
-  return output_->forward(self_->forward(hidden, mask, head_mask, cache, probs), hidden);
+  return layer_norm_->forward(dense_->forward(self_->forward(hidden, mask, head_mask, cache, probs)) + hidden);
 }
 
 BertIntermediate::BertIntermediate(const BertStyleConfig& c) : act_(get_activation(c.hidden_act)) {
@@ -260,8 +289,8 @@ BertIntermediate::BertIntermediate(const BertStyleConfig& c) : act_(get_activati
 
 at::Tensor BertIntermediate::forward(const at::Tensor& hidden) const { return act_(dense_->forward(hidden)); }
 
-BertLayer::BertLayer(const BertStyleConfig& c, int64_t layer_idx) {
-  attention_ = register_module("attention", std::make_shared<BertAttention>(c, layer_idx));
+BertLayer::BertLayer(const BertStyleConfig& c, int64_t layer_idx, const EncoderLayout& layout) {
+  attention_ = register_module("attention", std::make_shared<BertAttention>(c, layer_idx, layout));
   intermediate_ = register_module("intermediate", std::make_shared<BertIntermediate>(c));
   output_ = register_module("output", std::make_shared<BertResidualOutput>(c, c.intermediate_size));
 }
@@ -272,12 +301,15 @@ at::Tensor BertLayer::forward(const at::Tensor& hidden, const at::Tensor& mask, 
   return output_->forward(intermediate_->forward(h), h);
 }
 
-BertEncoder::BertEncoder(const BertStyleConfig& c) {
+BertEncoder::BertEncoder(const BertStyleConfig& c, const EncoderLayout& layout) {
   auto list = register_module("layer", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    layers.push_back(std::make_shared<BertLayer>(c, i));
+    layers.push_back(std::make_shared<BertLayer>(c, i, layout));
     list->push_back(layers.back());
   }
+  if (const int64_t rows = c.relative_attention_table_size(); rows > 0)
+    relative_attention_bias =
+        register_module("relative_attention_bias", std::make_shared<Embedding>(rows, c.num_attention_heads));
 }
 
 BertPooler::BertPooler(const BertStyleConfig& c) {
@@ -291,13 +323,13 @@ at::Tensor BertPooler::forward(const at::Tensor& hidden) const {
 
 // ---------------------------------------------------------------- BertModel
 
-BertStyleModel::BertStyleModel(std::shared_ptr<BertStyleConfig> config, std::string family, std::string prefix,
-                               PositionIds positions, bool add_pooling_layer)
-    : PreTrainedModel(config), cfg_(*config), family_(std::move(family)), prefix_(std::move(prefix)) {
+BertStyleModel::BertStyleModel(std::shared_ptr<BertStyleConfig> config, std::string family, EncoderLayout layout,
+                               bool add_pooling_layer)
+    : PreTrainedModel(config), cfg_(*config), family_(std::move(family)), layout_(std::move(layout)) {
   if (cfg_.add_cross_attention)
     throw ConfigError(cfg_.model_type() + ": add_cross_attention (as the decoder of an encoder-decoder model) is not supported");
-  embeddings_ = register_module("embeddings", std::make_shared<BertEmbeddings>(cfg_, positions));
-  encoder_ = register_module("encoder", std::make_shared<BertEncoder>(cfg_));
+  embeddings_ = register_module("embeddings", std::make_shared<BertEmbeddings>(cfg_, layout_));
+  encoder_ = register_module("encoder", std::make_shared<BertEncoder>(cfg_, layout_));
   if (add_pooling_layer) pooler_ = register_module("pooler", std::make_shared<BertPooler>(cfg_));
 }
 
@@ -380,6 +412,12 @@ ModelOutput BertStyleModel::forward(const ModelInputs& inputs) {
       throw InvalidInputError("head_mask must be [num_attention_heads] or [num_hidden_layers, num_attention_heads] = [" +
                               std::to_string(layers) + ", " + std::to_string(heads) + "], got shape " +
                               shape_of(head_mask));
+  }
+
+  // MPNet's position bias joins the additive mask (every layer adds both to its scores).
+  if (encoder_->relative_attention_bias) {
+    const at::Tensor bias = encoder_->position_bias(len, dtype);
+    mask = mask.defined() ? mask + bias : bias;
   }
 
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);
@@ -514,12 +552,12 @@ std::string roberta_class_name(const std::string& family, RobertaHead head) {
 // Every head class of modeling_roberta.py, the head chosen at construction.
 class RobertaHeadModel : public PreTrainedModel {
  public:
-  RobertaHeadModel(std::shared_ptr<BertStyleConfig> config, std::string family, RobertaHead head)
-      : PreTrainedModel(config), family_(std::move(family)), head_(head) {
+  RobertaHeadModel(std::shared_ptr<BertStyleConfig> config, std::string family, RobertaHead head,
+                   const EncoderLayout& layout)
+      : PreTrainedModel(config), family_(std::move(family)), prefix_(layout.prefix), head_(head) {
     const BertStyleConfig& c = *config;
     pooling_ = head == RobertaHead::multiple_choice;
-    roberta_ = register_module("roberta", std::make_shared<BertStyleModel>(config, family_, "roberta",
-                                                                           PositionIds::after_padding_idx, pooling_));
+    roberta_ = register_module(prefix_, std::make_shared<BertStyleModel>(config, family_, layout, pooling_));
     switch (head) {
       case RobertaHead::masked_lm:
       case RobertaHead::causal_lm: lm_head_ = register_module("lm_head", std::make_shared<RobertaLMHead>(c)); break;
@@ -539,15 +577,15 @@ class RobertaHeadModel : public PreTrainedModel {
   }
 
   std::string class_name() const override { return roberta_class_name(family_, head_); }
-  std::string base_model_prefix() const override { return "roberta"; }
+  std::string base_model_prefix() const override { return prefix_; }
   std::vector<std::string> ignored_unexpected_keys() const override {
     std::vector<std::string> keys = {R"(embeddings\.position_ids)", R"(lm_head\.decoder\.bias$)"};
-    if (!pooling_) keys.push_back(R"(^(roberta\.)?pooler\.)");
+    if (!pooling_) keys.push_back("^(" + prefix_ + "\\.)?pooler\\.");
     return keys;
   }
   std::vector<std::pair<std::string, std::string>> tied_weights() const override {
     if (!lm_head_) return {};
-    return {{"lm_head.decoder.weight", "roberta.embeddings.word_embeddings.weight"}};
+    return {{"lm_head.decoder.weight", prefix_ + ".embeddings.word_embeddings.weight"}};
   }
   bool can_generate() const override { return head_ == RobertaHead::causal_lm; }
 
@@ -610,7 +648,7 @@ class RobertaHeadModel : public PreTrainedModel {
   }
 
  private:
-  std::string family_;
+  std::string family_, prefix_;
   RobertaHead head_;
   bool pooling_ = false;
   std::shared_ptr<BertStyleModel> roberta_;
@@ -622,9 +660,10 @@ class RobertaHeadModel : public PreTrainedModel {
 }  // namespace
 
 void register_roberta_family(Registry& registry, const std::string& model_type, const std::string& family,
-                             std::function<std::shared_ptr<BertStyleConfig>(ConfigPtr)> as_config) {
-  auto base = [as_config, family](ConfigPtr c) -> ModelPtr {
-    return std::make_shared<BertStyleModel>(as_config(c), family, "roberta", PositionIds::after_padding_idx);
+                             std::function<std::shared_ptr<BertStyleConfig>(ConfigPtr)> as_config,
+                             const EncoderLayout& layout, bool causal_lm) {
+  auto base = [as_config, family, layout](ConfigPtr c) -> ModelPtr {
+    return std::make_shared<BertStyleModel>(as_config(c), family, layout);
   };
   registry.register_model(tasks::kAutoModel, model_type, family + "Model", base);
   registry.register_model(tasks::kTextEncoding, model_type, family + "Model", base);
@@ -636,8 +675,9 @@ void register_roberta_family(Registry& registry, const std::string& model_type, 
       {tasks::kQuestionAnswering, RobertaHead::question_answering},
       {tasks::kMultipleChoice, RobertaHead::multiple_choice}};
   for (const auto& [task, head] : heads) {
-    const ModelFactory factory = [as_config, family, head = head](ConfigPtr c) -> ModelPtr {
-      return std::make_shared<RobertaHeadModel>(as_config(c), family, head);
+    if (head == RobertaHead::causal_lm && !causal_lm) continue;
+    const ModelFactory factory = [as_config, family, layout, head = head](ConfigPtr c) -> ModelPtr {
+      return std::make_shared<RobertaHeadModel>(as_config(c), family, head, layout);
     };
     registry.register_model(task, model_type, roberta_class_name(family, head), factory);
   }

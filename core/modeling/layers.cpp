@@ -447,6 +447,26 @@ at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch
   return at::zeros(blocked.sizes(), at::TensorOptions().dtype(dtype)).masked_fill_(blocked, min);
 }
 
+at::Tensor relative_position_bucket(const at::Tensor& relative_position, bool bidirectional, int64_t num_buckets,
+                                    int64_t max_distance) {
+  at::Tensor buckets = at::zeros_like(relative_position);
+  at::Tensor distance;
+  if (bidirectional) {
+    num_buckets /= 2;
+    buckets = buckets + (relative_position > 0).to(at::kLong) * num_buckets;
+    distance = relative_position.abs();
+  } else {
+    distance = -relative_position.clamp_max(0);  // the decoder only looks back
+  }
+  const int64_t max_exact = num_buckets / 2;
+  // Logarithmic buckets beyond max_exact, computed in fp32 as transformers does (the clamp only
+  // avoids log(0) at positions that take the exact bucket anyway).
+  at::Tensor scaled = at::log(distance.clamp_min(1).to(at::kFloat) / double(max_exact)) /
+                      std::log(double(max_distance) / double(max_exact)) * double(num_buckets - max_exact);
+  at::Tensor large = (scaled.to(at::kLong) + max_exact).clamp_max(num_buckets - 1);
+  return buckets + at::where(distance < max_exact, distance, large);
+}
+
 at::Tensor padding_attention_mask(const at::Tensor& attention_mask, c10::ScalarType dtype) {
   const double min = finfo_min(dtype);
   // (1 - mask) * min, as transformers builds it.

@@ -111,9 +111,17 @@ std::shared_ptr<Tokenizer> load_bert_vocab(const std::filesystem::path& dir, con
   const uint32_t cls_id = id_of(cls, "cls"), sep_id = id_of(sep, "sep");
   auto st = [](const std::string& id, uint32_t type) { return json{{"SpecialToken", {{"id", id}, {"type_id", type}}}}; };
   auto sq = [](const char* id, uint32_t type) { return json{{"Sequence", {{"id", id}, {"type_id", type}}}}; };
+  // MPNet's converter puts two separators between the texts of a pair.
+  const auto cls_name = config.is_object() ? config.find("tokenizer_class") : config.end();
+  const bool mpnet = cls_name != config.end() && cls_name->is_string() &&
+                     cls_name->get<std::string>().rfind("MPNetTokenizer", 0) == 0;
+  json pair = json::array({st(cls, 0), sq("A", 0), st(sep, 0)});
+  if (mpnet) pair.push_back(st(sep, 0));
+  pair.push_back(sq("B", 1));
+  pair.push_back(st(sep, 1));
   tj["post_processor"] = {{"type", "TemplateProcessing"},
                           {"single", json::array({st(cls, 0), sq("A", 0), st(sep, 0)})},
-                          {"pair", json::array({st(cls, 0), sq("A", 0), st(sep, 0), sq("B", 1), st(sep, 1)})},
+                          {"pair", pair},
                           {"special_tokens",
                            {{cls, {{"id", cls}, {"ids", {cls_id}}, {"tokens", {cls}}}},
                             {sep, {{"id", sep}, {"ids", {sep_id}}, {"tokens", {sep}}}}}}};

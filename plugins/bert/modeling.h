@@ -14,7 +14,7 @@ namespace plugformer::bert {
 class BertModel : public BertStyleModel {
  public:
   explicit BertModel(std::shared_ptr<BertConfig> config, bool add_pooling_layer = true)
-      : BertStyleModel(config, "Bert", "bert", PositionIds::from_slots, add_pooling_layer) {}
+      : BertStyleModel(config, "Bert", EncoderLayout{}, add_pooling_layer) {}
 };
 
 // LayerNorm(act(dense(hidden))).

@@ -48,26 +48,6 @@ void append_named(ModelOutput& out, const std::string& name, const std::vector<a
 
 }  // namespace
 
-at::Tensor relative_position_bucket(const at::Tensor& relative_position, bool bidirectional, int64_t num_buckets,
-                                    int64_t max_distance) {
-  at::Tensor buckets = at::zeros_like(relative_position);
-  at::Tensor distance;
-  if (bidirectional) {
-    num_buckets /= 2;
-    buckets = buckets + (relative_position > 0).to(at::kLong) * num_buckets;
-    distance = relative_position.abs();
-  } else {
-    distance = -relative_position.clamp_max(0);  // the decoder only looks back
-  }
-  const int64_t max_exact = num_buckets / 2;
-  // Logarithmic buckets beyond max_exact, computed in fp32 as transformers does (the clamp only
-  // avoids log(0) at positions that take the exact bucket anyway).
-  at::Tensor scaled = at::log(distance.clamp_min(1).to(at::kFloat) / double(max_exact)) /
-                      std::log(double(max_distance) / double(max_exact)) * double(num_buckets - max_exact);
-  at::Tensor large = (scaled.to(at::kLong) + max_exact).clamp_max(num_buckets - 1);
-  return buckets + at::where(distance < max_exact, distance, large);
-}
-
 at::Tensor shift_right(const T5Config& config, const at::Tensor& ids) {
   if (!config.decoder_start_token_id)
     throw InvalidInputError("t5: config.decoder_start_token_id is not set; it is needed to build decoder_input_ids "

@@ -10,11 +10,6 @@
 
 namespace plugformer::t5 {
 
-// transformers' T5Attention._relative_position_bucket: relative_position (key - query) -> bucket.
-// Half the buckets are exact small distances, the rest grow logarithmically up to max_distance;
-// bidirectional buckets also tell the sign apart.
-at::Tensor relative_position_bucket(const at::Tensor& relative_position, bool bidirectional, int64_t num_buckets,
-                                    int64_t max_distance);
 
 // transformers' _shift_right: ids moved one step right behind decoder_start_token_id, -100
 // (ignored label) replaced by pad_token_id. InvalidInputError when either id is not configured.

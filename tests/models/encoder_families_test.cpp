@@ -1,6 +1,7 @@
-// RoBERTa, XLM-RoBERTa and DistilBERT parity on the hfref fixtures (the padding rule's position ids
-// with left and right padding, the 1-row token type table, lm_head, classification heads, multiple
-// choice, sinusoidal positions), in fp32, and in bf16 / fp16 against fp32.
+// RoBERTa, XLM-RoBERTa, DistilBERT and MPNet parity on the hfref fixtures (the padding rule's
+// position ids with left and right padding, the 1-row token type table, lm_head, classification
+// heads, multiple choice, sinusoidal positions, MPNet's relative position bias), in fp32, and in
+// bf16 / fp16 against fp32.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -20,7 +21,7 @@ const std::vector<std::string> kEncoderFixtures = {
     "roberta-tiny",    "roberta-tiny-mlm",   "roberta-tiny-multichoice", "roberta-tiny-qa",
     "roberta-tiny-seqcls", "roberta-tiny-tokcls", "xlm-roberta-tiny-mlm", "xlm-roberta-tiny-tokcls",
     "distilbert-tiny-mlm", "distilbert-tiny-multichoice", "distilbert-tiny-qa", "distilbert-tiny-seqcls",
-    "distilbert-tiny-tokcls"};
+    "distilbert-tiny-tokcls", "mpnet-tiny", "mpnet-tiny-mlm"};
 
 class EncoderFamilyFixture : public ::testing::TestWithParam<std::string> {};
 

@@ -299,6 +299,22 @@ TEST(TokenizerSlowVocab, BertVocabTxtMatchesTokenizerJson) {
   EXPECT_THROW(load_bert_vocab(d.path / "nowhere", json::object()), FileNotFoundError);
 }
 
+// MPNet's vocab.txt converts like BERT's except for pairs: <s> A </s></s> B </s> (MPNetConverter).
+TEST(TokenizerSlowVocab, MPNetVocabTxtPutsTwoSeparatorsBetweenPairs) {
+  TempDir d;
+  {
+    std::ofstream out(d.path / "vocab.txt");
+    for (const char* t : {"<s>", "<pad>", "</s>", "<unk>", "<mask>", "hello", "world"}) out << t << "\n";
+  }
+  const json config = {{"tokenizer_class", "MPNetTokenizer"}, {"cls_token", "<s>"}, {"sep_token", "</s>"},
+                       {"unk_token", "<unk>"}, {"pad_token", "<pad>"}, {"mask_token", "<mask>"}};
+  auto tok = load_bert_vocab(d.path, config);
+  EXPECT_EQ(tok->encode("hello").ids, (std::vector<int64_t>{0, 5, 2}));
+  const Encoding pair = tok->encode_pair("hello", "world");
+  EXPECT_EQ(pair.ids, (std::vector<int64_t>{0, 5, 2, 2, 6, 2}));
+  EXPECT_EQ(pair.type_ids, (std::vector<int64_t>{0, 0, 0, 0, 1, 1}));
+}
+
 TEST(TokenizerSlowVocab, Gpt2VocabJsonMergesTxtMatchesTokenizerJson) {
   json j = tokenizer_json("gpt2");
   TempDir d;

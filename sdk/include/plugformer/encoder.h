@@ -39,11 +39,25 @@ class BertStyleConfig : public PretrainedConfig {
   std::optional<double> classifier_dropout;  // null: hidden_dropout_prob
 
   int64_t head_size() const { return hidden_size / num_attention_heads; }
+  // MPNet: the rows of encoder.relative_attention_bias, indexed by T5's bidirectional buckets (32,
+  // max distance 128) of the slot offset k - q and added to every layer's scores; 0: no such bias.
+  virtual int64_t relative_attention_table_size() const { return 0; }
 };
 
 // How absolute position ids are made when none are given: BERT counts slots from the cache length;
 // RoBERTa numbers the non-padding tokens from pad_token_id + 1 and gives padding pad_token_id.
 enum class PositionIds { from_slots, after_padding_idx };
+
+// Where a family's encoder differs from BERT's.
+struct EncoderLayout {
+  std::string prefix = "bert";  // base_model_prefix: the base model's name under the heads
+  PositionIds positions = PositionIds::from_slots;
+  std::optional<int64_t> padding_idx;  // set: the padding rule's index (MPNet: 1), else pad_token_id
+  bool token_type_embeddings = true;   // MPNet has none
+  // MPNet: attention.attn.{q,k,v,o} and attention.LayerNorm, not BERT's attention.self.{query,key,
+  // value} and attention.output.{dense,LayerNorm}.
+  bool mpnet_attention_names = false;
+};
 
 class BertEmbeddings;
 class BertEncoder;
@@ -54,11 +68,11 @@ class BertPooler;
 // pooler_output (with the pooling layer). A decoder (is_decoder) is causal and keeps a KV cache.
 class BertStyleModel : public PreTrainedModel {
  public:
-  BertStyleModel(std::shared_ptr<BertStyleConfig> config, std::string family, std::string prefix,
-                 PositionIds positions, bool add_pooling_layer = true);
+  BertStyleModel(std::shared_ptr<BertStyleConfig> config, std::string family, EncoderLayout layout,
+                 bool add_pooling_layer = true);
   ~BertStyleModel() override;
   std::string class_name() const override { return family_ + "Model"; }
-  std::string base_model_prefix() const override { return prefix_; }
+  std::string base_model_prefix() const override { return layout_.prefix; }
   std::vector<std::string> ignored_unexpected_keys() const override { return {R"(embeddings\.position_ids)"}; }
   ModelOutput forward(const ModelInputs& inputs) override;
 
@@ -68,7 +82,8 @@ class BertStyleModel : public PreTrainedModel {
 
  private:
   const BertStyleConfig& cfg_;
-  std::string family_, prefix_;
+  std::string family_;
+  EncoderLayout layout_;
   std::shared_ptr<BertEmbeddings> embeddings_;
   std::shared_ptr<BertEncoder> encoder_;
   std::shared_ptr<BertPooler> pooler_;
@@ -78,22 +93,35 @@ class BertStyleModel : public PreTrainedModel {
 // for the base model (labels removed); `batch` and `choices` receive the two sizes.
 ModelInputs flatten_choices(const ModelInputs& inputs, const std::string& model_class, int64_t& batch, int64_t& choices);
 
-// What a RoBERTa-style family registers (model_type, class-name stem such as "Roberta" or
-// "XLMRoberta"): <family>Model and the ForMaskedLM, ForCausalLM, ForSequenceClassification,
-// ForTokenClassification, ForQuestionAnswering and ForMultipleChoice heads of modeling_roberta.py,
-// their base model under "roberta", built from `Config`.
+// RoBERTa's layout: positions after the padding index, the base model under "roberta".
+inline EncoderLayout roberta_layout() {
+  EncoderLayout layout;
+  layout.prefix = "roberta";
+  layout.positions = PositionIds::after_padding_idx;
+  return layout;
+}
+
+// What a RoBERTa-style family registers (model_type, class-name stem such as "Roberta",
+// "XLMRoberta" or "MPNet"): <family>Model and the ForMaskedLM, ForSequenceClassification,
+// ForTokenClassification, ForQuestionAnswering and ForMultipleChoice heads of modeling_roberta.py
+// (ForCausalLM too when `causal_lm`), their base model under layout.prefix, built from `Config`.
 void register_roberta_family(Registry& registry, const std::string& model_type, const std::string& family,
-                             std::function<std::shared_ptr<BertStyleConfig>(ConfigPtr)> as_config);
+                             std::function<std::shared_ptr<BertStyleConfig>(ConfigPtr)> as_config,
+                             const EncoderLayout& layout, bool causal_lm);
 
 template <class Config>
-void register_roberta_family(Registry& registry, const std::string& model_type, const std::string& family) {
+void register_roberta_family(Registry& registry, const std::string& model_type, const std::string& family,
+                             const EncoderLayout& layout = roberta_layout(), bool causal_lm = true) {
   registry.register_config(model_type, [] { return std::make_shared<Config>(); });
-  register_roberta_family(registry, model_type, family, [model_type](ConfigPtr config) {
-    auto typed = std::dynamic_pointer_cast<Config>(config);
-    if (!typed)
-      throw RegistryError("model class needs a " + model_type + " config, got '" + config->model_type() + "'");
-    return std::shared_ptr<BertStyleConfig>(typed);
-  });
+  register_roberta_family(
+      registry, model_type, family,
+      [model_type](ConfigPtr config) {
+        auto typed = std::dynamic_pointer_cast<Config>(config);
+        if (!typed)
+          throw RegistryError("model class needs a " + model_type + " config, got '" + config->model_type() + "'");
+        return std::shared_ptr<BertStyleConfig>(typed);
+      },
+      layout, causal_lm);
 }
 
 }  // namespace plugformer

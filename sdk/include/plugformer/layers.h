@@ -123,6 +123,12 @@ double finfo_min(c10::ScalarType dtype);
 // keys at slots q - W < k <= q (slots of the padded batch, not position ids).
 at::Tensor causal_attention_mask(const at::Tensor& attention_mask, int64_t batch, int64_t q_len, int64_t past_len,
                                  c10::ScalarType dtype, std::optional<int64_t> sliding_window = std::nullopt);
+// T5's (and MPNet's) relative position buckets: relative_position (key - query) -> bucket. Half the
+// buckets are exact small distances, the rest grow logarithmically up to max_distance;
+// bidirectional buckets also tell the sign apart.
+at::Tensor relative_position_bucket(const at::Tensor& relative_position, bool bidirectional, int64_t num_buckets,
+                                    int64_t max_distance);
+
 // Bidirectional padding mask [batch, 1, 1, kv_len] from [batch, kv_len] (encoders, cross-attention).
 at::Tensor padding_attention_mask(const at::Tensor& attention_mask, c10::ScalarType dtype);
 
