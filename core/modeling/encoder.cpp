@@ -343,18 +343,31 @@ void BertStyleModel::prune_heads_impl(const std::map<int64_t, std::vector<int64_
   }
 }
 
-ModelOutput BertStyleModel::forward(const ModelInputs& inputs) {
+std::pair<int64_t, int64_t> check_encoder_inputs(const ModelInputs& inputs, int64_t hidden_size,
+                                                 const std::string& model_class) {
   const at::Tensor input_ids = inputs.get("input_ids");
   const at::Tensor inputs_embeds = inputs.get("inputs_embeds");
   if (input_ids.defined() == inputs_embeds.defined())
-    throw InvalidInputError(class_name() + " needs exactly one of input_ids and inputs_embeds");
+    throw InvalidInputError(model_class + " needs exactly one of input_ids and inputs_embeds");
   if (input_ids.defined() && input_ids.dim() != 2)
     throw InvalidInputError("input_ids must be [batch, seq_len], got shape " + shape_of(input_ids));
-  if (inputs_embeds.defined() && (inputs_embeds.dim() != 3 || inputs_embeds.size(2) != cfg_.hidden_size))
-    throw InvalidInputError("inputs_embeds must be [batch, seq_len, " + std::to_string(cfg_.hidden_size) +
+  if (inputs_embeds.defined() && (inputs_embeds.dim() != 3 || inputs_embeds.size(2) != hidden_size))
+    throw InvalidInputError("inputs_embeds must be [batch, seq_len, " + std::to_string(hidden_size) +
                             "], got shape " + shape_of(inputs_embeds));
   const at::Tensor& ref = input_ids.defined() ? input_ids : inputs_embeds;
-  const int64_t batch = ref.size(0), len = ref.size(1);
+  const at::Tensor attention_mask = inputs.get("attention_mask");
+  if (attention_mask.defined() && attention_mask.dim() == 2)
+    require_shape("attention_mask", attention_mask, {ref.size(0), ref.size(1)}, "the input");
+  return {ref.size(0), ref.size(1)};
+}
+
+ModelOutput BertStyleModel::forward(const ModelInputs& inputs) {
+  const at::Tensor input_ids = inputs.get("input_ids");
+  const at::Tensor inputs_embeds = inputs.get("inputs_embeds");
+  // A 2-D mask of a decoder also covers the cached positions: checked below, after the cache.
+  ModelInputs checked = inputs;
+  if (cfg_.is_decoder) checked.tensors.erase("attention_mask");
+  const auto [batch, len] = check_encoder_inputs(checked, cfg_.hidden_size, class_name());
 
   // Only a decoder (is_decoder, BertLMHeadModel) keeps keys and values of past positions.
   std::shared_ptr<KVCache> cache;

@@ -94,14 +94,9 @@ void DistilBertModel::initialized_weights() {
 }
 
 ModelOutput DistilBertModel::forward(const ModelInputs& inputs) {
-  const at::Tensor input_ids = inputs.get("input_ids"), inputs_embeds = inputs.get("inputs_embeds");
-  if (input_ids.defined() == inputs_embeds.defined())
-    throw InvalidInputError("DistilBertModel needs exactly one of input_ids and inputs_embeds");
-  if (input_ids.defined() && input_ids.dim() != 2) throw InvalidInputError("input_ids must be [batch, seq_len]");
-  if (inputs_embeds.defined() && (inputs_embeds.dim() != 3 || inputs_embeds.size(2) != cfg_.dim))
-    throw InvalidInputError("inputs_embeds must be [batch, seq_len, " + std::to_string(cfg_.dim) + "]");
-  at::Tensor hidden = input_ids.defined() ? embeddings_->word_embeddings->forward(input_ids) : inputs_embeds;
-  const int64_t batch = hidden.size(0), len = hidden.size(1);
+  const auto [batch, len] = check_encoder_inputs(inputs, cfg_.dim, class_name());
+  const at::Tensor input_ids = inputs.get("input_ids");
+  at::Tensor hidden = input_ids.defined() ? embeddings_->word_embeddings->forward(input_ids) : inputs.get("inputs_embeds");
   if (len > cfg_.max_position_embeddings)
     throw InvalidInputError("sequence of " + std::to_string(len) + " tokens is longer than max_position_embeddings (" +
                             std::to_string(cfg_.max_position_embeddings) + ") of this DistilBertModel");
@@ -110,8 +105,7 @@ ModelOutput DistilBertModel::forward(const ModelInputs& inputs) {
   const at::Tensor attention_mask = inputs.get("attention_mask");
   at::Tensor mask;
   if (attention_mask.defined()) {
-    if (attention_mask.dim() != 2 || attention_mask.size(0) != batch || attention_mask.size(1) != len)
-      throw InvalidInputError("attention_mask must be [batch, seq_len] like the input");
+    if (attention_mask.dim() != 2) throw InvalidInputError("attention_mask must be [batch, seq_len] like the input");
     mask = padding_attention_mask(attention_mask, hidden.scalar_type());
   }
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);

@@ -1,6 +1,7 @@
-// RoBERTa, XLM-RoBERTa, DistilBERT and MPNet parity on the hfref fixtures (the padding rule's
+// RoBERTa, XLM-RoBERTa, DistilBERT, MPNet and ModernBERT parity on the hfref fixtures (the padding rule's
 // position ids with left and right padding, the 1-row token type table, lm_head, classification
-// heads, multiple choice, sinusoidal positions, MPNet's relative position bias), in fp32, and in
+// heads, multiple choice, sinusoidal positions, MPNet's relative position bias, ModernBERT's local and
+// global layers and both poolings), in fp32, and in
 // bf16 / fp16 against fp32.
 #include <gtest/gtest.h>
 
@@ -21,7 +22,8 @@ const std::vector<std::string> kEncoderFixtures = {
     "roberta-tiny",    "roberta-tiny-mlm",   "roberta-tiny-multichoice", "roberta-tiny-qa",
     "roberta-tiny-seqcls", "roberta-tiny-tokcls", "xlm-roberta-tiny-mlm", "xlm-roberta-tiny-tokcls",
     "distilbert-tiny-mlm", "distilbert-tiny-multichoice", "distilbert-tiny-qa", "distilbert-tiny-seqcls",
-    "distilbert-tiny-tokcls", "mpnet-tiny", "mpnet-tiny-mlm"};
+    "distilbert-tiny-tokcls", "mpnet-tiny", "mpnet-tiny-mlm", "modernbert-tiny", "modernbert-tiny-mlm",
+    "modernbert-tiny-seqcls-mean"};
 
 class EncoderFamilyFixture : public ::testing::TestWithParam<std::string> {};
 
@@ -71,4 +73,23 @@ TEST(DistilBert, SinusoidalPositionsOfAFreshModelEqualTheCheckpointsTable) {
   const at::Tensor stored = table(*loaded), built = table(*fresh);
   ASSERT_TRUE(stored.defined() && built.defined());
   EXPECT_LE((stored - built).abs().max().item<double>(), 1e-6);
+}
+
+TEST(ModernBertBadInput, ConfigAndInputsAreChecked) {
+  using namespace plugformer;
+  auto config = AutoConfig::from_pretrained(std::string(PLUGFORMER_FIXTURES_DIR) + "/models/modernbert-tiny");
+  json values = config->to_json();
+  values["classifier_pooling"] = "max";
+  EXPECT_THROW(AutoConfig::for_model("modernbert", values), ConfigError);
+  values["classifier_pooling"] = "mean";
+  values["num_attention_heads"] = 5;  // 64 is not a multiple of 5
+  EXPECT_THROW(AutoConfig::for_model("modernbert", values), ConfigError);
+
+  auto model = plugformer::testing::load("modernbert-tiny", "ModernBertModel");
+  c10::InferenceMode guard;
+  const at::Tensor ids = at::full({1, 4}, 5, at::kLong);
+  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", ids}, {"inputs_embeds", at::zeros({1, 4, 64})}}), InvalidInputError);
+  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", ids}, {"attention_mask", at::ones({1, 3}, at::kLong)}}),
+               InvalidInputError);
+  EXPECT_THROW(model->forward(ModelInputs{{"input_ids", at::full({4}, 5, at::kLong)}}), InvalidInputError);
 }

@@ -89,6 +89,12 @@ class BertStyleModel : public PreTrainedModel {
   std::shared_ptr<BertPooler> pooler_;
 };
 
+// The input checks an encoder's forward starts with: exactly one of input_ids [batch, seq] and
+// inputs_embeds [batch, seq, hidden_size], and attention_mask [batch, seq] when given (InvalidInputError
+// naming `model_class` otherwise). Returns {batch, seq}.
+std::pair<int64_t, int64_t> check_encoder_inputs(const ModelInputs& inputs, int64_t hidden_size,
+                                                 const std::string& model_class);
+
 // Multiple choice: inputs [batch, num_choices, seq(, hidden)] flattened to [batch * num_choices, ...]
 // for the base model (labels removed); `batch` and `choices` receive the two sizes.
 ModelInputs flatten_choices(const ModelInputs& inputs, const std::string& model_class, int64_t& batch, int64_t& choices);
