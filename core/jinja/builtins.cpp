@@ -1341,6 +1341,7 @@ FILTER(trim) {
   Value chars = a.take(0, "chars", Value::none());
   a.expect_consumed("trim", 1);
   std::string trimmed = v.is_string() ? str_strip(v.str(), chars, true, true) : str_strip(soft_str(v), chars, true, true);
+  if (v.is_string() && trimmed.size() == v.str().size()) return v;  // nothing stripped: the same string
   return v.is_markup() ? Value::markup(std::move(trimmed)) : Value(std::move(trimmed));
 }
 

@@ -1,6 +1,7 @@
 // Evaluation of the syntax tree with Jinja2's runtime semantics (as compiled by jinja2's code
 // generator and run by its runtime / sandbox): scopes, loops, macros, attribute and item lookup,
 // Python's operators.
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -659,28 +660,32 @@ namespace {
 // {{ a + b + c }} of strings (how templates build their lines): the pieces go straight to the
 // output instead of into a new string. Anything else takes the general path.
 bool write_string_sum(Interpreter& interp, const Expr& expr) {
-  std::vector<const Expr*> leaves;
+  constexpr size_t kMaxTerms = 16;  // longer sums take the general path
+  std::array<const Expr*, kMaxTerms> leaves;
+  size_t n = 0;
   const Expr* e = &expr;
   while (const auto* add = dynamic_cast<const BinaryExpr*>(e)) {
-    if (add->op != BinaryOp::Add) break;
-    leaves.push_back(add->right.get());
+    if (add->op != BinaryOp::Add || n + 1 >= kMaxTerms) break;
+    leaves[n++] = add->right.get();
     e = add->left.get();
   }
-  if (leaves.empty()) return false;
-  leaves.push_back(e);
-  std::vector<Value> values;
-  values.reserve(leaves.size());
-  for (auto it = leaves.rbegin(); it != leaves.rend(); ++it) values.push_back((*it)->eval(interp));
-  for (const auto& v : values)
-    if (!v.is_string() || v.is_markup()) {
-      Value sum = values.front();
-      for (size_t i = 1; i < values.size(); ++i) sum = arithmetic(BinaryOp::Add, sum, values[i], interp);
-      std::string text;
-      sum.append_str(text);
-      interp.write(text);
-      return true;
-    }
-  for (const auto& v : values) interp.write(v.str());
+  if (n == 0 || dynamic_cast<const BinaryExpr*>(e) && static_cast<const BinaryExpr*>(e)->op == BinaryOp::Add) return false;
+  leaves[n++] = e;
+  std::array<Value, kMaxTerms> values;
+  bool plain = true;
+  for (size_t i = 0; i < n; ++i) {
+    values[i] = leaves[n - 1 - i]->eval(interp);
+    plain = plain && values[i].is_string() && !values[i].is_markup();
+  }
+  if (!plain) {
+    Value sum = values[0];
+    for (size_t i = 1; i < n; ++i) sum = arithmetic(BinaryOp::Add, sum, values[i], interp);
+    std::string text;
+    sum.append_str(text);
+    interp.write(text);
+    return true;
+  }
+  for (size_t i = 0; i < n; ++i) interp.write(values[i].str());
   return true;
 }
 }  // namespace

@@ -25,18 +25,6 @@ using namespace plugformer;
 
 namespace {
 
-// Special tokens, single letters (with ## continuations) and a few whole words: fewer than the
-// 99 rows of the smallest fixture's embedding.
-const std::vector<std::string> kVocab = [] {
-  std::vector<std::string> v = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", ","};
-  for (char c = 'a'; c <= 'z'; ++c) v.push_back(std::string(1, c));
-  for (char c = 'a'; c <= 'z'; ++c) v.push_back("##" + std::string(1, c));
-  for (const char* w : {"the", "cat", "sat", "on", "mat", "john", "lives", "in", "berlin", "where", "does", "live",
-                        "paris", "is", "capital", "of", "france", "what"})
-    v.push_back(w);
-  return v;
-}();
-
 // A copy of a bert fixture with a BertTokenizer (vocab.txt) beside it.
 std::filesystem::path with_tokenizer(const std::string& name, const std::function<void(json&)>& edit = {}) {
   const auto dir = std::filesystem::temp_directory_path() / ("bert_pipelines_" + name + "_" + std::to_string(::getpid()));
@@ -47,12 +35,7 @@ std::filesystem::path with_tokenizer(const std::string& name, const std::functio
   json config = read_json_file(src + "/config.json");
   if (edit) edit(config);
   write_json_file(dir / "config.json", config);
-  std::ofstream vocab(dir / "vocab.txt");
-  for (const auto& t : kVocab) vocab << t << "\n";
-  vocab.close();
-  write_json_file(dir / "tokenizer_config.json",
-                  {{"tokenizer_class", "BertTokenizer"}, {"do_lower_case", true}, {"unk_token", "[UNK]"},
-                   {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"}, {"cls_token", "[CLS]"}, {"mask_token", "[MASK]"}});
+  test::write_wordpiece_tokenizer(dir);
   return dir;
 }
 

@@ -45,6 +45,22 @@ inline void copy_model(const std::string& from, const std::filesystem::path& to)
 
 // Runs the built `plugformer` command with `args` (stderr folded into the output); `env` is put in
 // front of the command line (VAR=value ...).
+// A small WordPiece tokenizer for the tiny encoder fixtures (special tokens, letters with ##
+// continuations and a few words: fewer rows than the smallest fixture's embedding): vocab.txt and a
+// BertTokenizer tokenizer_config.json in `dir`.
+inline void write_wordpiece_tokenizer(const std::filesystem::path& dir) {
+  std::ofstream vocab(dir / "vocab.txt");
+  for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", ","}) vocab << t << "\n";
+  for (char c = 'a'; c <= 'z'; ++c) vocab << c << "\n";
+  for (char c = 'a'; c <= 'z'; ++c) vocab << "##" << c << "\n";
+  for (const char* w : {"the", "cat", "sat", "on", "mat", "john", "lives", "in", "berlin", "where", "does", "live",
+                        "paris", "is", "capital", "of", "france", "what"})
+    vocab << w << "\n";
+  write_file(dir / "tokenizer_config.json",
+             R"({"tokenizer_class": "BertTokenizer", "do_lower_case": true, "unk_token": "[UNK]", "sep_token": "[SEP]",)"
+             R"( "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"})");
+}
+
 struct CliResult {
   int status;
   std::string out;
