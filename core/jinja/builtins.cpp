@@ -249,6 +249,22 @@ int64_t need_int(const Value& v, const char* what) {
   return v.as_int();
 }
 
+// A run of decimal digits as an integer; OverflowError beyond 64 bits.
+int64_t parse_digits(const std::string& digits) {
+  int64_t v = 0;
+  for (char c : digits)
+    if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, c - '0', &v))
+      fail("OverflowError", "integer " + digits + " too large for this engine (64-bit integers)");
+  return v;
+}
+
+// Padding and repetition widths: a width of gigabytes is a MemoryError, as the output limit would be.
+constexpr int64_t kMaxWidth = int64_t{1} << 26;
+int64_t checked_width(int64_t width) {
+  if (width > kMaxWidth) fail("MemoryError", "width " + std::to_string(width) + " is larger than the engine allows");
+  return width;
+}
+
 // soft_str: str() of anything, Undefined as "".
 std::string soft_str(const Value& v) { return v.to_str(); }
 
@@ -284,16 +300,15 @@ Spec parse_spec(const std::string& s) {
   if (i < s.size() && (s[i] == '+' || s[i] == '-' || s[i] == ' ')) spec.sign = s[i++];
   if (i < s.size() && s[i] == '#') { spec.alternate = true; ++i; }
   if (i < s.size() && s[i] == '0') { spec.zero = true; ++i; }
-  int w = 0;
-  bool has_w = false;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) { w = w * 10 + (s[i++] - '0'); has_w = true; }
-  if (has_w) spec.width = w;
+  std::string w;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) w.push_back(s[i++]);
+  if (!w.empty()) spec.width = static_cast<int>(checked_width(parse_digits(w)));
   if (i < s.size() && (s[i] == ',' || s[i] == '_')) { spec.grouping = true; ++i; }
   if (i < s.size() && s[i] == '.') {
     ++i;
-    int p = 0;
-    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) p = p * 10 + (s[i++] - '0');
-    spec.precision = p;
+    std::string p;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) p.push_back(s[i++]);
+    spec.precision = static_cast<int>(checked_width(p.empty() ? 0 : parse_digits(p)));
   }
   if (i < s.size()) spec.type = s[i++];
   if (i != s.size()) fail("ValueError", "Invalid format specifier '" + s + "'");
@@ -402,7 +417,7 @@ std::string str_format(const std::string& format, CallArgs& args) {
       if (auto_index >= args.positional.size()) fail("IndexError", "Replacement index " + std::to_string(auto_index) + " out of range for positional args tuple");
       v = args.positional[auto_index++];
     } else if (std::all_of(head.begin(), head.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); })) {
-      size_t idx = std::stoul(head);
+      const auto idx = static_cast<size_t>(parse_digits(head));
       if (idx >= args.positional.size()) fail("IndexError", "Replacement index " + head + " out of range for positional args tuple");
       v = args.positional[idx];
     } else {
@@ -421,7 +436,7 @@ std::string str_format(const std::string& format, CallArgs& args) {
         if (e == std::string::npos) fail("ValueError", "Missing ']' in format string");
         std::string key = field.substr(p + 1, e - p - 1);
         bool digits = !key.empty() && std::all_of(key.begin(), key.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); });
-        v = get_item(v, digits ? Value(static_cast<int64_t>(std::stoll(key))) : Value(key));
+        v = get_item(v, digits ? Value(parse_digits(key)) : Value(key));
         p = e + 1;
       }
     }
@@ -472,8 +487,8 @@ std::string percent_format(const std::string& format, const Value& args) {
       v = values[next++];
     }
     Spec spec;
-    if (!width.empty()) spec.width = std::stoi(width);
-    if (!precision.empty()) spec.precision = std::stoi(precision);
+    if (!width.empty()) spec.width = static_cast<int>(checked_width(parse_digits(width)));
+    if (!precision.empty()) spec.precision = static_cast<int>(checked_width(parse_digits(precision)));
     spec.align = flags.find('-') != std::string::npos ? '<' : 0;
     spec.zero = flags.find('0') != std::string::npos;
     if (flags.find('+') != std::string::npos) spec.sign = '+';
@@ -488,7 +503,7 @@ std::string percent_format(const std::string& format, const Value& args) {
     if (!v.is_number()) type_error(std::string("%") + type + " format: a real number is required, not " + v.type_name());
     if (type == 'd' || type == 'i' || type == 'u') {
       spec.type = 'd';
-      out += format_number(v.is_float() ? Value(static_cast<int64_t>(v.as_float())) : v, spec);
+      out += format_number(v.is_float() ? Value(float_to_int(v.as_float())) : v, spec);
     } else if (std::strchr("xXoc", type)) {
       spec.type = type;
       out += format_number(v, spec);
@@ -648,7 +663,7 @@ Value str_method(Interpreter&, const std::string& s, const std::string& name, Ca
     return Value(name == "upper" ? str_upper(s) : name == "lower" ? str_lower(s) : str_casefold(s));
   }
   if (name == "expandtabs") {
-    int64_t size = need_int(a.take(0, "tabsize", Value(int64_t{8})), "tabsize");
+    int64_t size = checked_width(need_int(a.take(0, "tabsize", Value(int64_t{8})), "tabsize"));
     done(1);
     std::string out;
     int64_t column = 0;
@@ -744,7 +759,7 @@ Value str_method(Interpreter&, const std::string& s, const std::string& name, Ca
     return Value(x.size() <= s.size() && s.compare(s.size() - x.size(), x.size(), x) == 0 ? s.substr(0, s.size() - x.size()) : s);
   }
   if (name == "zfill" || name == "center" || name == "ljust" || name == "rjust") {
-    int64_t width = need_int(a.take(0, "width"), "width");
+    int64_t width = checked_width(need_int(a.take(0, "width"), "width"));
     std::string fill = name == "zfill" ? "0" : need_str(a.take(1, "fillchar", Value(" ")), "fillchar");
     done(name == "zfill" ? 1 : 2);
     if (code_point_count(fill) != 1) type_error("The fill character must be exactly one character long");
@@ -842,7 +857,7 @@ std::vector<Value> attribute_parts(const Value& attribute) {
   for (auto& p : str_split(attribute.str(), Value("."), -1, false)) {
     const std::string& s = p.str();
     bool digits = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-    parts.push_back(digits ? Value(static_cast<int64_t>(std::stoll(s))) : p);
+    parts.push_back(digits ? Value(parse_digits(s)) : p);
   }
   return parts;
 }
@@ -1038,7 +1053,7 @@ FILTER(int) {
   if (v.is_int() || v.is_bool()) return Value(v.as_int());
   if (v.is_float()) {
     if (!std::isfinite(v.as_float())) return fallback;
-    return Value(static_cast<int64_t>(v.as_float()));
+    return Value(float_to_int(v.as_float()));
   }
   if (v.is_string()) {
     std::string s = str_strip(v.str(), Value::none(), true, true);
@@ -1061,7 +1076,7 @@ FILTER(int) {
           return Value(static_cast<int64_t>(digits[0] == '-' ? -x : x));
       }
     }
-    if (auto x = parse_python_float(v.str()); x && std::isfinite(*x)) return Value(static_cast<int64_t>(*x));
+    if (auto x = parse_python_float(v.str()); x && std::isfinite(*x)) return Value(float_to_int(*x));
   }
   return fallback;
 }
@@ -1072,7 +1087,8 @@ FILTER(indent) {
   bool first = a.take(1, "first", Value(false)).truthy();
   bool blank = a.take(2, "blank", Value(false)).truthy();
   a.expect_consumed("indent", 3);
-  std::string indention = width.is_string() ? width.str() : std::string(static_cast<size_t>(std::max<int64_t>(0, need_int(width, "width"))), ' ');
+  std::string indention =
+      width.is_string() ? width.str() : std::string(static_cast<size_t>(std::max<int64_t>(0, checked_width(need_int(width, "width")))), ' ');
   if (v.is_undefined()) v.fail_undefined();
   if (!v.is_string()) type_error("unsupported operand type(s) for +=: '" + v.type_name() + "' and 'str'");
   std::vector<std::string> lines = split_lines(v.str() + "\n", false);
@@ -1210,7 +1226,7 @@ FILTER(round) {
   if (m == "common") {
     if (!v.is_float()) {
       if (precision >= 0) return Value(v.as_int());
-      return Value(static_cast<int64_t>(python_round(static_cast<double>(v.as_int()), precision)));
+      return Value(float_to_int(python_round(static_cast<double>(v.as_int()), precision)));
     }
     return Value(python_round(v.as_float(), precision));
   }
@@ -1324,7 +1340,8 @@ FILTER(tojson) {
   f.sort_keys = a.take(3, "sort_keys", Value(false)).truthy();
   a.expect_consumed("tojson", 4);
   if (indent.is_string()) f.indent = indent.str();
-  else if (indent.is_int() || indent.is_bool()) f.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, indent.as_int())), ' ');
+  else if (indent.is_int() || indent.is_bool())
+    f.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, checked_width(indent.as_int()))), ' ');
   else if (!indent.is_none()) type_error("can't multiply sequence by non-int of type '" + indent.type_name() + "'");
   if (f.indent) f.item_separator = ",";
   if (!separators.is_none()) {
@@ -1710,7 +1727,7 @@ TEST(sameas) {
 }
 int64_t integer_of(const Value& v) {
   if (v.is_undefined()) v.fail_undefined();
-  if (v.is_float()) return static_cast<int64_t>(std::fmod(v.as_float(), 2.0));
+  if (v.is_float()) return float_to_int(std::fmod(v.as_float(), 2.0));
   if (!v.is_number()) type_error("not all arguments converted during string formatting");
   return v.as_int();
 }
@@ -1884,14 +1901,16 @@ class Cycler final : public Object {
   std::string type_name() const override { return "Cycler"; }
   Value attribute(const std::string& name) const override {
     if (name == "current") return items_[pos_];
-    if (name == "next" || name == "reset") return Value(std::make_shared<CyclerMethod>(const_cast<Cycler*>(this), name));
+    if (name == "next" || name == "reset")
+      return Value(std::make_shared<CyclerMethod>(
+          std::const_pointer_cast<Cycler>(std::static_pointer_cast<const Cycler>(shared_from_this())), name));
     return Value();
   }
 
  private:
   class CyclerMethod final : public Object {
    public:
-    CyclerMethod(Cycler* c, std::string n) : cycler_(c), name_(std::move(n)) {}
+    CyclerMethod(std::shared_ptr<Cycler> c, std::string n) : cycler_(std::move(c)), name_(std::move(n)) {}
     std::string type_name() const override { return "method"; }
     bool callable() const override { return true; }
     Value call(Interpreter&, CallArgs&) override {
@@ -1902,7 +1921,7 @@ class Cycler final : public Object {
     }
 
    private:
-    Cycler* cycler_;
+    std::shared_ptr<Cycler> cycler_;
     std::string name_;
   };
   std::vector<Value> items_;
@@ -1942,7 +1961,8 @@ Value global_lipsum(Interpreter&, CallArgs& a) {
   int64_t lo = need_int(a.take(2, "min", Value(int64_t{20})), "min");
   int64_t hi = need_int(a.take(3, "max", Value(int64_t{100})), "max");
   a.expect_consumed("lipsum", 4);
-  if (n < 0 || n > 1000 || lo < 1 || hi < lo || hi > 10000) fail("ValueError", "lipsum arguments out of range");
+  if (n < 0 || lo < 1 || hi < lo || n > 1000 || hi > 10000 || n * hi > 1'000'000)
+    fail("ValueError", "lipsum arguments out of range");
   static const char* const words[] = {"lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit",
                                       "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore",
                                       "magna", "aliqua", "enim", "ad", "minim", "veniam", "quis", "nostrud"};

@@ -60,9 +60,12 @@ Value missing_attribute(const Value& object, const std::string& name) {
   return Value::undefined(object_description(object) + " has no attribute '" + name + "'");
 }
 
+// The scope a macro was defined in is held weakly: the scope holds the macro, and a strong
+// reference back would keep both alive forever. A macro that outlives its scope (kept in a
+// namespace after its loop ended) resolves names in the caller's outermost scope instead.
 class MacroObject final : public Object {
  public:
-  MacroObject(const MacroStmt* macro, std::shared_ptr<Frame> scope) : macro_(macro), scope_(std::move(scope)) {}
+  MacroObject(const MacroStmt* macro, const std::shared_ptr<Frame>& scope) : macro_(macro), scope_(scope) {}
   std::string type_name() const override { return "Macro"; }
   std::string repr() const override { return "<Macro '" + macro_->name + "'>"; }
   bool callable() const override { return true; }
@@ -90,7 +93,12 @@ class MacroObject final : public Object {
       size_t& d;
       ~DepthRelease() { --d; }
     } release{interp.call_depth};
-    ScopeGuard scope(interp, scope_);
+    std::shared_ptr<Frame> parent = scope_.lock();
+    if (!parent) {
+      parent = interp.frame;
+      while (parent->parent) parent = parent->parent;
+    }
+    ScopeGuard scope(interp, std::move(parent));
     Frame& frame = *interp.frame;
     const auto& params = macro_->params;
     const size_t first_default = params.size() - macro_->defaults.size();
@@ -145,7 +153,7 @@ class MacroObject final : public Object {
 
  private:
   const MacroStmt* macro_;
-  std::shared_ptr<Frame> scope_;
+  std::weak_ptr<Frame> scope_;
 };
 
 class LoopObject final : public Object {
@@ -174,7 +182,8 @@ class LoopObject final : public Object {
       return i > 0 ? (*items_)[index - 1] : Value::undefined("there is no previous item");
     if (name == "nextitem")
       return i + 1 < n ? (*items_)[index + 1] : Value::undefined("there is no next item");
-    if (name == "cycle" || name == "changed") return Value(std::make_shared<LoopMethod>(this, name));
+    if (name == "cycle" || name == "changed")
+      return Value(std::make_shared<LoopMethod>(std::static_pointer_cast<const LoopObject>(shared_from_this()), name));
     return Value::undefined("'LoopContext object' has no attribute '" + name + "'");
   }
   Value call(Interpreter& interp, CallArgs& args) override {
@@ -193,7 +202,7 @@ class LoopObject final : public Object {
  private:
   class LoopMethod final : public Object {
    public:
-    LoopMethod(const LoopObject* loop, std::string name) : loop_(loop), name_(std::move(name)) {}
+    LoopMethod(std::shared_ptr<const LoopObject> loop, std::string name) : loop_(std::move(loop)), name_(std::move(name)) {}
     std::string type_name() const override { return "method"; }
     bool callable() const override { return true; }
     Value call(Interpreter&, CallArgs& args) override {
@@ -209,7 +218,7 @@ class LoopObject final : public Object {
     }
 
    private:
-    const LoopObject* loop_;
+    std::shared_ptr<const LoopObject> loop_;
     std::string name_;
   };
 
@@ -581,6 +590,11 @@ Value GetItemExpr::eval(Interpreter& interp) const {
 }
 
 Value SliceExpr::eval(Interpreter& interp) const {
+  if (!object) {  // a slice among several subscripts (x[1:2, 3]): Python's slice object, a key no sequence takes
+    return make_list({start ? start->eval(interp) : Value::none(), stop ? stop->eval(interp) : Value::none(),
+                      step ? step->eval(interp) : Value::none()},
+                     List::Shape::Tuple);
+  }
   Value o = object->eval(interp);
   if (o.is_undefined()) o.fail_undefined();
   Value a = start ? start->eval(interp) : Value::none();

@@ -293,6 +293,16 @@ int compare(const Value& a, const Value& b) {
   type_error("'<' not supported between instances of '" + a.type_name() + "' and '" + b.type_name() + "'");
 }
 
+int64_t float_to_int(double x) {
+  if (std::isnan(x)) fail("ValueError", "cannot convert float NaN to integer");
+  if (std::isinf(x)) fail("OverflowError", "cannot convert float infinity to integer");
+  const double t = std::trunc(x);
+  // [-2^63, 2^63): the doubles that fit int64_t.
+  if (t < -9223372036854775808.0 || t >= 9223372036854775808.0)
+    fail("OverflowError", "integer result too large for this engine (64-bit integers)");
+  return static_cast<int64_t>(t);
+}
+
 std::string python_float_repr(double v) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v < 0 ? "-inf" : "inf";

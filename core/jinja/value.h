@@ -150,7 +150,9 @@ struct CallArgs {
 };
 
 // Namespaces, loops, macros, bound methods, cyclers: attribute access and calls.
-class Object {
+// Objects are always owned by shared_ptr; bound methods keep their object alive through
+// shared_from_this.
+class Object : public std::enable_shared_from_this<Object> {
  public:
   virtual ~Object() = default;
   virtual std::string type_name() const = 0;
@@ -165,6 +167,10 @@ class Object {
 // Python's ==, and the ordering of <, <=, >, >= (TypeError across types).
 bool equals(const Value& a, const Value& b);
 int compare(const Value& a, const Value& b);  // -1, 0, 1
+
+// int(x) of a finite float, truncated; OverflowError beyond 64 bits (Python's ints are unbounded,
+// this engine's are not), ValueError / OverflowError for nan / inf as Python raises.
+int64_t float_to_int(double x);
 
 // Python float repr (shortest round-trip, exponent rules of float.__repr__).
 std::string python_float_repr(double v);

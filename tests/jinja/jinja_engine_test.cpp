@@ -138,3 +138,26 @@ TEST(ChatTemplate, ContinueFinalMessageFollowsTransformers) {
 }
 
 }  // namespace
+
+namespace {
+
+// What a local libFuzzer run (ASan + UBSan, 1.2M executions) found, kept as regressions: a float
+// too large for int64 in |int, a slice among several subscripts, objects kept past their scope
+// (a macro held its defining scope strongly and leaked it; bound methods held raw pointers), and
+// padding widths of gigabytes.
+TEST(JinjaFuzzFindings, StayErrorsOrValues) {
+  EXPECT_EQ(error_kind("{{ ('9' * 20) | int }}"), "OverflowError");
+  EXPECT_EQ(error_kind("{{ 1e300 | int }}"), "OverflowError");
+  EXPECT_EQ(render("{{ 0[:1, 2, 3] }}|"), "|");
+  EXPECT_EQ(render("{% set ns = namespace() %}{% for i in [1] %}{% macro m() %}x{% endmacro %}{% set ns.m = m %}"
+                   "{% set ns.c = loop.cycle %}{% endfor %}{{ ns.m() }}{{ ns.c('a', 'b') }}"
+                   "{% set n = cycler(1, 2).next %}{{ n() }}{{ n() }}"),
+            "xa12");
+  EXPECT_EQ(render("{% macro f(n) %}{{ n }}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(3) }}"), "3210");
+  EXPECT_EQ(error_kind("{{ '%99999999999s' % 'a' }}"), "MemoryError");
+  EXPECT_EQ(error_kind("{{ 'a'.center(10**12) }}"), "MemoryError");
+  EXPECT_EQ(error_kind("{{ '{:99999999999}'.format('a') }}"), "MemoryError");
+  EXPECT_EQ(error_kind("{{ '{99999999999999999999}'.format('a') }}"), "OverflowError");
+}
+
+}  // namespace
