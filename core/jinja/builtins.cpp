@@ -99,13 +99,10 @@ std::string str_title(const std::string& s) {
 // str.strip / lstrip / rstrip: whitespace, or the characters of `chars`. Works on the UTF-8
 // bytes (message contents are trimmed on every render).
 std::string str_strip(const std::string& s, const Value& chars, bool left, bool right) {
-  U32 set;
-  const bool whitespace = chars.is_none() || chars.is_undefined();
-  if (!whitespace) {
-    if (!chars.is_string()) type_error("strip arg must be None or str");
-    set = to_code_points(chars.str());
-  }
-  auto strip = [&](char32_t c) { return whitespace ? python_isspace(c) : set.find(c) != U32::npos; };
+  if (chars.is_none() || chars.is_undefined()) return std::string(strip_whitespace(s, left, right));
+  if (!chars.is_string()) type_error("strip arg must be None or str");
+  const U32 set = to_code_points(chars.str());
+  auto strip = [&](char32_t c) { return set.find(c) != U32::npos; };
   size_t a = 0, b = s.size();
   if (left)
     while (a < b) {

@@ -40,6 +40,19 @@ std::string capture(Interpreter& interp, F&& render) {
   return buffer;
 }
 
+// One more nested call (macro, recursive loop) for the guard's lifetime: a step, and a
+// RecursionError past max_call_depth.
+struct CallDepth {
+  size_t& depth;
+  CallDepth(Interpreter& interp, const char* what) : depth(interp.call_depth) {
+    interp.step();
+    if (depth + 1 > interp.max_call_depth)
+      fail("RecursionError", "maximum recursion depth exceeded (" + std::to_string(interp.max_call_depth) + " " + what + ")");
+    ++depth;
+  }
+  ~CallDepth() { --depth; }
+};
+
 // Enters a new scope for the lifetime of the guard.
 struct ScopeGuard {
   Interpreter& interp;
@@ -83,16 +96,7 @@ class MacroObject final : public Object {
   }
 
   Value call(Interpreter& interp, CallArgs& args) override {
-    interp.step();
-    if (++interp.call_depth > interp.max_call_depth) {
-      --interp.call_depth;
-      fail("RecursionError", "maximum recursion depth exceeded (" + std::to_string(interp.max_call_depth) +
-                                 " nested macro calls)");
-    }
-    struct DepthRelease {
-      size_t& d;
-      ~DepthRelease() { --d; }
-    } release{interp.call_depth};
+    CallDepth depth(interp, "nested macro calls");
     std::shared_ptr<Frame> parent = scope_.lock();
     if (!parent) {
       parent = interp.frame;
@@ -189,14 +193,8 @@ class LoopObject final : public Object {
   Value call(Interpreter& interp, CallArgs& args) override {
     if (!stmt_->recursive) return Object::call(interp, args);
     if (args.positional.size() != 1 || !args.keyword.empty()) type_error("loop() takes exactly one argument");
-    interp.step();
-    if (++interp.call_depth > interp.max_call_depth) {
-      --interp.call_depth;
-      fail("RecursionError", "maximum recursion depth exceeded in a recursive loop");
-    }
-    std::string text = capture(interp, [&] { stmt_->run(interp, args.positional[0], depth_ + 1); });
-    --interp.call_depth;
-    return Value(std::move(text));
+    CallDepth depth(interp, "nested recursive loop calls");
+    return Value(capture(interp, [&] { stmt_->run(interp, args.positional[0], depth_ + 1); }));
   }
 
  private:

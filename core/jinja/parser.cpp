@@ -51,18 +51,6 @@ size_t whitespace_at(std::string_view s, size_t i) {
   return python_isspace(c) ? j - i : 0;
 }
 
-// str.rstrip() with no arguments.
-std::string_view rstrip_whitespace(std::string_view s) {
-  size_t end = s.size();
-  while (end > 0) {
-    size_t start = end - 1;
-    while (start > 0 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-    if (whitespace_at(s, start) != end - start) break;
-    end = start;
-  }
-  return s.substr(0, end);
-}
-
 class Lexer {
  public:
   Lexer(std::string_view source, const SyntaxOptions& options) : options_(options) {
@@ -128,7 +116,7 @@ class Lexer {
   // The data before a tag, with the tag's whitespace control applied (lexer.py's OptionalLStrip).
   void emit_data(std::string_view text, char sign, bool variable) {
     if (sign == '-') {
-      text = rstrip_whitespace(text);
+      text = strip_whitespace(text, false, true);
     } else if (sign != '+' && options_.lstrip_blocks && !variable) {
       size_t l_pos = text.rfind('\n');
       l_pos = l_pos == std::string_view::npos ? 0 : l_pos + 1;

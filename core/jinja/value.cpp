@@ -340,6 +340,25 @@ bool python_isspace(char32_t c) {
          (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
+std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
+  size_t a = 0, b = s.size();
+  if (left)
+    while (a < b) {
+      size_t next = a;
+      if (!python_isspace(tok::utf8_next(s, next))) break;
+      a = next;
+    }
+  if (right)
+    while (b > a) {
+      size_t start = b - 1;
+      while (start > a && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+      size_t next = start;
+      if (!python_isspace(tok::utf8_next(s, next))) break;
+      b = start;
+    }
+  return s.substr(a, b - a);
+}
+
 namespace {
 
 void append_json_string(std::string& out, const std::string& s, bool ensure_ascii) {

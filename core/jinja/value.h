@@ -176,6 +176,8 @@ int64_t float_to_int(double x);
 std::string python_float_repr(double v);
 // Python str.isspace() for one code point.
 bool python_isspace(char32_t c);
+// Python's str.strip() / lstrip() / rstrip() without arguments (Unicode whitespace), on UTF-8.
+std::string_view strip_whitespace(std::string_view s, bool left, bool right);
 
 // json.dumps(value, ensure_ascii, indent, separators, sort_keys) as transformers' tojson calls it.
 struct JsonFormat {

@@ -404,8 +404,7 @@ ModelOutput BertStyleModel::forward(const ModelInputs& inputs) {
   if (attention_mask.defined() && attention_mask.dim() == 3) {
     require_shape("attention_mask", attention_mask, {batch, len, past + len}, "the input");
     // [batch, from, to]: used as it is (no causal part), as transformers does.
-    const at::Tensor min = padding_attention_mask(at::zeros({1, 1}), dtype);  // finfo(dtype).min, [1, 1, 1, 1]
-    mask = (1.0 - attention_mask.to(dtype).unsqueeze(1)) * min;
+    mask = (1.0 - attention_mask.to(dtype).unsqueeze(1)) * finfo_min(dtype);
   } else if (attention_mask.defined()) {
     require_shape("attention_mask", attention_mask, {batch, past + len}, "the input");
   }

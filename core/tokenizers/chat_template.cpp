@@ -10,6 +10,7 @@
 #include "plugformer/chat_template.h"
 #include "plugformer/tokenizer.h"
 #include "tokenizers/chat_template.h"
+#include "tokenizers/slow_vocab.h"
 
 namespace plugformer {
 
@@ -17,13 +18,6 @@ namespace {
 
 [[noreturn]] void value_error(const std::string& message) { throw TemplateError(message, "ValueError"); }
 
-std::string python_strip(const std::string& s, bool left = true) {
-  std::u32string cps = jinja::to_code_points(s);
-  size_t a = 0, b = cps.size();
-  if (left) while (a < b && jinja::python_isspace(cps[a])) ++a;
-  while (b > a && jinja::python_isspace(cps[b - 1])) --b;
-  return jinja::from_code_points(std::u32string_view(cps).substr(a, b - a));
-}
 
 }  // namespace
 
@@ -96,15 +90,15 @@ std::string render_chat_template(const JinjaTemplate& chat_template, const nlohm
   }
   bindings.emplace_back("messages", &chat);
   std::string rendered = chat_template.render(bindings, options.now);
-  const std::string stripped_tag = python_strip(tag);
-  if (rendered.find(python_strip(final_text)) == std::string::npos || rendered.find(stripped_tag) == std::string::npos)
+  const std::string stripped_tag(jinja::strip_whitespace(tag, true, true));
+  if (rendered.find(jinja::strip_whitespace(final_text, true, true)) == std::string::npos || rendered.find(stripped_tag) == std::string::npos)
     value_error("continue_final_message is set but the final message does not appear in the chat after applying the "
                 "chat template! This can happen if the chat template deletes portions of the final message. Please "
                 "verify the chat template and final message in your chat to ensure they are compatible.");
   size_t at = rendered.rfind(stripped_tag);
   if (rendered.compare(at, tag.size(), tag) == 0) return rendered.substr(0, at);
   std::string head = rendered.substr(0, at);
-  return python_strip(head, false);
+  return std::string(jinja::strip_whitespace(head, false, true));
 }
 
 namespace {
@@ -121,13 +115,6 @@ std::shared_ptr<const JinjaTemplate> compiled(const std::string& source) {
   return t;
 }
 
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw IOError(file.string() + ": cannot read");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 }  // namespace
 

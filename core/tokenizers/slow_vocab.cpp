@@ -9,10 +9,6 @@
 
 namespace plugformer {
 
-namespace {
-
-using json = nlohmann::json;
-
 std::string read_text(const std::filesystem::path& file) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec)) throw FileNotFoundError(file.string() + ": no such file");
@@ -22,6 +18,11 @@ std::string read_text(const std::filesystem::path& file) {
   ss << in.rdbuf();
   return ss.str();
 }
+
+namespace {
+
+using json = nlohmann::json;
+
 
 // A special token value of tokenizer_config.json / special_tokens_map.json (string or {"content"}).
 std::optional<std::string> special(const json& config, const json& smap, const char* name, std::optional<std::string> def) {

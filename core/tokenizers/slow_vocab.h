@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -19,6 +20,9 @@
 namespace plugformer {
 
 class FastTokenizer;
+
+// A whole file as bytes: FileNotFoundError when it is missing, IOError when it cannot be read.
+std::string read_text(const std::filesystem::path& file);
 
 // tokenizer.json (+ optional tokenizer_config.json / special_tokens_map.json contents).
 std::shared_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& file,

@@ -90,7 +90,7 @@ ModelOutput ModernBertModel::forward(const ModelInputs& inputs) {
   const at::Tensor rows = at::arange(len, at::kLong);
   const at::Tensor outside = (rows.unsqueeze(0) - rows.unsqueeze(1)).abs() > cfg_.local_attention / 2;
   const at::Tensor local_mask =
-      global_mask.masked_fill(outside.view({1, 1, len, len}), padding_attention_mask(at::zeros({1, 1}), dtype).item());
+      global_mask.masked_fill(outside.view({1, 1, len, len}), finfo_min(dtype));
 
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);
   const bool want_attn = inputs.output_attentions.value_or(cfg_.output_attentions);
