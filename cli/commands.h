@@ -38,6 +38,7 @@ void add_model_commands(CLI::App& app);     // list, info, generate, forward
 void add_pipeline_commands(CLI::App& app);  // run <task>
 void add_embedding_commands(CLI::App& app); // embed, rerank
 void add_chat_commands(CLI::App& app);      // chat-template, chat
+void add_serve_commands(CLI::App& app);     // serve
 
 }  // namespace plugformer::cli
 

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   plugformer::cli::add_pipeline_commands(app);
   plugformer::cli::add_embedding_commands(app);
   plugformer::cli::add_chat_commands(app);
+  plugformer::cli::add_serve_commands(app);
 #ifdef PLUGFORMER_HAS_TOKENIZE_COMMANDS
   add_tokenize_commands(app, [](const std::string& dir) { return plugformer::AutoTokenizer::from_pretrained(dir); });
 #endif

@@ -516,6 +516,44 @@ GenerateOutput beam_search(PreTrainedModel& model, at::Tensor sequences, at::Ten
 
 }  // namespace
 
+namespace {
+
+at::Generator sampling_generator(const GenerationConfig& config) {
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(config.seed.value_or(at::default_rng_seed_val));
+  if (!config.seed) generator.set_current_seed(c10::detail::getNonDeterministicRandom());
+  return generator;
+}
+
+at::Tensor next_tokens(const GenerationConfig& config, const at::Tensor& scores, at::Generator& generator) {
+  return config.do_sample ? at::multinomial(scores.softmax(-1), 1, false, generator).squeeze(1) : scores.argmax(-1);
+}
+
+}  // namespace
+
+struct TokenChooser::State {
+  GenerationConfig config;
+  LogitsPipeline pipeline;
+  at::Generator generator;
+  State(const GenerationConfig& c, int64_t prompt_len)
+      : config(c),
+        pipeline(config, prompt_len, config.max_new_tokens ? prompt_len + *config.max_new_tokens : config.max_length),
+        generator(sampling_generator(config)) {}
+};
+
+TokenChooser::TokenChooser(const GenerationConfig& config, int64_t prompt_len) {
+  config.validate();
+  state_ = std::make_unique<State>(config, prompt_len);
+}
+TokenChooser::~TokenChooser() = default;
+TokenChooser::TokenChooser(TokenChooser&&) noexcept = default;
+TokenChooser& TokenChooser::operator=(TokenChooser&&) noexcept = default;
+
+int64_t TokenChooser::choose(at::Tensor& scores, const std::vector<int64_t>& tokens) {
+  if (scores.dim() != 2 || scores.size(0) != 1) throw InvalidInputError("TokenChooser::choose takes scores [1, vocab]");
+  state_->pipeline.apply(scores, at::tensor(tokens, at::kLong).unsqueeze(0));
+  return next_tokens(state_->config, scores, state_->generator).item<int64_t>();
+}
+
 GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                         const GenerationConfig& config, const TokenCallback& on_token, const Tokenizer* tokenizer) {
   config.validate();
@@ -573,8 +611,7 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
   if (!pad && !config.eos_token_id.empty()) pad = config.eos_token_id.front();
   const at::Tensor eos = at::tensor(config.eos_token_id, at::kLong);
   at::Tensor unfinished = at::ones({rows}, at::kBool);
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(config.seed.value_or(at::default_rng_seed_val));
-  if (!config.seed) generator.set_current_seed(c10::detail::getNonDeterministicRandom());
+  at::Generator generator = sampling_generator(config);
   const auto start = std::chrono::steady_clock::now();
   LogitsPipeline pipeline(config, prompt_len, max_length);
   Stepper stepper(model, config.use_cache, encoder);
@@ -584,8 +621,7 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
     at::Tensor scores = stepper.next_logits(sequences, mask);
     pipeline.apply(scores, sequences);
     out.scores.push_back(scores);
-    at::Tensor next = config.do_sample ? at::multinomial(scores.softmax(-1), 1, false, generator).squeeze(1)
-                                       : scores.argmax(-1);
+    at::Tensor next = next_tokens(config, scores, generator);
     if (pad) next = at::where(unfinished, next, at::full_like(next, *pad));
     sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
     mask = at::cat({mask, at::ones({rows, 1}, at::kLong)}, 1);

@@ -57,12 +57,15 @@ class DecoderAttention : public torch::nn::Module {
     q = split_heads(q, heads_), k = split_heads(k, kv_heads_), v = split_heads(v, kv_heads_);
     if (q_norm_) q = q_norm_->forward(q), k = k_norm_->forward(k);
     std::tie(q, k) = apply_rotary_pos_emb(q, k, cos, sin);
+    if (cache && cache->is_batch())
+      return o_proj_->forward(
+          merge_heads(attention_over_cache_rows(size_t(layer_idx_), q, k, v, *cache, scale_, window_, softcap_)));
     if (cache) std::tie(k, v) = cache->update(size_t(layer_idx_), k, v);
     // One query of a windowed layer sees exactly the last W slots: attend to those alone (the
     // decode kernel then reads W keys, not the whole cache).
     if (window_ && q.size(2) == 1 && k.size(2) > *window_) {
       const int64_t drop = k.size(2) - *window_;
-      k = k.narrow(2, drop, *window_), v = v.narrow(2, drop, *window_);
+      std::tie(k, v) = keys_in_window(k, v, window_);
       if (mask.defined()) mask = mask.narrow(-1, drop, *window_);
     }
     at::Tensor out = attention(q, k, v, mask, scale_, probs, softcap_);
@@ -242,6 +245,17 @@ DecoderInputs prepare_decoder_inputs(const ModelInputs& inputs, int64_t hidden_s
     throw InvalidInputError(family + ": empty input (batch " + std::to_string(d.batch) + ", sequence length " +
                             std::to_string(d.length) + "); at least one token is needed");
   d.cache = inputs.past_key_values;
+  if (d.cache && d.cache->is_batch()) {
+    // Continuous batching: each row continues its own sequence, at its own position.
+    const auto& rows = d.cache->batch_rows();
+    if (d.length != 1 || d.batch != int64_t(rows.size()) || inputs.has("attention_mask") || inputs.has("position_ids"))
+      throw InvalidInputError(family + ": a cache batch of " + std::to_string(rows.size()) +
+                              " rows takes exactly one new token per row, without attention_mask or position_ids");
+    std::vector<int64_t> positions;
+    for (const auto& row : rows) positions.push_back(row->seq_length(0));
+    d.position_ids = at::tensor(positions, at::kLong).unsqueeze(1);
+    return d;
+  }
   if (!d.cache && inputs.use_cache && allow_cache) d.cache = std::make_shared<KVCache>();
   d.past = d.cache && d.cache->num_layers() > 0 ? d.cache->seq_length(0) : 0;
 
@@ -295,7 +309,8 @@ ModelOutput DecoderModel::forward(const ModelInputs& inputs) {
     hidden = hidden * at::scalar_tensor(std::sqrt(double(layout_.hidden_size)), at::TensorOptions().dtype(dtype));
 
   // When every layer is windowed, the cache keeps only what the widest window can still see.
-  if (d.cache && d.cache->num_layers() == 0 && widest_window_) d.cache->set_window(*widest_window_);
+  if (d.cache && !d.cache->is_batch() && d.cache->num_layers() == 0 && widest_window_)
+    d.cache->set_window(*widest_window_);
   const int64_t stored = d.cache ? d.cache->stored_length(0) : d.past;
 
   // One mask per distinct window, over the stored slots and the new ones. A single new token

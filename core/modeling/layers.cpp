@@ -8,6 +8,7 @@
 #include "plugformer/error.h"
 #include "peft/lora.h"
 #include "plugformer/layers.h"
+#include "plugformer/modeling.h"
 
 #include "fused_ops.h"
 #include "matmul.h"
@@ -416,6 +417,29 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     throw_computation_error(e, "attention(" + std::to_string(heads) + " heads, " + std::to_string(kv_heads) + " key/value heads)",
                             q.scalar_type());
   }
+}
+
+std::pair<at::Tensor, at::Tensor> keys_in_window(const at::Tensor& k, const at::Tensor& v, std::optional<int64_t> window) {
+  if (!window || k.size(2) <= *window) return {k, v};
+  const int64_t drop = k.size(2) - *window;
+  return {k.narrow(2, drop, *window), v.narrow(2, drop, *window)};
+}
+
+at::Tensor attention_over_cache_rows(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     KVCache& cache, double scale, std::optional<int64_t> window, double softcap) {
+  const auto& rows = cache.batch_rows();
+  if (q.size(0) != int64_t(rows.size()) || q.size(2) != 1)
+    throw InvalidInputError("a cache batch of " + std::to_string(rows.size()) + " rows takes one new token per row, got [" +
+                            std::to_string(q.size(0)) + " rows, " + std::to_string(q.size(2)) + " tokens]");
+  std::vector<at::Tensor> outputs;
+  outputs.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t r = int64_t(i);
+    auto [keys, values] = rows[i]->update(layer, k.narrow(0, r, 1), v.narrow(0, r, 1));
+    std::tie(keys, values) = keys_in_window(keys, values, window);
+    outputs.push_back(attention(q.narrow(0, r, 1), keys, values, at::Tensor(), scale, nullptr, softcap));
+  }
+  return at::cat(outputs, 0);
 }
 
 double finfo_min(c10::ScalarType dtype) {

@@ -6,6 +6,7 @@
 namespace plugformer {
 
 std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor& k, const at::Tensor& v) {
+  if (is_batch()) throw InvalidInputError("a KVCache::batch_of cache is extended row by row (attention_over_cache_rows)");
   if (layer >= layers_.size()) layers_.resize(layer + 1);
   Layer& l = layers_[layer];
   const int64_t add = k.size(2);
@@ -58,6 +59,16 @@ int64_t KVCache::seq_length(size_t layer) const {
 
 int64_t KVCache::stored_length(size_t layer) const { return layer < layers_.size() ? layers_[layer].length : 0; }
 
+int64_t KVCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& l : layers_)
+    if (l.keys.defined()) total += int64_t(l.keys.nbytes() + l.values.nbytes());
+  for (const auto& [k, v] : cross_)
+    if (k.defined()) total += int64_t(k.nbytes() + v.nbytes());
+  for (const auto& row : batch_rows_) total += row->bytes();
+  return total;
+}
+
 void KVCache::reorder(const at::Tensor& beam_idx) {
   for (auto& l : layers_) {
     if (!l.keys.defined()) continue;
@@ -74,6 +85,15 @@ void KVCache::reorder(const at::Tensor& beam_idx) {
 void KVCache::set_cross(size_t layer, at::Tensor k, at::Tensor v) {
   if (layer >= cross_.size()) cross_.resize(layer + 1);
   cross_[layer] = {std::move(k), std::move(v)};
+}
+
+std::shared_ptr<KVCache> KVCache::batch_of(std::vector<std::shared_ptr<KVCache>> rows) {
+  if (rows.empty()) throw InvalidInputError("KVCache::batch_of needs at least one row");
+  for (const auto& row : rows)
+    if (!row || row->is_batch()) throw InvalidInputError("KVCache::batch_of takes the rows' own caches");
+  auto batch = std::make_shared<KVCache>();
+  batch->batch_rows_ = std::move(rows);
+  return batch;
 }
 
 bool ModelInputs::has(const std::string& name) const {

@@ -353,18 +353,40 @@ at::Tensor SentenceTransformer::encode(const std::vector<std::string>& texts, co
     prompt = it->second;
   }
   const int64_t prompt_tokens = prompt.empty() ? 0 : prompt_length(prompt);
-  const std::vector<std::string> inputs = prepared(texts, prompt);
   std::vector<size_t> lengths;
   for (const auto& t : texts) lengths.push_back(utf8_char_count(t));
-  const std::vector<size_t> order = longest_first(lengths);
+  return embed(tokenizer_->encode_batch(prepared(texts, prompt)), longest_first(lengths), prompt_tokens, options);
+}
 
+at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t>>& ids, const EncodeOptions& options) const {
+  if (ids.empty()) throw InvalidInputError("encode_ids: the list of inputs is empty");
+  if (options.batch_size < 1) throw InvalidInputError("encode_ids: batch_size must be positive");
+  const int64_t vocab = model_->config().get("vocab_size").is_number_integer() ? model_->config().get("vocab_size").get<int64_t>() : 0;
+  std::vector<Encoding> encodings;
+  std::vector<size_t> lengths;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].empty()) throw InvalidInputError("encode_ids: input " + std::to_string(i) + " has no tokens");
+    for (int64_t id : ids[i])
+      if (id < 0 || (vocab > 0 && id >= vocab))
+        throw InvalidInputError("encode_ids: input " + std::to_string(i) + " holds token id " + std::to_string(id) +
+                                ", outside the vocabulary [0, " + std::to_string(vocab) + ")");
+    Encoding e;
+    e.ids.assign(ids[i].begin(), ids[i].begin() + std::min<int64_t>(int64_t(ids[i].size()), max_seq_length_));
+    lengths.push_back(e.ids.size());
+    encodings.push_back(std::move(e));
+  }
+  return embed(encodings, longest_first(lengths), 0, options);
+}
+
+at::Tensor SentenceTransformer::embed(const std::vector<Encoding>& encodings, const std::vector<size_t>& order,
+                                      int64_t prompt_tokens, const EncodeOptions& options) const {
   c10::InferenceMode guard;
-  std::vector<at::Tensor> rows(texts.size());
+  std::vector<at::Tensor> rows(encodings.size());
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {
     const size_t end = std::min(order.size(), start + size_t(options.batch_size));
-    std::vector<std::string> chunk;
-    for (size_t i = start; i < end; ++i) chunk.push_back(inputs[order[i]]);
-    const Batch b = pad(tokenizer_->encode_batch(chunk), pad_id_of(*tokenizer_));
+    std::vector<Encoding> chunk;
+    for (size_t i = start; i < end; ++i) chunk.push_back(encodings[order[i]]);
+    const Batch b = pad(chunk, pad_id_of(*tokenizer_));
     const at::Tensor tokens = model_->forward(model_inputs(b, *model_))["last_hidden_state"].to(at::kFloat);
     at::Tensor embedding;
     for (const auto& module : modules_) {

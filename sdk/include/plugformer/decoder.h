@@ -151,6 +151,7 @@ class DecoderForCausalLM : public DecoderHeadModel {
   bool can_generate() const override { return true; }
   // longrope with an original context: the cache is dropped once, when the sequence first exceeds it.
   bool reuses_cache(int64_t total, int64_t cached) const override;
+  bool decodes_cache_batches() const override { return true; }
   ModelOutput forward(const ModelInputs& inputs) override;
 
  protected:

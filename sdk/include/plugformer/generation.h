@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -73,5 +74,24 @@ struct GenerateOutput {
 GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                         const GenerationConfig& config, const TokenCallback& on_token = {},
                         const Tokenizer* tokenizer = nullptr);
+
+// One sequence's next-token choice, for callers that run the model step by step themselves (the
+// serving engine): `config`'s logits processors and warpers in transformers' order, then argmax or a
+// draw from the sequence's own generator (seeded by config.seed), as generate() does for one prompt,
+// so the same settings and seed give the same tokens.
+class TokenChooser {
+ public:
+  TokenChooser(const GenerationConfig& config, int64_t prompt_len);
+  ~TokenChooser();
+  TokenChooser(TokenChooser&&) noexcept;
+  TokenChooser& operator=(TokenChooser&&) noexcept;
+  // scores: [1, vocab] fp32 next-token logits, processed in place; tokens: the prompt, then what
+  // was generated so far.
+  int64_t choose(at::Tensor& scores, const std::vector<int64_t>& tokens);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace plugformer

@@ -17,6 +17,7 @@ namespace plugformer {
 
 // LoRA adapters attached to a Linear / Conv1D by PeftModel (peft.h); defined in core.
 class LoraLayer;
+class KVCache;
 
 // y = x W^T + b with W stored [out, in]. One-row inputs (decode) take a matrix-vector product,
 // which is several times faster than the one-row sgemm path on CPU.
@@ -113,6 +114,17 @@ std::pair<at::Tensor, at::Tensor> apply_rotary_pos_emb(const at::Tensor& q, cons
 // scores as Gemma 2 does, softcap * tanh(scores / softcap), before the mask is added.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      double scale, at::Tensor* probs = nullptr, double softcap = 0.0);
+
+// The keys / values a single query of a layer with sliding window `window` can see: the last W
+// of them (all when there is no window or fewer are stored).
+std::pair<at::Tensor, at::Tensor> keys_in_window(const at::Tensor& k, const at::Tensor& v, std::optional<int64_t> window);
+
+// A decode step over a KVCache::batch_of cache: q, k, v [batch, heads, 1, d] with RoPE applied. Row
+// i's key and value extend the cache's row i at `layer`, and its query attends to that row's own
+// history (within `window`). Returns [batch, heads, 1, d], as attention() does.
+at::Tensor attention_over_cache_rows(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     KVCache& cache, double scale, std::optional<int64_t> window = std::nullopt,
+                                     double softcap = 0.0);
 
 // torch.finfo(dtype).min: what transformers puts at masked positions.
 double finfo_min(c10::ScalarType dtype);

@@ -37,6 +37,8 @@ class KVCache {
   std::optional<int64_t> window() const { return window_; }
   int64_t stored_length(size_t layer = 0) const;
   size_t num_layers() const { return layers_.size(); }
+  // Bytes the cache holds (its storage, grown ahead of use, and cross-attention keys / values).
+  int64_t bytes() const;
   // Beam search: keeps row beam_idx[i] of every layer at row i.
   void reorder(const at::Tensor& beam_idx);
 
@@ -44,6 +46,13 @@ class KVCache {
   bool has_cross(size_t layer) const { return layer < cross_.size() && cross_[layer].first.defined(); }
   const std::pair<at::Tensor, at::Tensor>& cross(size_t layer) const { return cross_.at(layer); }
   void set_cross(size_t layer, at::Tensor k, at::Tensor v);
+
+  // Continuous batching: one decode step (a single new token per row) over sequences that each keep
+  // their own cache, of any lengths. Row i of the step reads and extends rows[i]; nothing is padded
+  // or copied. Models that can run such a step say so (PreTrainedModel::decodes_cache_batches).
+  static std::shared_ptr<KVCache> batch_of(std::vector<std::shared_ptr<KVCache>> rows);
+  bool is_batch() const { return !batch_rows_.empty(); }
+  const std::vector<std::shared_ptr<KVCache>>& batch_rows() const { return batch_rows_; }
 
  private:
   struct Layer {
@@ -53,6 +62,7 @@ class KVCache {
   std::vector<Layer> layers_;
   std::optional<int64_t> window_;
   std::vector<std::pair<at::Tensor, at::Tensor>> cross_;
+  std::vector<std::shared_ptr<KVCache>> batch_rows_;
 };
 
 // Forward arguments under transformers' names: input_ids, attention_mask, position_ids,
@@ -138,6 +148,8 @@ class PreTrainedModel : public torch::nn::Module {
   // `total` positions, or the whole sequence must be run again (transformers' Phi-3 does that once
   // when the sequence first outgrows original_max_position_embeddings, switching longrope's factors).
   virtual bool reuses_cache(int64_t /*total*/, int64_t /*cached*/) const { return true; }
+  // Whether forward takes a KVCache::batch_of cache (one token per row, each row its own history).
+  virtual bool decodes_cache_batches() const { return false; }
 
   virtual ModelOutput forward(const ModelInputs& inputs) = 0;
 

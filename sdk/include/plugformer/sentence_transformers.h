@@ -33,6 +33,10 @@ class SentenceTransformer {
   // Embeddings [texts, dim] in float32, rows in input order. InvalidInputError for an empty list
   // or an unknown prompt_name.
   at::Tensor encode(const std::vector<std::string>& texts, const EncodeOptions& options = {}) const;
+  // Embeddings of token ids as the tokenizer gives them (special tokens included), cut to
+  // max_seq_length; prompts do not apply. InvalidInputError for an empty input or an id outside
+  // the vocabulary.
+  at::Tensor encode_ids(const std::vector<std::vector<int64_t>>& ids, const EncodeOptions& options = {}) const;
   // Pairwise scores [a rows, b rows] by the model's similarity_fn_name: cosine (default), dot,
   // euclidean or manhattan (the negative distances).
   at::Tensor similarity(const at::Tensor& a, const at::Tensor& b) const;
@@ -48,6 +52,9 @@ class SentenceTransformer {
  private:
   SentenceTransformer() = default;
   int64_t prompt_length(const std::string& prompt) const;
+  // The pipeline on tokenized inputs, batched in `order`; rows come back in input order.
+  at::Tensor embed(const std::vector<Encoding>& encodings, const std::vector<size_t>& order, int64_t prompt_tokens,
+                   const EncodeOptions& options) const;
   std::vector<std::string> prepared(const std::vector<std::string>& texts, const std::string& prompt) const;
 
   ModelPtr model_;

@@ -1,0 +1,339 @@
+#include "engine.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <map>
+
+#include <plugformer/error.h>
+#include <plugformer/log.h>
+
+namespace plugformer::server {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<SequenceEvent> Sequence::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  ready_.wait_for(lock, timeout, [&] { return !events_.empty(); });
+  std::vector<SequenceEvent> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
+  events_.clear();
+  return out;
+}
+
+bool Sequence::finished() const {
+  std::lock_guard lock(mutex_);
+  return done_;
+}
+
+void Sequence::push(SequenceEvent event) {
+  {
+    std::lock_guard lock(mutex_);
+    if (done_) return;
+    done_ = event.finish_reason || event.error;
+    events_.push_back(std::move(event));
+  }
+  ready_.notify_all();
+}
+
+// A running request: its tokens, cache, sampler and the text not yet sent.
+struct Engine::Active {
+  std::shared_ptr<Sequence> handle;
+  GenerationRequest request;
+  std::vector<int64_t> tokens;  // prompt, then generated
+  int64_t generated = 0;
+  std::map<int64_t, int64_t> counts;  // generated token -> occurrences, for the penalties
+  std::shared_ptr<KVCache> cache;
+  int64_t cached = 0;  // positions the cache holds
+  std::optional<TokenChooser> chooser;
+  std::unique_ptr<DecodeStream> text;
+  std::string pending;  // decoded, not sent: may begin a stop string
+  Clock::time_point arrived, last_token;
+  bool done = false;
+};
+
+Engine::Engine(ModelPtr model, std::shared_ptr<const Tokenizer> tokenizer, EngineOptions options, Metrics& metrics)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(options), metrics_(metrics) {
+  if (options_.max_num_seqs < 1) throw InvalidInputError("--max-num-seqs must be at least 1");
+  if (options_.max_queue < 0) throw InvalidInputError("--max-queue must be >= 0");
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    aborting_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+std::shared_ptr<Sequence> Engine::submit(GenerationRequest request) {
+  auto active = std::make_unique<Active>();
+  active->handle = std::make_shared<Sequence>();
+  active->arrived = Clock::now();
+  active->tokens = request.prompt;
+  active->request = std::move(request);
+  auto handle = active->handle;
+  {
+    std::lock_guard lock(mutex_);
+    if (draining_) throw ShuttingDownError("the server is shutting down and takes no new requests");
+    if (int64_t(waiting_.size()) >= options_.max_queue + std::max<int64_t>(0, options_.max_num_seqs - running_count_))
+      throw QueueFullError("the server is at capacity: " + std::to_string(options_.max_num_seqs) + " sequences running and " +
+                           std::to_string(waiting_.size()) + " requests waiting (--max-queue " +
+                           std::to_string(options_.max_queue) + "); retry later");
+    waiting_.push_back(std::move(active));
+    ++in_flight_;
+  }
+  wake_.notify_all();
+  return handle;
+}
+
+void Engine::drain(Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  draining_ = true;
+  if (!idle_.wait_until(lock, deadline, [&] { return in_flight_ == 0; })) {
+    logger().warn("serve: {} requests still running at the shutdown deadline; cancelling them", in_flight_);
+    aborting_ = true;
+    wake_.notify_all();
+    idle_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+}
+
+void Engine::loop() {
+  c10::InferenceMode inference;
+  while (true) {
+    bool abort = false;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || aborting_ || !waiting_.empty() || !running_.empty(); });
+      abort = aborting_;
+      if (stopping_ && waiting_.empty() && running_.empty()) break;
+      // Admitted in arrival order while slots are free.
+      while (!waiting_.empty() && int64_t(running_.size()) < options_.max_num_seqs) {
+        running_.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+        running_.back()->cached = -1;  // not prefilled yet
+      }
+      running_count_ = int64_t(running_.size());
+      if (abort)
+        for (auto& seq : waiting_) running_.push_back(std::move(seq));
+      if (abort) waiting_.clear();
+    }
+    const auto now = Clock::now();
+    std::vector<Active*> batch;
+    for (auto& seq : running_) {
+      if (abort) fail(*seq, "the server shut down before the request finished");
+      else if (seq->handle->cancelled()) finish(*seq, "cancelled");
+      else if (now > seq->request.deadline) finish(*seq, "length");
+      else if (seq->cached < 0) prefill(*seq);
+      else batch.push_back(seq.get());
+    }
+    if (!batch.empty()) decode(batch);
+
+    int64_t kv_bytes = 0, retired = 0;
+    std::erase_if(running_, [&](const std::unique_ptr<Active>& seq) {
+      if (seq->done) ++retired;
+      else if (seq->cache) kv_bytes += seq->cache->bytes();
+      return seq->done;
+    });
+    {
+      std::lock_guard lock(mutex_);
+      in_flight_ -= retired;
+      running_count_ = int64_t(running_.size());
+      metrics_.engine_state(int64_t(waiting_.size()), running_count_, kv_bytes);
+    }
+    if (retired) idle_.notify_all();
+  }
+}
+
+namespace {
+
+// What `token` adds to the text after `before` (a few tokens of context: a SentencePiece word's
+// space, a byte-level piece's bytes).
+std::string token_text(const Tokenizer* tokenizer, const int64_t* before, size_t count, int64_t token) {
+  if (!tokenizer) return "";
+  const size_t context = std::min<size_t>(count, 4);
+  std::vector<int64_t> ids(before + count - context, before + count);
+  const std::string prefix = tokenizer->decode(ids, false);
+  ids.push_back(token);
+  const std::string text = tokenizer->decode(ids, false);
+  return text.compare(0, prefix.size(), prefix) == 0 ? text.substr(prefix.size()) : tokenizer->decode({token}, false);
+}
+
+// log_softmax of the model's scores, before any processing (what OpenAI-style servers report),
+// for `token` after the `count` tokens at `before`.
+TokenLogprob logprob_of(const at::Tensor& logits, int64_t token, int64_t top, const Tokenizer* tokenizer,
+                        const int64_t* before, size_t count) {
+  at::Tensor logp = logits.reshape({-1}).to(at::kFloat).log_softmax(-1);
+  TokenLogprob out{token, logp[token].item<double>(), token_text(tokenizer, before, count, token), {}};
+  if (top > 0) {
+    auto [values, indices] = logp.topk(std::min<int64_t>(top, logp.size(0)));
+    for (int64_t i = 0; i < values.size(0); ++i) {
+      const int64_t id = indices[i].item<int64_t>();
+      out.top.push_back({id, values[i].item<double>(), token_text(tokenizer, before, count, id)});
+    }
+  }
+  return out;
+}
+
+// The length of the longest end of `text` that begins one of `stops` (text to hold back).
+size_t stop_prefix_at_end(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (const auto& stop : stops)
+    for (size_t n = std::min(stop.size() - 1, text.size()); n > hold; --n)
+      if (text.compare(text.size() - n, n, stop, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+  return hold;
+}
+
+}  // namespace
+
+void Engine::prefill(Active& seq) {
+  try {
+    seq.chooser.emplace(seq.request.config, int64_t(seq.request.prompt.size()));
+    if (tokenizer_)
+      seq.text = std::make_unique<DecodeStream>(tokenizer_, seq.request.prompt, seq.request.skip_special_tokens);
+    seq.cache = std::make_shared<KVCache>();
+    ModelInputs inputs;
+    inputs.tensors["input_ids"] = at::tensor(seq.tokens, at::kLong).unsqueeze(0);
+    inputs.past_key_values = seq.cache;
+    inputs.use_cache = true;
+    inputs.logits_to_keep = seq.request.prompt_logprobs ? 0 : 1;
+    at::Tensor logits = model_->forward(inputs)["logits"][0];
+    seq.cached = int64_t(seq.tokens.size());
+    metrics_.tokens(int64_t(seq.tokens.size()), 0);
+    if (seq.request.prompt_logprobs)
+      for (size_t i = 1; i < seq.tokens.size(); ++i)
+        seq.handle->prompt_logprobs.push_back(
+            logprob_of(logits[int64_t(i) - 1], seq.tokens[i], seq.request.logprobs.value_or(0), tokenizer_.get(),
+                       seq.tokens.data(), i));
+    advance(seq, logits[logits.size(0) - 1].unsqueeze(0).to(at::kFloat).clone());
+  } catch (const std::exception& e) {
+    fail(seq, e.what());
+  }
+}
+
+void Engine::decode(std::vector<Active*>& batch) {
+  // A sequence whose cache cannot be extended (longrope crossing its original context) starts over alone.
+  std::vector<Active*> rows;
+  for (Active* seq : batch) {
+    if (model_->reuses_cache(int64_t(seq->tokens.size()), seq->cached)) {
+      rows.push_back(seq);
+      continue;
+    }
+    try {
+      seq->cache = std::make_shared<KVCache>();
+      ModelInputs inputs;
+      inputs.tensors["input_ids"] = at::tensor(seq->tokens, at::kLong).unsqueeze(0);
+      inputs.past_key_values = seq->cache;
+      inputs.use_cache = true;
+      inputs.logits_to_keep = 1;
+      at::Tensor logits = model_->forward(inputs)["logits"][0];
+      seq->cached = int64_t(seq->tokens.size());
+      advance(*seq, logits[-1].unsqueeze(0).to(at::kFloat).clone());
+    } catch (const std::exception& e) {
+      fail(*seq, e.what());
+    }
+  }
+  if (rows.empty()) return;
+  // One step over every row when the model runs cache batches; otherwise each row on its own.
+  const bool together = model_->decodes_cache_batches();
+  const size_t group = together ? rows.size() : 1;
+  for (size_t start = 0; start < rows.size(); start += group) {
+    const size_t count = std::min(group, rows.size() - start);
+    std::vector<int64_t> last;
+    std::vector<std::shared_ptr<KVCache>> caches;
+    for (size_t i = start; i < start + count; ++i) {
+      last.push_back(rows[i]->tokens.back());
+      caches.push_back(rows[i]->cache);
+    }
+    try {
+      ModelInputs inputs;
+      inputs.tensors["input_ids"] = at::tensor(last, at::kLong).unsqueeze(1);
+      inputs.past_key_values = together ? KVCache::batch_of(caches) : caches.front();
+      inputs.use_cache = true;
+      inputs.logits_to_keep = 1;
+      at::Tensor logits = model_->forward(inputs)["logits"].select(1, 0).to(at::kFloat);
+      metrics_.decode_step(int64_t(count));
+      for (size_t i = 0; i < count; ++i) {
+        Active& seq = *rows[start + i];
+        seq.cached += 1;
+        advance(seq, logits[int64_t(i)].unsqueeze(0).clone());
+      }
+    } catch (const std::exception& e) {
+      for (size_t i = start; i < start + count; ++i) fail(*rows[i], e.what());
+    }
+  }
+}
+
+void Engine::advance(Active& seq, at::Tensor logits) {
+  const GenerationRequest& r = seq.request;
+  const at::Tensor raw = r.logprobs ? logits.clone() : at::Tensor();
+  if (r.presence_penalty != 0 || r.frequency_penalty != 0) {
+    float* scores = logits.data_ptr<float>();
+    for (const auto& [token, count] : seq.counts)
+      scores[token] -= float(double(count) * r.frequency_penalty + r.presence_penalty);
+  }
+  const int64_t token = seq.chooser->choose(logits, seq.tokens);
+  SequenceEvent event;
+  if (r.logprobs) event.logprobs.push_back(logprob_of(raw, token, *r.logprobs, tokenizer_.get(), seq.tokens.data(), seq.tokens.size()));
+  seq.tokens.push_back(token);
+  ++seq.counts[token];
+  ++seq.generated;
+  metrics_.tokens(0, 1);
+  const auto now = Clock::now();
+  if (seq.generated == 1) metrics_.first_token(std::chrono::duration<double>(now - seq.arrived).count());
+  else metrics_.inter_token(std::chrono::duration<double>(now - seq.last_token).count());
+  seq.last_token = now;
+
+  event.tokens = {token};
+  const auto& eos = r.config.eos_token_id;
+  const bool at_eos = !r.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
+  const bool at_length = (r.config.max_new_tokens && seq.generated >= *r.config.max_new_tokens) ||
+                         (options_.max_model_len > 0 && int64_t(seq.tokens.size()) >= options_.max_model_len);
+  if (seq.text) {
+    seq.pending += seq.text->step(token);
+    if (at_eos || at_length) seq.pending += seq.text->finish();
+  }
+  // Stop strings end the text before them; the end of the text that may begin one waits.
+  size_t stop_at = std::string::npos;
+  for (const auto& stop : r.stop) stop_at = std::min(stop_at, seq.pending.find(stop));
+  if (stop_at != std::string::npos) {
+    event.text = seq.pending.substr(0, stop_at);
+    event.finish_reason = "stop";
+  } else if (at_eos || at_length) {
+    event.text = std::move(seq.pending);
+    event.finish_reason = at_eos ? "stop" : "length";
+  } else {
+    const size_t hold = stop_prefix_at_end(seq.pending, r.stop);
+    event.text = seq.pending.substr(0, seq.pending.size() - hold);
+    seq.pending.erase(0, seq.pending.size() - hold);
+  }
+  seq.done = bool(event.finish_reason);
+  seq.handle->push(std::move(event));
+  if (seq.done) seq.cache.reset();
+}
+
+void Engine::finish(Active& seq, const std::string& reason) {
+  SequenceEvent event;
+  if (reason != "cancelled") event.text = std::move(seq.pending);
+  event.finish_reason = reason;
+  seq.handle->push(std::move(event));
+  seq.done = true;
+  seq.cache.reset();
+}
+
+void Engine::fail(Active& seq, const std::string& message) {
+  logger().warn("serve: a request failed: {}", message.substr(0, message.find('\n')));
+  SequenceEvent event;
+  event.error = message.substr(0, message.find('\n'));
+  seq.handle->push(std::move(event));
+  seq.done = true;
+  seq.cache.reset();
+}
+
+}  // namespace plugformer::server

@@ -1,0 +1,123 @@
+// Continuous batching's decode step (KVCache::batch_of): sequences of different lengths, each with
+// its own cache, decoded together give the logits each gets alone; and TokenChooser picks what
+// generate() picks for the same settings and seed.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <plugformer/auto.h>
+#include <plugformer/error.h>
+#include <plugformer/generation.h>
+
+using namespace plugformer;
+
+namespace {
+
+const std::string kModels = std::string(PLUGFORMER_FIXTURES_DIR) + "/models/";
+
+at::Tensor last_logits(PreTrainedModel& model, const std::vector<int64_t>& ids, const std::shared_ptr<KVCache>& cache) {
+  ModelInputs inputs;
+  inputs.tensors["input_ids"] = at::tensor(ids, at::kLong).unsqueeze(0);
+  inputs.past_key_values = cache;
+  inputs.use_cache = true;
+  inputs.logits_to_keep = 1;
+  return model.forward(inputs)["logits"][0][-1];
+}
+
+class CacheBatch : public ::testing::TestWithParam<std::string> {};
+
+// Prompts of 3, 9 and 14 tokens (past the windows of the windowed fixtures), then 6 decode steps.
+TEST_P(CacheBatch, DecodingTogetherMatchesEachSequenceAlone) {
+  c10::InferenceMode guard;
+  ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + GetParam());
+  ASSERT_TRUE(model->decodes_cache_batches());
+  const int64_t vocab = model->config().get("vocab_size").get<int64_t>();
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t length : {3, 9, 14}) {
+    std::vector<int64_t> p;
+    for (int64_t i = 0; i < length; ++i) p.push_back((7 * i + 3 * length + 1) % vocab);
+    prompts.push_back(p);
+  }
+  std::vector<std::shared_ptr<KVCache>> alone, together;
+  std::vector<int64_t> next;
+  for (const auto& p : prompts) {
+    alone.push_back(std::make_shared<KVCache>());
+    together.push_back(std::make_shared<KVCache>());
+    const at::Tensor a = last_logits(*model, p, alone.back());
+    ASSERT_TRUE(at::allclose(a, last_logits(*model, p, together.back()), 1e-5, 1e-5));
+    next.push_back(a.argmax().item<int64_t>());
+  }
+  for (int step = 0; step < 6; ++step) {
+    ModelInputs inputs;
+    inputs.tensors["input_ids"] = at::tensor(next, at::kLong).unsqueeze(1);
+    inputs.past_key_values = KVCache::batch_of(together);
+    inputs.use_cache = true;
+    const at::Tensor batched = model->forward(inputs)["logits"].select(1, 0);
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      const at::Tensor single = last_logits(*model, {next[r]}, alone[r]);
+      EXPECT_TRUE(at::allclose(batched[int64_t(r)], single, 1e-5, 1e-5))
+          << GetParam() << " row " << r << " step " << step << ": max diff "
+          << (batched[int64_t(r)] - single).abs().max().item<double>();
+      EXPECT_EQ(together[r]->seq_length(0), alone[r]->seq_length(0));
+      next[r] = single.argmax().item<int64_t>();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DecoderFamilies, CacheBatch,
+                         ::testing::Values("llama-tiny", "gemma2-tiny", "mistral-tiny-window", "qwen3-tiny",
+                                           "qwen2-tiny", "gemma-tiny"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(CacheBatch, RefusesWhatItCannotRun) {
+  c10::InferenceMode guard;
+  EXPECT_THROW(KVCache::batch_of({}), InvalidInputError);
+  auto a = std::make_shared<KVCache>(), b = std::make_shared<KVCache>();
+  EXPECT_THROW(KVCache::batch_of({KVCache::batch_of({a})}), InvalidInputError);
+  ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + "llama-tiny");
+  last_logits(*model, {1, 2, 3}, a);
+  last_logits(*model, {4, 5}, b);
+  ModelInputs two_tokens;  // a batch step takes one new token per row
+  two_tokens.tensors["input_ids"] = at::tensor({1, 2, 3, 4}, at::kLong).view({2, 2});
+  two_tokens.past_key_values = KVCache::batch_of({a, b});
+  EXPECT_THROW(model->forward(two_tokens), InvalidInputError);
+  ModelInputs wrong_rows;
+  wrong_rows.tensors["input_ids"] = at::tensor({1, 2, 3}, at::kLong).view({3, 1});
+  wrong_rows.past_key_values = KVCache::batch_of({a, b});
+  EXPECT_THROW(model->forward(wrong_rows), InvalidInputError);
+  EXPECT_THROW(KVCache::batch_of({a, b})->update(0, at::zeros({2, 1, 1, 4}), at::zeros({2, 1, 1, 4})), InvalidInputError);
+  EXPECT_GT(a->bytes(), b->bytes() / 2);
+  EXPECT_EQ(KVCache::batch_of({a, b})->bytes(), a->bytes() + b->bytes());
+}
+
+// The chooser draws what generate() draws for one prompt with the same seed, step after step.
+TEST(TokenChooser, PicksWhatGeneratePicks) {
+  c10::InferenceMode guard;
+  ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + "llama-tiny");
+  GenerationConfig c = GenerationConfig::from_model_config(model->config());
+  c.do_sample = true, c.temperature = 0.8, c.top_k = 20, c.top_p = 0.9, c.repetition_penalty = 1.3, c.seed = 1234;
+  c.max_new_tokens = 12;
+  c.eos_token_id.clear();
+  const std::vector<int64_t> prompt = {1, 5, 9, 13};
+  const at::Tensor sequences = generate(*model, at::tensor(prompt, at::kLong).unsqueeze(0), at::Tensor(), c).sequences;
+  TokenChooser chooser(c, int64_t(prompt.size()));
+  std::vector<int64_t> tokens = prompt;
+  auto cache = std::make_shared<KVCache>();
+  at::Tensor logits = last_logits(*model, tokens, cache).to(at::kFloat).unsqueeze(0).clone();
+  for (int step = 0; step < 12; ++step) {
+    const int64_t token = chooser.choose(logits, tokens);
+    tokens.push_back(token);
+    logits = last_logits(*model, {token}, cache).to(at::kFloat).unsqueeze(0).clone();
+  }
+  EXPECT_EQ(std::vector<int64_t>(sequences[0].data_ptr<int64_t>(), sequences[0].data_ptr<int64_t>() + sequences.size(1)),
+            tokens);
+  at::Tensor wrong = at::zeros({2, 8});
+  EXPECT_THROW(chooser.choose(wrong, tokens), InvalidInputError);
+}
+
+}  // namespace
