@@ -12,6 +12,7 @@
 namespace plugformer::server {
 
 using Clock = std::chrono::steady_clock;
+constexpr int64_t kPrefillTokensPerStep = 64;
 
 std::vector<SequenceEvent> Sequence::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
@@ -110,8 +111,15 @@ void Engine::loop() {
       wake_.wait(lock, [&] { return stopping_ || aborting_ || !waiting_.empty() || !running_.empty(); });
       abort = aborting_;
       if (stopping_ && waiting_.empty() && running_.empty()) break;
-      // Admitted in arrival order while slots are free.
-      while (!waiting_.empty() && int64_t(running_.size()) < options_.max_num_seqs) {
+      // Admitted in arrival order while slots are free. While sequences are decoding, the prefills of
+      // one iteration stop at kPrefillTokensPerStep prompt tokens (at least one request), so a burst of
+      // new requests does not stall everyone's next token for all its prefills at once.
+      const bool decoding = !running_.empty();
+      int64_t prefill_tokens = 0;
+      while (!waiting_.empty() && int64_t(running_.size()) < options_.max_num_seqs &&
+             !(decoding && prefill_tokens > 0 &&
+               prefill_tokens + int64_t(waiting_.front()->tokens.size()) > kPrefillTokensPerStep)) {
+        prefill_tokens += int64_t(waiting_.front()->tokens.size());
         running_.push_back(std::move(waiting_.front()));
         waiting_.pop_front();
         running_.back()->cached = -1;  // not prefilled yet
