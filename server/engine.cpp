@@ -200,19 +200,24 @@ size_t stop_prefix_at_end(const std::string& text, const std::vector<std::string
 
 }  // namespace
 
+at::Tensor Engine::run_from_scratch(Active& seq, int64_t logits_to_keep) {
+  seq.cache = std::make_shared<KVCache>();
+  ModelInputs inputs;
+  inputs.tensors["input_ids"] = at::tensor(seq.tokens, at::kLong).unsqueeze(0);
+  inputs.past_key_values = seq.cache;
+  inputs.use_cache = true;
+  inputs.logits_to_keep = logits_to_keep;
+  at::Tensor logits = model_->forward(inputs)["logits"][0];
+  seq.cached = int64_t(seq.tokens.size());
+  return logits;
+}
+
 void Engine::prefill(Active& seq) {
   try {
     seq.chooser.emplace(seq.request.config, int64_t(seq.request.prompt.size()));
     if (tokenizer_)
       seq.text = std::make_unique<DecodeStream>(tokenizer_, seq.request.prompt, seq.request.skip_special_tokens);
-    seq.cache = std::make_shared<KVCache>();
-    ModelInputs inputs;
-    inputs.tensors["input_ids"] = at::tensor(seq.tokens, at::kLong).unsqueeze(0);
-    inputs.past_key_values = seq.cache;
-    inputs.use_cache = true;
-    inputs.logits_to_keep = seq.request.prompt_logprobs ? 0 : 1;
-    at::Tensor logits = model_->forward(inputs)["logits"][0];
-    seq.cached = int64_t(seq.tokens.size());
+    const at::Tensor logits = run_from_scratch(seq, seq.request.prompt_logprobs ? 0 : 1);
     metrics_.tokens(int64_t(seq.tokens.size()), 0);
     if (seq.request.prompt_logprobs)
       for (size_t i = 1; i < seq.tokens.size(); ++i)
@@ -234,15 +239,7 @@ void Engine::decode(std::vector<Active*>& batch) {
       continue;
     }
     try {
-      seq->cache = std::make_shared<KVCache>();
-      ModelInputs inputs;
-      inputs.tensors["input_ids"] = at::tensor(seq->tokens, at::kLong).unsqueeze(0);
-      inputs.past_key_values = seq->cache;
-      inputs.use_cache = true;
-      inputs.logits_to_keep = 1;
-      at::Tensor logits = model_->forward(inputs)["logits"][0];
-      seq->cached = int64_t(seq->tokens.size());
-      advance(*seq, logits[-1].unsqueeze(0).to(at::kFloat).clone());
+      advance(*seq, run_from_scratch(*seq, 1)[-1].unsqueeze(0).to(at::kFloat).clone());
     } catch (const std::exception& e) {
       fail(*seq, e.what());
     }

@@ -117,6 +117,9 @@ class Engine {
  private:
   struct Active;
   void loop();
+  // Runs the model on all of the sequence's tokens into a fresh cache: logits of the last
+  // `logits_to_keep` positions (0: all), [positions, vocab].
+  at::Tensor run_from_scratch(Active& seq, int64_t logits_to_keep);
   void prefill(Active& seq);
   void decode(std::vector<Active*>& batch);
   // Applies the penalties, records logprobs, chooses the token and reports it; false once finished.

@@ -485,8 +485,8 @@ class Server {
     // Token ids: one list or a list of lists; otherwise text.
     std::vector<std::vector<int64_t>> ids;
     if (auto input = body.find("input"); input != body.end()) {
-      if (is_token_ids(*input)) ids.push_back(input->get<std::vector<int64_t>>());
-      else if (input->is_array() && !input->empty() && std::all_of(input->begin(), input->end(), is_token_ids))
+      if (is_token_list(*input)) ids.push_back(input->get<std::vector<int64_t>>());
+      else if (input->is_array() && !input->empty() && std::all_of(input->begin(), input->end(), is_token_list))
         for (const auto& row : *input) ids.push_back(row.get<std::vector<int64_t>>());
     }
     const std::vector<std::string> texts = ids.empty() ? text_inputs(body, "input") : std::vector<std::string>{};
@@ -511,22 +511,13 @@ class Server {
                     "application/json");
   }
 
-  static bool is_token_ids(const json& v) {
-    return v.is_array() && !v.empty() && std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number_integer(); });
-  }
-
   void tei_embed(const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req);
     if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
     const SentenceTransformer& model = embedder();
     const std::vector<std::string> texts = text_inputs(body, "inputs");
     EncodeOptions options;
-    if (auto n = body.find("normalize"); n != body.end() && !n->is_null()) {
-      if (!n->is_boolean()) throw bad_field("normalize", "must be a boolean");
-      options.normalize_embeddings = n->get<bool>();
-    } else {
-      options.normalize_embeddings = true;  // TEI's default
-    }
+    options.normalize_embeddings = bool_field(body, "normalize").value_or(true);  // TEI's default
     if (auto p = body.find("prompt_name"); p != body.end() && !p->is_null()) {
       if (!p->is_string()) throw bad_field("prompt_name", "must be a string");
       options.prompt_name = p->get<std::string>();
@@ -543,9 +534,7 @@ class Server {
 
   // TEI refuses inputs longer than the model takes unless truncate is true (413).
   void check_lengths(const json& body, const std::vector<std::string>& texts, int64_t limit) const {
-    const json truncate = body.value("truncate", json(false));
-    if (!truncate.is_boolean()) throw bad_field("truncate", "must be a boolean");
-    if (truncate.get<bool>()) return;
+    if (bool_field(body, "truncate").value_or(false)) return;
     for (size_t i = 0; i < texts.size(); ++i) {
       const size_t n = context_.tokenizer->encode(texts[i]).ids.size();
       if (int64_t(n) > limit)
@@ -562,14 +551,12 @@ class Server {
     if (!body.contains("query") || !body["query"].is_string()) throw bad_field("query", "must be a string");
     const std::string query = body["query"].get<std::string>();
     const std::vector<std::string> texts = text_inputs(body, "texts");
-    const json raw = body.value("raw_scores", json(false)), return_text = body.value("return_text", json(false));
-    if (!raw.is_boolean()) throw bad_field("raw_scores", "must be a boolean");
-    if (!return_text.is_boolean()) throw bad_field("return_text", "must be a boolean");
+    const bool raw = bool_field(body, "raw_scores").value_or(false), return_text = bool_field(body, "return_text").value_or(false);
     std::vector<std::string> pairs_text;
     for (const auto& t : texts) pairs_text.push_back(query + " " + t);
     check_lengths(body, pairs_text, reranker_->max_length());
     PredictOptions options;
-    options.activation = raw.get<bool>() ? "identity" : "sigmoid";
+    options.activation = raw ? "identity" : "sigmoid";
     std::vector<std::pair<std::string, std::string>> pairs;
     for (const auto& t : texts) pairs.emplace_back(query, t);
     const at::Tensor scores = encoder_worker_->run([&] { return reranker_->predict(pairs, options); });
@@ -580,7 +567,7 @@ class Server {
     json out = json::array();
     for (const auto& [score, index] : ranked) {
       json item = {{"index", index}, {"score", score}};
-      if (return_text.get<bool>()) item["text"] = texts[size_t(index)];
+      if (return_text) item["text"] = texts[size_t(index)];
       out.push_back(std::move(item));
     }
     res.set_content(out.dump(), "application/json");
@@ -596,14 +583,13 @@ class Server {
     const json body = parse_body(req);
     if (!body.is_object() || !body.contains("content") || !body["content"].is_string())
       throw bad_field("content", "must be a string");
-    const json add_special = body.value("add_special", json(false)), with_pieces = body.value("with_pieces", json(false));
-    if (!add_special.is_boolean()) throw bad_field("add_special", "must be a boolean");
-    if (!with_pieces.is_boolean()) throw bad_field("with_pieces", "must be a boolean");
+    const bool add_special = bool_field(body, "add_special").value_or(false);
+    const bool with_pieces = bool_field(body, "with_pieces").value_or(false);
     const Tokenizer& t = tokenizer();
-    const auto ids = t.encode(body["content"].get<std::string>(), add_special.get<bool>()).ids;
+    const auto ids = t.encode(body["content"].get<std::string>(), add_special).ids;
     json tokens = json::array();
     for (int64_t id : ids)
-      tokens.push_back(with_pieces.get<bool>() ? json{{"id", id}, {"piece", t.decode({id}, false)}} : json(id));
+      tokens.push_back(with_pieces ? json{{"id", id}, {"piece", t.decode({id}, false)}} : json(id));
     res.set_content(json{{"tokens", tokens}}.dump(), "application/json");
   }
 

@@ -1,5 +1,6 @@
 #include "openai_api.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -43,20 +44,6 @@ std::optional<int64_t> integer_field(const json& body, const std::string& name, 
   if (!in_range)
     throw bad_field(name, "must be between " + std::to_string(low) + " and " + std::to_string(high) + ", got " + it->dump());
   return it->get<int64_t>();
-}
-
-std::optional<bool> bool_field(const json& body, const std::string& name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  if (!it->is_boolean()) throw bad_field(name, "must be a boolean");
-  return it->get<bool>();
-}
-
-bool is_token_list(const json& v) {
-  if (!v.is_array() || v.empty()) return false;
-  for (const auto& x : v)
-    if (!x.is_number_integer()) return false;
-  return true;
 }
 
 std::vector<int64_t> token_ids(const json& v, const std::string& field, const ModelContext& model) {
@@ -193,6 +180,17 @@ std::string prompt_text(const ModelContext& model, const std::vector<int64_t>& p
 }
 
 }  // namespace
+
+bool is_token_list(const json& v) {
+  return v.is_array() && !v.empty() && std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number_integer(); });
+}
+
+std::optional<bool> bool_field(const json& body, const std::string& name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_boolean()) throw bad_field(name, "must be a boolean");
+  return it->get<bool>();
+}
 
 void check_model_name(const json& body, const ModelContext& model) {
   auto it = body.find("model");

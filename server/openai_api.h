@@ -30,6 +30,11 @@ struct ModelContext {
   int64_t vocab_size = 0;  // token ids must be below it
 };
 
+// A non-empty list of integers (a prompt or input given as token ids).
+bool is_token_list(const json& v);
+// An optional boolean field of a request (nullopt when absent or null; a 400 naming it otherwise).
+std::optional<bool> bool_field(const json& body, const std::string& name);
+
 // The served name or nothing: 404 model_not_found otherwise.
 void check_model_name(const json& body, const ModelContext& model);
 

@@ -102,23 +102,7 @@ std::string str_strip(const std::string& s, const Value& chars, bool left, bool 
   if (chars.is_none() || chars.is_undefined()) return std::string(strip_whitespace(s, left, right));
   if (!chars.is_string()) type_error("strip arg must be None or str");
   const U32 set = to_code_points(chars.str());
-  auto strip = [&](char32_t c) { return set.find(c) != U32::npos; };
-  size_t a = 0, b = s.size();
-  if (left)
-    while (a < b) {
-      size_t next = a;
-      if (!strip(tok::utf8_next(s, next))) break;
-      a = next;
-    }
-  if (right)
-    while (b > a) {
-      size_t start = b - 1;
-      while (start > a && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-      size_t next = start;
-      if (!strip(tok::utf8_next(s, next))) break;
-      b = start;
-    }
-  return s.substr(a, b - a);
+  return std::string(strip_code_points(s, left, right, [&](char32_t c) { return set.find(c) != U32::npos; }));
 }
 
 std::vector<Value> str_split(const std::string& s, const Value& sep, int64_t maxsplit, bool from_right) {

@@ -340,12 +340,12 @@ bool python_isspace(char32_t c) {
          (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
-std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
+std::string_view strip_code_points(std::string_view s, bool left, bool right, const std::function<bool(char32_t)>& drop) {
   size_t a = 0, b = s.size();
   if (left)
     while (a < b) {
       size_t next = a;
-      if (!python_isspace(tok::utf8_next(s, next))) break;
+      if (!drop(tok::utf8_next(s, next))) break;
       a = next;
     }
   if (right)
@@ -353,10 +353,14 @@ std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
       size_t start = b - 1;
       while (start > a && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
       size_t next = start;
-      if (!python_isspace(tok::utf8_next(s, next))) break;
+      if (!drop(tok::utf8_next(s, next))) break;
       b = start;
     }
   return s.substr(a, b - a);
+}
+
+std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
+  return strip_code_points(s, left, right, python_isspace);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -176,6 +177,8 @@ int64_t float_to_int(double x);
 std::string python_float_repr(double v);
 // Python str.isspace() for one code point.
 bool python_isspace(char32_t c);
+// The ends of UTF-8 text without the code points `drop` accepts (str.strip(chars) and its l / r forms).
+std::string_view strip_code_points(std::string_view s, bool left, bool right, const std::function<bool(char32_t)>& drop);
 // Python's str.strip() / lstrip() / rstrip() without arguments (Unicode whitespace), on UTF-8.
 std::string_view strip_whitespace(std::string_view s, bool left, bool right);
 
