@@ -1,4 +1,5 @@
 // The plugformer command.
+#include <cstdlib>
 #include <iostream>
 
 #include <plugformer/auto.h>
@@ -6,8 +7,10 @@
 #include <plugformer/log.h>
 
 #include "commands.h"
+#include "tensor_parallel_launch.h"
 
 int main(int argc, char** argv) {
+  plugformer::cli::remember_command_line(argc, argv);
   CLI::App app{"plugformer: run Hugging Face transformer checkpoints from C++"};
   app.require_subcommand(1);
   plugformer::cli::add_model_commands(app);
@@ -26,7 +29,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const plugformer::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    // A tensor-parallel rank started by a launcher says which rank it is.
+    const char* rank = std::getenv("RANK");
+    std::cerr << (rank ? std::string("rank ") + rank + ": " : "") << "error: " << e.what() << "\n";
     return 1;
   } catch (const std::exception& e) {
     // Others' exceptions (libtorch's) may carry a C++ backtrace after their first line: it goes

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -18,11 +19,13 @@
 #include <plugformer/decoder.h>
 #include <plugformer/error.h>
 #include <plugformer/generation.h>
+#include <plugformer/log.h>
 #include <plugformer/peft.h>
 #include <plugformer/plugin_loader.h>
 #include <plugformer/safetensors.h>
 
 #include "commands.h"
+#include "tensor_parallel_launch.h"
 
 namespace plugformer::cli {
 
@@ -129,10 +132,16 @@ struct GenerateArgs {
   std::string model, prompt = "Once upon a time", ids, adapter;
   bool json_output = false;
   SamplingArgs sampling;
+  TensorParallelArgs parallel;
 };
 
 void run_generate(const GenerateArgs& args) {
+  RankLauncher ranks;
   PretrainedOptions options;
+  options.tensor_parallel = ranks.join(args.parallel);
+  if (options.tensor_parallel && !args.adapter.empty())
+    throw InvalidInputError("--adapter cannot be combined with --tensor-parallel (adapters are not split)");
+  const bool leader = !options.tensor_parallel || options.tensor_parallel->rank() == 0;  // the rank that prints
   options.torch_dtype = args.sampling.dtype;
   options.quantization = args.sampling.quantize;
   // Encoder-decoder checkpoints (T5) generate from their Seq2SeqLM class, the others from CausalLM.
@@ -163,7 +172,7 @@ void run_generate(const GenerateArgs& args) {
   const int64_t skip = seq2seq ? 1 : int64_t(prompt.size());
   const std::vector<int64_t> text_start = seq2seq ? std::vector<int64_t>{} : prompt;
   std::unique_ptr<DecodeStream> streamer;
-  if (tokenizer && args.ids.empty() && !args.json_output && gen.num_beams == 1) {
+  if (leader && tokenizer && args.ids.empty() && !args.json_output && gen.num_beams == 1) {
     if (!seq2seq) std::cout << args.prompt << std::flush;  // a decoder-only model continues the prompt
     streamer = std::make_unique<DecodeStream>(tokenizer, text_start);
   }
@@ -172,7 +181,14 @@ void run_generate(const GenerateArgs& args) {
     std::cout << streamer->step(token) << std::flush;
     return true;
   };
+  const auto started = std::chrono::steady_clock::now();
   auto out = generate(*model, input, at::Tensor(), gen, stream, tokenizer.get());
+  if (const auto& group = options.tensor_parallel)  // bench/tensor_parallel reads this line
+    logger().info("tensor-parallel rank {}: generate took {:.3f} s, {} collectives took {:.3f} s", group->rank(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+                  group->collective_count(), group->collective_seconds());
+  if (!leader) return;
+  ranks.wait();
   at::Tensor seq = out.sequences[0].contiguous();
   const std::vector<int64_t> generated(seq.data_ptr<int64_t>() + skip, seq.data_ptr<int64_t>() + seq.numel());
   auto generated_text = [&] {
@@ -278,6 +294,7 @@ void add_model_commands(CLI::App& app) {
   generate_cmd->add_option("--ids", gen.ids, "Prompt token ids, comma separated (instead of text)");
   generate_cmd->add_flag("--json", gen.json_output, "Print prompt and generated ids as JSON");
   add_sampling_options(generate_cmd, gen.sampling);
+  add_tensor_parallel_options(generate_cmd, gen.parallel);
   generate_cmd->callback([] {
     if (gen.model.empty()) gen.model = default_model_dir();
     run_generate(gen);

@@ -1,4 +1,5 @@
 #include "plugformer/auto.h"
+#include "plugformer/distributed.h"
 
 #include <c10/core/Device.h>
 
@@ -155,6 +156,13 @@ ModelPtr build_and_load(const Registry::ModelEntry& entry, ConfigPtr config, con
   else if (config->torch_dtype) dtype = parse_dtype(*config->torch_dtype, "config.json torch_dtype");
 
   ModelPtr model = Registry::instance().make_model(entry, config);
+  if (options.tensor_parallel) {
+    // Before any split layer talks to the others: every rank must build the same model.
+    options.tensor_parallel->require_same(
+        "the model (class, config.json, dtype, quantization)", model->class_name() + " " + config->to_json().dump() + " dtype " + options.torch_dtype +
+                         " quantization " + options.quantization);
+    model->split_for_tensor_parallel(options.tensor_parallel);
+  }
   Checkpoint ckpt = load_checkpoint(path_or_repo_id, options);
   if (!dtype)  // "auto" without torch_dtype in the config: the first floating weight decides
     for (const auto& [name, t] : ckpt.tensors)

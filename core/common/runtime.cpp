@@ -92,8 +92,10 @@ void init_runtime() {
   bf16_route();  // a bad PLUGFORMER_BF16_ROUTE is reported when the runtime starts, not at some product
   static std::once_flag once;
   std::call_once(once, [] {
+    // Every hardware thread, unless OMP_NUM_THREADS chose (tensor-parallel ranks share a host's cores).
     const unsigned cores = std::thread::hardware_concurrency();
-    if (cores > 0 && at::get_num_threads() < int(cores)) at::set_num_threads(int(cores));
+    const char* chosen = std::getenv("OMP_NUM_THREADS");
+    if (!(chosen && *chosen) && cores > 0 && at::get_num_threads() < int(cores)) at::set_num_threads(int(cores));
     if (reference_blas_active())
       logger().warn(
           "the reference BLAS is active: matrix products run ~15x slower than with OpenBLAS "

@@ -1,4 +1,5 @@
 #include "plugformer/generation.h"
+#include "plugformer/distributed.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -524,6 +525,15 @@ at::Generator sampling_generator(const GenerationConfig& config) {
   return generator;
 }
 
+// Rank 0's next tokens and whether it goes on, on every rank of a tensor-parallel group (one
+// broadcast per step; rank 0 sends, the others receive into `next`).
+bool share_step(TensorParallelGroup& group, at::Tensor& next, bool keep_going) {
+  at::Tensor packed = at::cat({next, at::full({1}, int64_t(keep_going), at::kLong)});
+  group.broadcast(packed);
+  next = packed.narrow(0, 0, next.size(0)).clone();
+  return packed[-1].item<int64_t>() != 0;
+}
+
 at::Tensor next_tokens(const GenerationConfig& config, const at::Tensor& scores, at::Generator& generator) {
   return config.do_sample ? at::multinomial(scores.softmax(-1), 1, false, generator).squeeze(1) : scores.argmax(-1);
 }
@@ -599,7 +609,11 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
   if (max_length > context)
     logger().warn("prompt + new tokens ({}) exceed the model's max_position_embeddings ({})", max_length, context);
 
-  if (config.num_beams > 1) return beam_search(model, sequences, mask, encoder, config, max_length, tokenizer);
+  const std::shared_ptr<TensorParallelGroup>& group = model.tensor_parallel();
+  if (config.num_beams > 1) {
+    if (group) throw InvalidInputError("beam search is not available for a tensor-parallel model (greedy and sampling are)");
+    return beam_search(model, sequences, mask, encoder, config, max_length, tokenizer);
+  }
 
   if (config.num_return_sequences > 1) {
     sequences = sequences.repeat_interleave(config.num_return_sequences, 0);
@@ -623,21 +637,26 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
     out.scores.push_back(scores);
     at::Tensor next = next_tokens(config, scores, generator);
     if (pad) next = at::where(unfinished, next, at::full_like(next, *pad));
+    // Tensor parallelism: the other ranks take rank 0's tokens and its decision to stop.
+    bool keep_going = true;
+    const bool follower = group && group->rank() != 0;
+    if (follower) keep_going = share_step(*group, next, keep_going);
     sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
     mask = at::cat({mask, at::ones({rows, 1}, at::kLong)}, 1);
 
-    bool keep_going = true;
     if (on_token) {
       const auto ids = next.accessor<int64_t, 1>();
       const auto live = unfinished.accessor<bool, 1>();
       for (int64_t r = 0; r < rows; ++r)
-        if (live[r] && !on_token(r, ids[r])) keep_going = false;
+        if (live[r] && !on_token(r, ids[r]) && !follower) keep_going = false;
     }
     if (eos.numel()) unfinished = unfinished.logical_and(at::isin(next, eos).logical_not());
     for (int64_t r = 0; r < rows && !config.stop_strings.empty(); ++r)
       if (ends_with_stop_string(config, tokenizer, sequences[r], prompt_len)) unfinished[r] = false;
-    if (config.max_time && std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > *config.max_time)
+    if (!follower && config.max_time &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > *config.max_time)
       keep_going = false;
+    if (group && !follower) share_step(*group, next, keep_going);
     if (!keep_going || !unfinished.any().item<bool>()) break;
   }
   out.sequences = sequences;

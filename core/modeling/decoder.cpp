@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "plugformer/distributed.h"
 #include "plugformer/error.h"
 #include "plugformer/heads.h"
 
@@ -22,7 +23,7 @@ at::Tensor span(const at::Tensor& x, int64_t start, int64_t size) { return x.nar
 
 // q, k, v projections (separate or fused), optional per-head q/k norms, RoPE, the cache, attention
 // with its window and soft-cap, and the output projection.
-class DecoderAttention : public torch::nn::Module {
+class DecoderAttention : public torch::nn::Module, public TensorParallelModule {
  public:
   DecoderAttention(const DecoderLayout& l, int64_t layer_idx)
       : layer_idx_(layer_idx), heads_(l.num_attention_heads), kv_heads_(l.num_key_value_heads), head_dim_(l.head_dim),
@@ -43,6 +44,12 @@ class DecoderAttention : public torch::nn::Module {
   }
 
   const std::optional<int64_t>& window() const { return window_; }
+
+  // A rank holds its block of query heads and the key / value heads they read (DecoderModel's plan).
+  void split_for(int64_t rank, int64_t world) override {
+    heads_ = tensor_parallel_units(heads_, rank, world, "num_attention_heads").second;
+    kv_heads_ = tensor_parallel_units(kv_heads_, rank, world, "num_key_value_heads").second;
+  }
 
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& cos, const at::Tensor& sin, at::Tensor mask,
                      KVCache* cache, at::Tensor* probs) {
@@ -81,7 +88,7 @@ class DecoderAttention : public torch::nn::Module {
 };
 
 // down(act(gate(x)) * up(x)), from separate or fused gate / up projections.
-class DecoderMLP : public torch::nn::Module {
+class DecoderMLP : public torch::nn::Module, public TensorParallelModule {
  public:
   explicit DecoderMLP(const DecoderLayout& l) : intermediate_(l.intermediate_size), act_(get_activation(l.hidden_act)) {
     if (l.fused_gate_up) {
@@ -92,6 +99,10 @@ class DecoderMLP : public torch::nn::Module {
       up_proj_ = register_module("up_proj", std::make_shared<Linear>(l.hidden_size, intermediate_, l.mlp_bias));
     }
     down_proj_ = register_module("down_proj", std::make_shared<Linear>(intermediate_, l.hidden_size, l.mlp_bias));
+  }
+
+  void split_for(int64_t rank, int64_t world) override {
+    intermediate_ = tensor_parallel_units(intermediate_, rank, world, "intermediate_size").second;
   }
 
   at::Tensor forward(const at::Tensor& x) const {
@@ -300,6 +311,24 @@ DecoderModel::DecoderModel(std::shared_ptr<DecoderConfig> config, std::string fa
 
 std::vector<std::string> DecoderModel::ignored_unexpected_keys() const { return {R"(rotary_emb\.inv_freq)"}; }
 
+std::vector<TensorParallelRule> DecoderModel::tensor_parallel_plan() const {
+  const DecoderLayout& l = layout_;
+  const int64_t d = l.head_dim;
+  return {
+      {"embed_tokens", ParallelStyle::vocab_rows},
+      {"layers.*.self_attn.q_proj", ParallelStyle::colwise, d},
+      {"layers.*.self_attn.k_proj", ParallelStyle::colwise, d},
+      {"layers.*.self_attn.v_proj", ParallelStyle::colwise, d},
+      {"layers.*.self_attn.qkv_proj", ParallelStyle::colwise, d,
+       {l.num_attention_heads * d, l.num_key_value_heads * d, l.num_key_value_heads * d}},
+      {"layers.*.self_attn.o_proj", ParallelStyle::rowwise, d},
+      {"layers.*.mlp.gate_proj", ParallelStyle::colwise},
+      {"layers.*.mlp.up_proj", ParallelStyle::colwise},
+      {"layers.*.mlp.gate_up_proj", ParallelStyle::colwise, 1, {l.intermediate_size, l.intermediate_size}},
+      {"layers.*.mlp.down_proj", ParallelStyle::rowwise},
+  };
+}
+
 ModelOutput DecoderModel::forward(const ModelInputs& inputs) {
   DecoderInputs d = prepare_decoder_inputs(inputs, layout_.hidden_size, family_, !checkpointing_active());
   at::Tensor hidden = d.input_ids.defined() ? embed_tokens_->forward(d.input_ids) : d.inputs_embeds;
@@ -365,6 +394,12 @@ bool DecoderForCausalLM::reuses_cache(int64_t total, int64_t cached) const {
   if (!longrope || !l.original_max_position_embeddings) return true;
   const int64_t original = *l.original_max_position_embeddings;
   return !(total >= original + 1 && cached <= original);
+}
+
+std::vector<TensorParallelRule> DecoderForCausalLM::tensor_parallel_plan() const {
+  auto plan = DecoderHeadModel::tensor_parallel_plan();
+  plan.push_back({"lm_head", ParallelStyle::colwise_gather});
+  return plan;
 }
 
 ModelOutput DecoderForCausalLM::forward(const ModelInputs& inputs) {

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "plugformer/error.h"
+#include "distributed/tensor_parallel.h"
 #include "peft/lora.h"
 #include "plugformer/layers.h"
 #include "plugformer/modeling.h"
@@ -53,7 +54,10 @@ at::Tensor Linear::forward(const at::Tensor& x) const {
 }
 
 at::Tensor Linear::base_forward(const at::Tensor& x) const {
-  return linear_product(x, weight, bias, int8_row_scale(*this, weight));
+  if (!parallel) return linear_product(x, weight, bias, int8_row_scale(*this, weight));
+  const bool rowwise = parallel->style == ParallelStyle::rowwise;
+  return finish_parallel_linear(*parallel, linear_product(x, weight, rowwise ? at::Tensor() : bias, int8_row_scale(*this, weight)),
+                                bias);
 }
 
 Conv1D::Conv1D(int64_t in_features, int64_t out_features) {
@@ -71,7 +75,9 @@ at::Tensor Conv1D::forward(const at::Tensor& x) const {
 }
 
 at::Tensor Conv1D::base_forward(const at::Tensor& x) const {
-  return linear_product(x, weight, bias, int8_row_scale(*this, weight), /*weight_in_out=*/true);
+  const bool rowwise = parallel && parallel->style == ParallelStyle::rowwise;
+  at::Tensor out = linear_product(x, weight, rowwise ? at::Tensor() : bias, int8_row_scale(*this, weight), /*weight_in_out=*/true);
+  return parallel ? finish_parallel_linear(*parallel, std::move(out), bias) : out;
 }
 
 Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim) {
@@ -79,15 +85,16 @@ Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim) {
 }
 
 at::Tensor Embedding::forward(const at::Tensor& ids) const {
+  const int64_t rows = parallel ? parallel->full_size : weight.size(0);
   if (ids.numel() > 0) {
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-    if (lo < 0 || hi >= weight.size(0))
+    if (lo < 0 || hi >= rows)
       throw InvalidInputError("input id " + std::to_string(lo < 0 ? lo : hi) + " is outside the vocabulary [0, " +
-                              std::to_string(weight.size(0)) + ")");
+                              std::to_string(rows) + ")");
   }
   at::Tensor out;
   try {
-    out = at::embedding(weight, ids);
+    out = parallel ? parallel_embedding(*parallel, weight, ids) : at::embedding(weight, ids);
   } catch (const c10::Error& e) {
     throw_computation_error(e, "Embedding(" + std::to_string(weight.size(0)) + ", " + std::to_string(weight.size(1)) + ")",
                             weight.scalar_type());

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "distributed/tensor_parallel.h"
 #include "plugformer/error.h"
 #include "plugformer/generation.h"
 #include "plugformer/layers.h"
@@ -94,6 +95,8 @@ LoadingInfo PreTrainedModel::load_weights(const std::map<std::string, at::Tensor
       continue;
     }
     at::Tensor value = state.at(it->second);
+    if (auto slice = tensor_parallel_slices_.find(name); slice != tensor_parallel_slices_.end())
+      value = take_slice(*slice->second, value, source, it->second);
     if (value.sizes() != param.sizes()) {
       if (!options.ignore_mismatched_sizes)
         throw CheckpointError(source + ": weight '" + it->second + "' has shape " + c10::str(value.sizes()) +
@@ -225,6 +228,9 @@ std::string add_variant(const std::string& name, const std::string& variant) {
 
 void PreTrainedModel::save_pretrained(const std::filesystem::path& dir, const SaveOptions& options) const {
   if (!options.is_main_process) return;
+  if (tensor_parallel_)
+    throw InvalidInputError(class_name() + " is split for tensor parallelism and holds only rank " +
+                            std::to_string(tensor_parallel_->rank()) + "'s slices; save it from one process");
   if (is_quantized())
     throw InvalidInputError(class_name() + ": int8-quantized weights cannot be saved in transformers' format; save the "
                             "model before quantizing it");

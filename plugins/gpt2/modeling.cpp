@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include <plugformer/decoder.h>
+#include <plugformer/distributed.h>
 #include <plugformer/error.h>
 #include <plugformer/heads.h>
 
@@ -46,6 +47,11 @@ at::Tensor GPT2Attention::forward(const at::Tensor& hidden, const at::Tensor& ma
     out = attention(q, k, v, mask, scale_, probs);
   }
   return c_proj_->forward(merge_heads(out));
+}
+
+void GPT2Attention::split_for(int64_t rank, int64_t world) {
+  heads_ = tensor_parallel_units(heads_, rank, world, "n_head").second;
+  split_size_ = heads_ * head_dim_;
 }
 
 void GPT2Attention::prune_heads(const std::vector<int64_t>& heads) {
@@ -95,6 +101,17 @@ void GPT2Model::prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& 
     if (!attention) throw InvalidInputError("prune_heads: layer " + std::to_string(layer) + " does not exist");
     attention->prune_heads(heads);
   }
+}
+
+std::vector<TensorParallelRule> GPT2Model::tensor_parallel_plan() const {
+  const int64_t d = cfg_.head_dim();
+  return {
+      {"wte", ParallelStyle::vocab_rows},
+      {"h.*.attn.c_attn", ParallelStyle::colwise, d, {cfg_.n_embd, cfg_.n_embd, cfg_.n_embd}},
+      {"h.*.attn.c_proj", ParallelStyle::rowwise, d},
+      {"h.*.mlp.c_fc", ParallelStyle::colwise},
+      {"h.*.mlp.c_proj", ParallelStyle::rowwise},
+  };
 }
 
 ModelOutput GPT2Model::forward(const ModelInputs& inputs) {
@@ -149,6 +166,12 @@ GPT2HeadModel::GPT2HeadModel(std::shared_ptr<GPT2Config> config) : PreTrainedMod
 
 GPT2LMHeadModel::GPT2LMHeadModel(std::shared_ptr<GPT2Config> config) : GPT2HeadModel(config) {
   lm_head_ = register_module("lm_head", std::make_shared<Linear>(config->n_embd, config->vocab_size, false));
+}
+
+std::vector<TensorParallelRule> GPT2LMHeadModel::tensor_parallel_plan() const {
+  auto plan = GPT2HeadModel::tensor_parallel_plan();
+  plan.push_back({"lm_head", ParallelStyle::colwise_gather});
+  return plan;
 }
 
 ModelOutput GPT2LMHeadModel::forward(const ModelInputs& inputs) {

@@ -10,9 +10,10 @@
 
 namespace plugformer::gpt2 {
 
-class GPT2Attention : public torch::nn::Module {
+class GPT2Attention : public torch::nn::Module, public TensorParallelModule {
  public:
   GPT2Attention(const GPT2Config& config, int64_t layer_idx);
+  void split_for(int64_t rank, int64_t world) override;  // this rank's block of heads
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, KVCache* cache, at::Tensor* probs);
   // Removes heads (numbered as in the unpruned layer) from c_attn's q, k, v parts and c_proj.
   void prune_heads(const std::vector<int64_t>& heads);
@@ -62,6 +63,8 @@ class GPT2Model : public PreTrainedModel {
   // Inputs: input_ids or inputs_embeds [batch, seq]; attention_mask [batch, past + seq];
   // position_ids (default arange(past, past + seq)); token_type_ids (embedded with wte).
   bool supports_gradient_checkpointing() const override { return true; }
+  // wte by vocabulary rows; c_attn's q, k, v sections by heads then c_proj by rows; c_fc, c_proj.
+  std::vector<TensorParallelRule> tensor_parallel_plan() const override;
   ModelOutput forward(const ModelInputs& inputs) override;
 
  protected:
@@ -81,6 +84,9 @@ class GPT2HeadModel : public PreTrainedModel {
   explicit GPT2HeadModel(std::shared_ptr<GPT2Config> config);
   std::string base_model_prefix() const override { return "transformer"; }
   std::vector<std::string> ignored_unexpected_keys() const override { return gpt2_ignored_unexpected_keys(); }
+  std::vector<TensorParallelRule> tensor_parallel_plan() const override {
+    return prefixed_plan("transformer", transformer_->tensor_parallel_plan());
+  }
 
  protected:
   std::shared_ptr<GPT2Model> transformer_;
@@ -94,6 +100,7 @@ class GPT2LMHeadModel : public GPT2HeadModel {
     return {{"lm_head.weight", "transformer.wte.weight"}};
   }
   bool can_generate() const override { return true; }
+  std::vector<TensorParallelRule> tensor_parallel_plan() const override;
   ModelOutput forward(const ModelInputs& inputs) override;
 
  protected:

@@ -35,6 +35,9 @@ struct PretrainedOptions {
   std::string architecture;                // instantiate this class instead of the task's default
   LoadingInfo* loading_info = nullptr;     // output_loading_info
   std::string quantization;                // "" or "int8": PreTrainedModel::quantize after loading
+  // This process's rank of a tensor-parallel group (distributed.h): the model is split by its
+  // family's plan and only this rank's slices of the weights are read.
+  std::shared_ptr<TensorParallelGroup> tensor_parallel;
 };
 
 class AutoConfig {

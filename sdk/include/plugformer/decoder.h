@@ -110,6 +110,9 @@ class DecoderModel : public PreTrainedModel {
   std::string base_model_prefix() const override { return "model"; }
   std::vector<std::string> ignored_unexpected_keys() const override;
   bool supports_gradient_checkpointing() const override { return true; }
+  // Megatron's split: attention heads (q / k / v colwise, o_proj rowwise), MLP columns then rows,
+  // the token embedding by vocabulary rows; norms replicated.
+  std::vector<TensorParallelRule> tensor_parallel_plan() const override;
   ModelOutput forward(const ModelInputs& inputs) override;
   const DecoderLayout& layout() const { return layout_; }
 
@@ -133,6 +136,9 @@ class DecoderHeadModel : public PreTrainedModel {
   std::string base_model_prefix() const override { return base_prefix_; }
   std::vector<std::string> ignored_unexpected_keys() const override { return model_->ignored_unexpected_keys(); }
   bool supports_gradient_checkpointing() const override { return true; }
+  std::vector<TensorParallelRule> tensor_parallel_plan() const override {
+    return prefixed_plan(base_prefix_, model_->tensor_parallel_plan());
+  }
 
  protected:
   std::string family_, base_prefix_;
@@ -152,6 +158,8 @@ class DecoderForCausalLM : public DecoderHeadModel {
   // longrope with an original context: the cache is dropped once, when the sequence first exceeds it.
   bool reuses_cache(int64_t total, int64_t cached) const override;
   bool decodes_cache_batches() const override { return true; }
+  // The base model's plan, and lm_head split by vocabulary with the logits gathered on every rank.
+  std::vector<TensorParallelRule> tensor_parallel_plan() const override;
   ModelOutput forward(const ModelInputs& inputs) override;
 
  protected:

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <torch/nn/module.h>
 
@@ -18,6 +19,32 @@ namespace plugformer {
 // LoRA adapters attached to a Linear / Conv1D by PeftModel (peft.h); defined in core.
 class LoraLayer;
 class KVCache;
+struct TensorParallelShard;
+
+// Tensor parallelism (distributed.h): how a family splits its modules across ranks, as
+// transformers' tp_plan does. Modules without a rule are replicated.
+enum class ParallelStyle {
+  colwise,         // Linear / Conv1D output features split, with their biases (a rank's heads / MLP columns)
+  rowwise,         // input features split; partial outputs summed over ranks, then the bias added once
+  colwise_gather,  // colwise, then the outputs gathered so every rank has all of them (an LM head)
+  vocab_rows,      // Embedding rows split; a rank looks up the ids it holds, the results summed over ranks
+};
+struct TensorParallelRule {
+  std::string pattern;  // module path; '*' stands for one path component ("layers.*.mlp.down_proj")
+  ParallelStyle style = ParallelStyle::colwise;
+  int64_t unit = 1;     // split in whole units of this many features (a head's head_dim)
+  // Fused outputs ([q heads | k heads | v heads], [gate | up]): the blocks' sizes, each split alike.
+  std::vector<int64_t> sections = {};
+};
+// A base model's plan as seen from a head model holding it under `prefix` ("model", "transformer").
+std::vector<TensorParallelRule> prefixed_plan(const std::string& prefix, std::vector<TensorParallelRule> plan);
+// Modules whose sizes follow the split (attention's head counts): told the world size once the
+// model's layers are split.
+class TensorParallelModule {
+ public:
+  virtual ~TensorParallelModule() = default;
+  virtual void split_for(int64_t rank, int64_t world) = 0;
+};
 
 // y = x W^T + b with W stored [out, in]. One-row inputs (decode) take a matrix-vector product,
 // which is several times faster than the one-row sgemm path on CPU.
@@ -29,6 +56,8 @@ class Linear : public torch::nn::Module {
   at::Tensor weight, bias;
   // Set by PeftModel: the active adapters' low-rank products are added to the output.
   std::shared_ptr<LoraLayer> lora;
+  // Set when the model is split across ranks (distributed.h).
+  std::shared_ptr<const TensorParallelShard> parallel;
 };
 
 // GPT-2's Conv1D: a linear layer whose weight is stored [in, out].
@@ -39,6 +68,7 @@ class Conv1D : public torch::nn::Module {
   at::Tensor base_forward(const at::Tensor& x) const;  // without adapters
   at::Tensor weight, bias;
   std::shared_ptr<LoraLayer> lora;  // as Linear::lora
+  std::shared_ptr<const TensorParallelShard> parallel;  // as Linear::parallel
 };
 
 class Embedding : public torch::nn::Module {
@@ -49,6 +79,7 @@ class Embedding : public torch::nn::Module {
   at::Tensor weight;
   // enable_input_require_grads: the output requires grad even when the weight is frozen.
   bool output_requires_grad = false;
+  std::shared_ptr<const TensorParallelShard> parallel;  // vocab_rows: this rank's rows of the table
 };
 
 class LayerNorm : public torch::nn::Module {

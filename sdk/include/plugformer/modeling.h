@@ -19,6 +19,9 @@
 
 namespace plugformer {
 
+class TensorParallelGroup;
+struct TensorParallelSlice;
+
 // Keys and values of past positions, per layer, for decoder self-attention (and the
 // cross-attention keys/values of encoder-decoder models, computed once). Storage grows
 // geometrically so a decode step copies only the new position.
@@ -151,6 +154,14 @@ class PreTrainedModel : public torch::nn::Module {
   // Whether forward takes a KVCache::batch_of cache (one token per row, each row its own history).
   virtual bool decodes_cache_batches() const { return false; }
 
+  // Tensor parallelism (distributed.h). The family's plan: which modules (paths relative to this
+  // model) are split and how; empty when the class cannot be split.
+  virtual std::vector<TensorParallelRule> tensor_parallel_plan() const { return {}; }
+  // Splits the planned modules for `group`'s rank, before load_weights (which then keeps only
+  // this rank's slices). ConfigError for a class without a plan or sizes the ranks do not divide.
+  void split_for_tensor_parallel(std::shared_ptr<TensorParallelGroup> group);
+  const std::shared_ptr<TensorParallelGroup>& tensor_parallel() const { return tensor_parallel_; }
+
   virtual ModelOutput forward(const ModelInputs& inputs) = 0;
 
   // Weights. load_weights takes name -> tensor with transformers' key handling (prefix
@@ -262,6 +273,8 @@ class PreTrainedModel : public torch::nn::Module {
 
   bool gradient_checkpointing_ = false;
   std::vector<std::string> model_tags_;
+  std::shared_ptr<TensorParallelGroup> tensor_parallel_;
+  std::map<std::string, std::shared_ptr<const TensorParallelSlice>> tensor_parallel_slices_;  // by parameter name
 };
 
 using ModelPtr = std::shared_ptr<PreTrainedModel>;
