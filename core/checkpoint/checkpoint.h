@@ -24,6 +24,11 @@ struct Checkpoint {
 // index, as use_safetensors allows.
 Checkpoint load_checkpoint(const std::string& path_or_repo_id, const PretrainedOptions& options);
 
+// Drops this process's pages of a tensor read from a safetensors mapping once it was copied
+// (a tensor-parallel rank's slices): later reads fault the file in again, and other memory is left
+// alone. Whole pages inside the tensor only.
+void release_mapped_pages(const at::Tensor& tensor);
+
 // pytorch_model.bin (torch.save zip format) through libtorch's pickle loader.
 std::map<std::string, at::Tensor> load_torch_bin(const std::filesystem::path& file);
 

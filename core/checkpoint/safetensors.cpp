@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <map>
 #include <fcntl.h>
 #include <fstream>
 #include <limits>
@@ -41,10 +43,22 @@ const DtypeEntry* find_dtype(const std::string& name) {
   return nullptr;
 }
 
+// Live file mappings (start -> end), so release_mapped_pages can tell a checkpoint's pages from
+// memory it must not drop.
+std::mutex mappings_mutex;
+std::map<uintptr_t, uintptr_t> live_mappings;
+
 class Mapping {
  public:
-  Mapping(void* addr, size_t size) : addr_(addr), size_(size) {}
+  Mapping(void* addr, size_t size) : addr_(addr), size_(size) {
+    std::lock_guard<std::mutex> lock(mappings_mutex);
+    live_mappings[uintptr_t(addr)] = uintptr_t(addr) + size;
+  }
   ~Mapping() {
+    {
+      std::lock_guard<std::mutex> lock(mappings_mutex);
+      live_mappings.erase(uintptr_t(addr_));
+    }
     if (addr_ && size_) ::munmap(addr_, size_);
   }
   Mapping(const Mapping&) = delete;
@@ -58,6 +72,20 @@ class Mapping {
 }  // namespace
 
 SafetensorsFile::~SafetensorsFile() = default;
+
+void release_mapped_pages(const at::Tensor& tensor) {
+  if (!tensor.defined() || tensor.nbytes() == 0) return;
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(tensor.data_ptr()), end = begin + tensor.nbytes();
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex);
+    auto it = live_mappings.upper_bound(begin);
+    if (it == live_mappings.begin() || (--it)->second < end) return;  // not (wholly) in a checkpoint mapping
+  }
+  // Whole pages inside the tensor only: a neighbour's bytes (perhaps a zero-copy weight) stay mapped.
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& file) {
   const std::string where = file.string();

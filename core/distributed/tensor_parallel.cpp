@@ -3,10 +3,10 @@
 // layers finish with.
 #include "distributed/tensor_parallel.h"
 
+#include "checkpoint/checkpoint.h"
+
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
-
-#include <sys/mman.h>
 
 #include <sstream>
 
@@ -29,20 +29,6 @@ bool matches(const std::string& pattern, const std::string& path) {
   for (size_t i = 0; i < p.size(); ++i)
     if (p[i] != "*" && p[i] != m[i]) return false;
   return true;
-}
-
-// Hands back the pages of a copied-from tensor in a read-only file mapping, so each rank's peak
-// memory holds its slices rather than every weight it read a slice of. MADV_PAGEOUT keeps contents
-// (anonymous memory without swap is left alone), so it is safe whatever backs the tensor.
-void release_pages(const at::Tensor& full) {
-#ifdef MADV_PAGEOUT
-  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<uintptr_t>(full.data_ptr());
-  const uintptr_t first = (begin + page - 1) / page * page, last = (begin + full.nbytes()) / page * page;
-  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_PAGEOUT);  // advisory only
-#else
-  (void)full;
-#endif
 }
 
 // Blocks of `size` features split in whole `unit`s, section by section (fused projections).
@@ -99,7 +85,7 @@ at::Tensor take_slice(const TensorParallelSlice& slice, const at::Tensor& full, 
     parts.push_back(at::zeros(shape, full.options()));
   }
   at::Tensor out = at::cat(parts, slice.dim).contiguous();
-  release_pages(full);
+  release_mapped_pages(full);  // each rank's peak memory holds its slices, not what it sliced
   return out;
 }
 
