@@ -3,7 +3,8 @@
 // on the split model and on the whole model in this process: outputs within 1e-4 of the whole
 // model's and within the fixture's atol of Hugging Face's; every greedy generation gives
 // Hugging Face's tokens. Rank 0 prints one line per check ("ok ..." / "FAIL ...") and every rank
-// exits 1 on a failure.
+// exits 1 on a failure. With PLUGFORMER_TP_OWN_GROUP=1 the worker builds its own c10d store and
+// Gloo group, as a host application would, and hands them to TensorParallelGroup.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -15,6 +16,8 @@
 #include <plugformer/distributed.h>
 #include <plugformer/generation.h>
 #include <plugformer/safetensors.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 using namespace plugformer;
 
@@ -90,7 +93,20 @@ int main(int argc, char** argv) {
   try {
     auto options = DistributedOptions::from_env();
     if (!options) throw DistributedError("start with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set");
-    auto group = TensorParallelGroup::init(*options);
+    std::shared_ptr<TensorParallelGroup> group;
+    if (const char* own = std::getenv("PLUGFORMER_TP_OWN_GROUP"); own && std::string(own) == "1") {
+      c10d::TCPStoreOptions store_options;
+      store_options.port = uint16_t(options->master_port);
+      store_options.isServer = options->rank == 0;
+      store_options.numWorkers = size_t(options->world_size);
+      auto store = c10::make_intrusive<c10d::TCPStore>(options->master_addr, store_options);
+      auto gloo = c10d::ProcessGroupGloo::Options::create();
+      gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options->master_addr));
+      group = std::make_shared<TensorParallelGroup>(
+          c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(options->rank), int(options->world_size), gloo), store);
+    } else {
+      group = TensorParallelGroup::init(*options);
+    }
     leader = group->rank() == 0;
     for (int i = 1; i < argc; ++i) check_fixture(argv[i], group);
   } catch (const std::exception& e) {
