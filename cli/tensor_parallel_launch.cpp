@@ -5,10 +5,8 @@
 
 #include <ATen/Parallel.h>
 
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,22 +24,6 @@ namespace plugformer::cli {
 namespace {
 
 std::vector<std::string> command_line;
-
-// A port no one listens on now (the kernel's pick), for a single-node launch's store.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = -1;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  if (fd >= 0) ::close(fd);
-  if (port < 0) throw DistributedError("no free local port for the tensor-parallel master");
-  return port;
-}
 
 std::string describe_status(int status) {
   if (WIFSIGNALED(status)) return "was killed by signal " + std::to_string(WTERMSIG(status));
@@ -81,7 +63,7 @@ std::shared_ptr<TensorParallelGroup> RankLauncher::join(const TensorParallelArgs
   o.world_size = a.world_size;
   o.rank = a.node_rank * per_node;
   o.master_addr = a.master_addr.empty() ? "127.0.0.1" : a.master_addr;
-  o.master_port = a.master_port ? *a.master_port : a.nnodes == 1 ? free_port() : 29500;
+  o.master_port = a.master_port ? *a.master_port : a.nnodes == 1 ? free_local_port() : 29500;
 
   // The node's cores are shared by its ranks (torchrun sets OMP_NUM_THREADS the same way).
   const char* threads_env = std::getenv("OMP_NUM_THREADS");

@@ -373,6 +373,21 @@ int64_t TensorParallelGroup::collective_count() const {
   return state_->count;
 }
 
+int free_local_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = -1;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  if (fd >= 0) ::close(fd);
+  if (port < 0) throw DistributedError("no free local port for the tensor-parallel master");
+  return port;
+}
+
 std::pair<int64_t, int64_t> tensor_parallel_units(int64_t units, int64_t rank, int64_t world, const std::string& what) {
   if (units % world == 0) return {rank * (units / world), units / world};
   if (world % units == 0) return {rank / (world / units), 1};

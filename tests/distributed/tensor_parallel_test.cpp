@@ -22,24 +22,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <plugformer/distributed.h>
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 const std::string kCli = std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer";
 const std::string kStories = std::string(PLUGFORMER_SOURCE_DIR) + "/models/stories260K";
 std::string fixture(const std::string& name) { return std::string(PLUGFORMER_FIXTURES_DIR) + "/models/" + name; }
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // A child process with its stdout on a pipe and its stderr in a file; killed if still running
 // when destroyed.
@@ -139,7 +129,7 @@ const std::vector<std::string> kFixtures = {"llama-tiny", "qwen2-tiny", "qwen3-t
                                             "gpt2-tiny-lm", "gpt2-tiny-seqcls"};
 
 void run_fixture_workers(int world, const std::vector<std::string>& fixtures = kFixtures, bool own_group = false) {
-  const int port = free_port();
+  const int port = plugformer::free_local_port();
   std::vector<std::unique_ptr<Child>> ranks;
   for (int r = 0; r < world; ++r) {
     std::vector<std::string> argv = {std::string(PLUGFORMER_BINARY_DIR) + "/bin/tp_fixture_worker"};
@@ -201,7 +191,7 @@ TEST(TensorParallel, SeededSamplingGivesOneProcesssText) {
 TEST(TensorParallel, KilledRankMakesTheOthersExitNamingIt) {
   // Four ranks started by torchrun-style variables; rank 2 is stopped as soon as rank 0 streams
   // its first token (the others then wait on it mid-generation) and killed.
-  const int port = free_port(), world = 4;
+  const int port = plugformer::free_local_port(), world = 4;
   std::vector<std::unique_ptr<Child>> ranks;
   for (int r = 0; r < world; ++r)
     ranks.push_back(std::make_unique<Child>(
@@ -234,7 +224,7 @@ TEST(TensorParallel, RanksWithDifferentModelsDtypesOrWorldSizesRefuse) {
       {base, 3, "world size"},
   };
   for (const auto& c : cases) {
-    const int port = free_port();
+    const int port = plugformer::free_local_port();
     Child rank0(base, rank_env(0, 2, port));
     Child rank1(c.rank1_args, rank_env(1, c.rank1_world, port));
     for (Child* r : {&rank0, &rank1}) {

@@ -73,6 +73,9 @@ class TensorParallelGroup {
   std::unique_ptr<State> state_;
 };
 
+// A loopback TCP port no one listens on now (the kernel's pick): a single host's master port.
+int free_local_port();
+
 // The slice of `units` whole units (heads, or single features) that `rank` of `world` holds:
 // (first unit, count). Blocks of units / world when world divides them; one unit shared by
 // world / units ranks when units divides world (key / value heads fewer than ranks); otherwise
