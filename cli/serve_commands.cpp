@@ -1,13 +1,17 @@
 // serve: the OpenAI / TEI-compatible HTTP server (server/http_server.h).
+#include <pthread.h>
+#include <signal.h>
 #include <cstdlib>  // getenv
 
 #include "commands.h"
 #include "http_server.h"
+#include "tensor_parallel_launch.h"
 
 namespace plugformer::cli {
 
 void add_serve_commands(CLI::App& app) {
   static server::ServerOptions options;
+  static TensorParallelArgs parallel;
   auto* cmd = app.add_subcommand("serve", "Serve a model over HTTP (OpenAI /v1 API, TEI /embed and /rerank)");
   cmd->add_option("model", options.model, "Model directory or Hub repo id")->required();
   cmd->add_option("--served-model-name", options.served_model_name, "The model name clients use (default: the folder name)");
@@ -25,10 +29,31 @@ void add_serve_commands(CLI::App& app) {
   cmd->add_option("--request-timeout", options.request_timeout, "Seconds a request may take in all")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--max-body-bytes", options.max_body_bytes, "Largest request body")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--shutdown-timeout", options.shutdown_timeout, "Seconds SIGTERM waits for running requests")->capture_default_str()->check(CLI::NonNegativeNumber);
+  add_tensor_parallel_options(cmd, parallel);
   cmd->callback([] {
     // The key from the environment too, never printed.
     if (const char* key = std::getenv("PLUGFORMER_API_KEY"); key && *key) options.api_keys.emplace_back(key);
+    // SIGTERM / SIGINT are for the server's own signal thread: block them before the tensor-parallel
+    // group starts its threads, which inherit the mask.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    RankLauncher ranks;
+    options.tensor_parallel = ranks.join(parallel);
+    if (options.tensor_parallel && options.tensor_parallel->rank() != 0) {
+      // Rank 0 serves HTTP and stops this rank when it shuts down (a terminal's Ctrl-C goes to it);
+      // SIGTERM still ends this rank.
+      sigset_t term;
+      sigemptyset(&term);
+      sigaddset(&term, SIGTERM);
+      pthread_sigmask(SIG_UNBLOCK, &term, nullptr);
+      server::follow_tensor_parallel_server(options);
+      return;
+    }
     server::run_server(options);
+    ranks.wait();
   });
 }
 

@@ -4,8 +4,10 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 
+#include <plugformer/distributed.h>
 #include <plugformer/error.h>
 #include <plugformer/log.h>
 
@@ -51,12 +53,14 @@ struct Engine::Active {
   std::string pending;  // decoded, not sent: may begin a stop string
   Clock::time_point arrived, last_token;
   bool done = false;
+  int64_t id = 0;  // names the sequence to the other tensor-parallel ranks
 };
 
 Engine::Engine(ModelPtr model, std::shared_ptr<const Tokenizer> tokenizer, EngineOptions options, Metrics& metrics)
     : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(options), metrics_(metrics) {
   if (options_.max_num_seqs < 1) throw InvalidInputError("--max-num-seqs must be at least 1");
   if (options_.max_queue < 0) throw InvalidInputError("--max-queue must be >= 0");
+  if (model_->tensor_parallel()) mirror_ = std::make_unique<StepMirror>(model_->tensor_parallel());
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -79,6 +83,7 @@ std::shared_ptr<Sequence> Engine::submit(GenerationRequest request) {
   auto handle = active->handle;
   {
     std::lock_guard lock(mutex_);
+    active->id = next_id_++;
     if (draining_) throw ShuttingDownError("the server is shutting down and takes no new requests");
     if (int64_t(waiting_.size()) >= options_.max_queue + std::max<int64_t>(0, options_.max_num_seqs - running_count_))
       throw QueueFullError("the server is at capacity: " + std::to_string(options_.max_num_seqs) + " sequences running and " +
@@ -102,13 +107,30 @@ void Engine::drain(Clock::time_point deadline) {
   }
 }
 
+void Engine::lost_rank(const DistributedError& error) {
+  logger().error("serve: {}; exiting", error.what());
+  std::_Exit(1);
+}
+
 void Engine::loop() {
   c10::InferenceMode inference;
+  try {
+    step_until_stopped();
+    if (mirror_) mirror_->stop();
+  } catch (const DistributedError& e) {
+    lost_rank(e);
+  }
+}
+
+void Engine::step_until_stopped() {
+  const auto has_work = [&] { return stopping_ || aborting_ || !waiting_.empty() || !running_.empty(); };
   while (true) {
     bool abort = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || aborting_ || !waiting_.empty() || !running_.empty(); });
+      // Idle tensor-parallel ranks hear from rank 0 now and then, well within the collective timeout.
+      while (!wake_.wait_for(lock, std::chrono::seconds(30), has_work))
+        if (mirror_) mirror_->keepalive();
       abort = aborting_;
       if (stopping_ && waiting_.empty() && running_.empty()) break;
       // Admitted in arrival order while slots are free. While sequences are decoding, the prefills of
@@ -144,6 +166,7 @@ void Engine::loop() {
     std::erase_if(running_, [&](const std::unique_ptr<Active>& seq) {
       if (seq->done) ++retired;
       else if (seq->cache) kv_bytes += seq->cache->bytes();
+      if (seq->done && mirror_) mirror_->release(seq->id);
       return seq->done;
     });
     {
@@ -207,6 +230,7 @@ at::Tensor Engine::run_from_scratch(Active& seq, int64_t logits_to_keep) {
   inputs.past_key_values = seq.cache;
   inputs.use_cache = true;
   inputs.logits_to_keep = logits_to_keep;
+  if (mirror_) mirror_->from_scratch(seq.id, seq.tokens, logits_to_keep);
   at::Tensor logits = model_->forward(inputs)["logits"][0];
   seq.cached = int64_t(seq.tokens.size());
   return logits;
@@ -225,6 +249,8 @@ void Engine::prefill(Active& seq) {
             logprob_of(logits[int64_t(i) - 1], seq.tokens[i], seq.request.logprobs.value_or(0), tokenizer_.get(),
                        seq.tokens.data(), i));
     advance(seq, logits[logits.size(0) - 1].unsqueeze(0).to(at::kFloat).clone());
+  } catch (const DistributedError&) {
+    throw;
   } catch (const std::exception& e) {
     fail(seq, e.what());
   }
@@ -240,6 +266,8 @@ void Engine::decode(std::vector<Active*>& batch) {
     }
     try {
       advance(*seq, run_from_scratch(*seq, 1)[-1].unsqueeze(0).to(at::kFloat).clone());
+    } catch (const DistributedError&) {
+      throw;
     } catch (const std::exception& e) {
       fail(*seq, e.what());
     }
@@ -250,13 +278,15 @@ void Engine::decode(std::vector<Active*>& batch) {
   const size_t group = together ? rows.size() : 1;
   for (size_t start = 0; start < rows.size(); start += group) {
     const size_t count = std::min(group, rows.size() - start);
-    std::vector<int64_t> last;
+    std::vector<int64_t> last, ids;
     std::vector<std::shared_ptr<KVCache>> caches;
     for (size_t i = start; i < start + count; ++i) {
       last.push_back(rows[i]->tokens.back());
+      ids.push_back(rows[i]->id);
       caches.push_back(rows[i]->cache);
     }
     try {
+      if (mirror_) mirror_->decode(ids, last);
       ModelInputs inputs;
       inputs.tensors["input_ids"] = at::tensor(last, at::kLong).unsqueeze(1);
       inputs.past_key_values = together ? KVCache::batch_of(caches) : caches.front();
@@ -269,6 +299,8 @@ void Engine::decode(std::vector<Active*>& batch) {
         seq.cached += 1;
         advance(seq, logits[int64_t(i)].unsqueeze(0).clone());
       }
+    } catch (const DistributedError&) {
+      throw;
     } catch (const std::exception& e) {
       for (size_t i = start; i < start + count; ++i) fail(*rows[i], e.what());
     }

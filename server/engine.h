@@ -24,6 +24,7 @@
 #include <plugformer/tokenizer.h>
 
 #include "metrics.h"
+#include "step_mirror.h"
 
 namespace plugformer::server {
 
@@ -117,6 +118,7 @@ class Engine {
  private:
   struct Active;
   void loop();
+  void step_until_stopped();
   // Runs the model on all of the sequence's tokens into a fresh cache: logits of the last
   // `logits_to_keep` positions (0: all), [positions, vocab].
   at::Tensor run_from_scratch(Active& seq, int64_t logits_to_keep);
@@ -127,10 +129,15 @@ class Engine {
   void finish(Active& seq, const std::string& reason);
   void fail(Active& seq, const std::string& message);
 
+  // A lost tensor-parallel rank leaves the model unusable: the process exits with the error.
+  [[noreturn]] static void lost_rank(const DistributedError& error);
+
   ModelPtr model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   EngineOptions options_;
   Metrics& metrics_;
+  std::unique_ptr<StepMirror> mirror_;  // a tensor-parallel model: the other ranks repeat each call
+  int64_t next_id_ = 0;                 // sequence ids for the mirror
 
   std::mutex mutex_;
   std::condition_variable wake_, idle_;

@@ -123,6 +123,30 @@ std::string folder_name(const std::string& model) {
   return model;  // a Hub repo id
 }
 
+// How the model is loaded, on every tensor-parallel rank alike.
+PretrainedOptions model_options(const ServerOptions& options) {
+  PretrainedOptions po;
+  po.torch_dtype = options.dtype;
+  po.quantization = options.quantize;
+  po.tensor_parallel = options.tensor_parallel;
+  return po;
+}
+
+// --task, or what the checkpoint is for. Tensor parallelism serves generation only.
+std::string serving_task(const ServerOptions& options, const PretrainedConfig& config) {
+  std::string task = options.task;
+  if (task.empty()) {
+    const bool causal = !config.architectures.empty() && config.architectures.front().ends_with("ForCausalLM");
+    const bool classifier = !config.architectures.empty() && config.architectures.front().ends_with("ForSequenceClassification");
+    if (causal) task = "generate";
+    else if (classifier && !resolve_file(options.model, "modules.json", model_options(options), true)) task = "rerank";
+    else task = "embed";
+  }
+  if (options.tensor_parallel && task != "generate")
+    throw InvalidInputError("--tensor-parallel serves text generation only; this model's task is '" + task + "'");
+  return task;
+}
+
 class Server {
  public:
   explicit Server(ServerOptions options) : options_(std::move(options)) {}
@@ -180,18 +204,9 @@ class Server {
 
  private:
   void load() {
-    PretrainedOptions po;
-    po.torch_dtype = options_.dtype;
-    po.quantization = options_.quantize;
+    PretrainedOptions po = model_options(options_);
     ConfigPtr config = AutoConfig::from_pretrained(options_.model, po);
-    task_ = options_.task;
-    if (task_.empty()) {
-      const bool causal = !config->architectures.empty() && config->architectures.front().ends_with("ForCausalLM");
-      const bool classifier = !config->architectures.empty() && config->architectures.front().ends_with("ForSequenceClassification");
-      if (causal) task_ = "generate";
-      else if (classifier && !resolve_file(options_.model, "modules.json", po, true)) task_ = "rerank";
-      else task_ = "embed";
-    }
+    task_ = serving_task(options_, *config);
     context_.name = options_.served_model_name.empty() ? folder_name(options_.model) : options_.served_model_name;
     context_.vocab_size = config->has("vocab_size") && config->get("vocab_size").is_number_integer()
                               ? config->get("vocab_size").get<int64_t>() : 0;
@@ -626,5 +641,13 @@ class Server {
 }  // namespace
 
 int run_server(const ServerOptions& options) { return Server(options).run(); }
+
+void follow_tensor_parallel_server(const ServerOptions& options) {
+  const PretrainedOptions po = model_options(options);
+  ConfigPtr config = AutoConfig::from_pretrained(options.model, po);
+  serving_task(options, *config);
+  ModelPtr model = AutoModelForCausalLM::from_pretrained(options.model, po);
+  follow_engine_steps(*model, *options.tensor_parallel);
+}
 
 }  // namespace plugformer::server

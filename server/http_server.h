@@ -5,8 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include <plugformer/distributed.h>
 
 namespace plugformer::server {
 
@@ -24,11 +27,18 @@ struct ServerOptions {
   double request_timeout = 600;   // seconds a request may take in all
   int64_t max_body_bytes = 16 << 20;
   double shutdown_timeout = 30;   // seconds SIGTERM waits for running requests
+  // This process is rank 0 of a tensor-parallel group (generation only): the other ranks run
+  // follow_tensor_parallel_server.
+  std::shared_ptr<TensorParallelGroup> tensor_parallel;
 };
 
 // Listens, loads the model (GET /health answers 503 until then), prints
 // "plugformer serve: listening on http://HOST:PORT" once ready, and serves until SIGTERM or SIGINT;
 // then finishes the running requests (up to shutdown_timeout) and returns 0.
 int run_server(const ServerOptions& options);
+
+// A tensor-parallel rank other than 0: loads its slices of the model as rank 0 does, then repeats
+// rank 0's model calls until rank 0's server stops (returns) or a rank is lost (DistributedError).
+void follow_tensor_parallel_server(const ServerOptions& options);
 
 }  // namespace plugformer::server

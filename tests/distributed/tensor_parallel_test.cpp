@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <plugformer/distributed.h>
@@ -258,6 +259,55 @@ TEST(TensorParallel, UnsplittableSizesAndBeamSearchAreRefused) {
   Child beams({kCli, "generate", kStories, "Once", "--tensor-parallel", "2", "--num-beams", "2"});
   EXPECT_EQ(beams.wait(60), 1) << beams.err();
   EXPECT_NE(beams.err().find("beam search is not available for a tensor-parallel model"), std::string::npos) << beams.err();
+}
+
+// `plugformer serve --tensor-parallel 2`: rank 0 serves HTTP, rank 1 follows its model calls.
+std::string stories_greedy_text() {
+  std::ifstream in(std::string(PLUGFORMER_FIXTURES_DIR) + "/llama_stories260K.json");
+  return nlohmann::json::parse(in)["prompts"][0]["greedy"]["text"].get<std::string>();
+}
+
+int serving_port(Child& server) {
+  EXPECT_TRUE(server.wait_for_output("listening on http://127.0.0.1:", 120)) << server.err();
+  const std::string& out = server.out();
+  return std::stoi(out.substr(out.find("127.0.0.1:") + 10));
+}
+
+std::string complete(int port, int max_tokens) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(120, 0);
+  const nlohmann::json body = {{"model", "stories260K"}, {"prompt", "Once upon a time"}, {"max_tokens", max_tokens},
+                               {"temperature", 0}};
+  auto res = client.Post("/v1/completions", body.dump(), "application/json");
+  if (!res || res->status != 200) return "HTTP error " + (res ? std::to_string(res->status) + " " + res->body : "(no response)");
+  return nlohmann::json::parse(res->body)["choices"][0]["text"].get<std::string>();
+}
+
+TEST(TensorParallel, ServeOnTwoRanksAnswersConcurrentRequestsAsOneProcessAndStopsCleanly) {
+  Child server({kCli, "serve", kStories, "--port", "0", "--tensor-parallel", "2"});
+  const int port = serving_port(server);
+  std::vector<std::string> texts(4);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < texts.size(); ++i) clients.emplace_back([&, i] { texts[i] = complete(port, 40); });
+  for (auto& c : clients) c.join();
+  for (const auto& text : texts) EXPECT_EQ(text, stories_greedy_text());
+  ::kill(server.pid(), SIGTERM);
+  EXPECT_EQ(server.wait(60), 0) << server.err();
+}
+
+TEST(TensorParallel, ServeExitsNamingAKilledFollower) {
+  Child server({kCli, "serve", kStories, "--port", "0", "--tensor-parallel", "2"});
+  const int port = serving_port(server);
+  EXPECT_EQ(complete(port, 5), ", there was a little");
+  std::ifstream children("/proc/" + std::to_string(server.pid()) + "/task/" + std::to_string(server.pid()) + "/children");
+  pid_t follower = 0;
+  ASSERT_TRUE(children >> follower) << "rank 1 is a child of the server";
+  ::kill(follower, SIGKILL);
+  complete(port, 5);  // the next model call finds rank 1 gone
+  const auto killed = Clock::now();
+  EXPECT_EQ(server.wait(60), 1) << server.err();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - killed).count(), 30.0);
+  EXPECT_NE(server.err().find("rank 1 stopped responding"), std::string::npos) << server.err();
 }
 
 }  // namespace

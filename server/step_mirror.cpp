@@ -1,0 +1,95 @@
+#include "step_mirror.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <map>
+
+#include <plugformer/log.h>
+
+namespace plugformer::server {
+
+namespace {
+
+enum Command : int64_t { kStop = 0, kKeepalive = 1, kFromScratch = 2, kDecode = 3 };
+
+// What rank 0 runs, rebuilt on every rank: [1, n] ids into one cache, or [rows, 1] ids over caches.
+ModelInputs model_inputs(at::Tensor ids, std::shared_ptr<KVCache> cache, int64_t logits_to_keep) {
+  ModelInputs inputs;
+  inputs.tensors["input_ids"] = std::move(ids);
+  inputs.past_key_values = std::move(cache);
+  inputs.use_cache = true;
+  inputs.logits_to_keep = logits_to_keep;
+  return inputs;
+}
+
+}  // namespace
+
+void StepMirror::send(int64_t kind, int64_t logits_to_keep, const std::vector<int64_t>& body) {
+  // A fixed-size header (command, released count, body length, logits_to_keep), then the ids.
+  at::Tensor header = at::tensor({kind, int64_t(released_.size()), int64_t(body.size()), logits_to_keep}, at::kLong);
+  group_->broadcast(header);
+  std::vector<int64_t> payload = released_;
+  payload.insert(payload.end(), body.begin(), body.end());
+  released_.clear();
+  if (payload.empty()) return;
+  at::Tensor ids = at::tensor(payload, at::kLong);
+  group_->broadcast(ids);
+}
+
+void StepMirror::from_scratch(int64_t seq, const std::vector<int64_t>& tokens, int64_t logits_to_keep) {
+  std::vector<int64_t> body{seq};
+  body.insert(body.end(), tokens.begin(), tokens.end());
+  send(kFromScratch, logits_to_keep, body);
+}
+
+void StepMirror::decode(const std::vector<int64_t>& seqs, const std::vector<int64_t>& tokens) {
+  std::vector<int64_t> body;
+  for (size_t i = 0; i < seqs.size(); ++i) body.insert(body.end(), {seqs[i], tokens[i]});
+  send(kDecode, 1, body);
+}
+
+void StepMirror::keepalive() { send(kKeepalive, 0, {}); }
+void StepMirror::stop() { send(kStop, 0, {}); }
+
+void follow_engine_steps(PreTrainedModel& model, TensorParallelGroup& group) {
+  c10::InferenceMode inference;
+  std::map<int64_t, std::shared_ptr<KVCache>> caches;  // rank 0's sequence ids
+  while (true) {
+    at::Tensor header = at::zeros({4}, at::kLong);
+    group.broadcast(header);
+    const int64_t kind = header[0].item<int64_t>(), released = header[1].item<int64_t>(), length = header[2].item<int64_t>();
+    at::Tensor payload = at::zeros({released + length}, at::kLong);
+    if (payload.numel() > 0) group.broadcast(payload);
+    const int64_t* p = payload.data_ptr<int64_t>();
+    for (int64_t i = 0; i < released; ++i) caches.erase(p[i]);
+    const int64_t* body = p + released;
+    if (kind == kStop) return;
+    if (kind == kKeepalive) continue;
+    try {
+      if (kind == kFromScratch) {
+        auto cache = std::make_shared<KVCache>();
+        caches[body[0]] = cache;
+        model.forward(model_inputs(at::tensor(std::vector<int64_t>(body + 1, body + length), at::kLong).unsqueeze(0), cache,
+                                   header[3].item<int64_t>()));
+      } else if (kind == kDecode) {
+        std::vector<int64_t> last;
+        std::vector<std::shared_ptr<KVCache>> rows;
+        for (int64_t i = 0; i < length; i += 2) {
+          rows.push_back(caches.at(body[i]));
+          last.push_back(body[i + 1]);
+        }
+        // As the engine does: one batch step, or (families without one) a row per call.
+        model.forward(model_inputs(at::tensor(last, at::kLong).unsqueeze(1),
+                                   model.decodes_cache_batches() ? KVCache::batch_of(rows) : rows.front(), 1));
+      }
+    } catch (const DistributedError&) {
+      throw;
+    } catch (const std::exception& e) {
+      // Rank 0's call fails the same way and fails its request; the ranks stay in step.
+      logger().debug("tensor-parallel follower: a mirrored call failed: {}", e.what());
+    }
+  }
+}
+
+}  // namespace plugformer::server
