@@ -83,7 +83,7 @@ json tei_error(const std::string& message, int status) {
 json parse_body(const httplib::Request& req) {
   try {
     return json::parse(req.body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, or a number beyond double's range
     throw ApiError(400, std::string("the request body is not valid JSON: ") + e.what());
   }
 }

@@ -349,7 +349,7 @@ json read_json_file(const std::filesystem::path& file) {
   buffer << in.rdbuf();
   try {
     return json::parse(buffer.str());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // syntax, or a number beyond double's range
     throw ConfigError(file.string() + ": not valid JSON (" + e.what() + ")");
   }
 }

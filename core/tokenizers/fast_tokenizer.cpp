@@ -628,7 +628,7 @@ std::shared_ptr<FastTokenizer> FastTokenizer::from_json(const std::string& text,
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, or a number beyond double's range
     throw TokenizerError(source + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw TokenizerError(source + ": expected a JSON object at the top level, got " + std::string(j.type_name()));

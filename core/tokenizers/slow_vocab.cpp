@@ -141,7 +141,7 @@ std::shared_ptr<Tokenizer> load_gpt2_vocab(const std::filesystem::path& dir, con
   json vocab;
   try {
     vocab = json::parse(read_text(vfile));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, or a number beyond double's range
     throw TokenizerError(vfile.string() + ": not valid JSON: " + e.what());
   }
   if (!vocab.is_object()) throw TokenizerError(vfile.string() + ": expected an object {token: id}");

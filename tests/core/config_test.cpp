@@ -105,6 +105,18 @@ TEST(Config, NotJsonNamesTheFile) {
   }
 }
 
+TEST(Config, NumberBeyondDoubleRangeIsAConfigError) {
+  // Found by fuzzing the JSON readers: nlohmann's out_of_range (406) escaped untyped.
+  test::TempDir dir("config-huge-number");
+  test::write_file(dir / "config.json", R"({"model_type": "llama", "rope_theta": 2e7777777})");
+  try {
+    AutoConfig::from_pretrained(dir.path().string());
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Config, MissingDirectoryAndFile) {
   EXPECT_THROW(AutoConfig::from_pretrained("/nonexistent/plugformer/model"), FileNotFoundError);
   test::TempDir dir("config-missing-file");

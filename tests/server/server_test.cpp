@@ -294,6 +294,8 @@ TEST_F(Serve, BadRequestsGetErrorsAndTheServerKeepsServing) {
   const int p = port();
   expect_error(post(p, "/v1/completions", std::string("{\"prompt\": \"x\",")), 400);
   expect_error(post(p, "/v1/completions", std::string("[1, 2]")), 400);
+  // A number beyond double's range is a JSON error too (found by fuzzing the JSON readers).
+  expect_error(post(p, "/v1/completions", std::string("{\"prompt\": \"x\", \"temperature\": 2e7777777}")), 400);
   expect_error(post(p, "/v1/completions", json{{"prompt", 5}}), 400, "prompt");
   expect_error(post(p, "/v1/completions", json{{"prompt", "x"}, {"max_tokens", "ten"}}), 400, "max_tokens");
   expect_error(post(p, "/v1/completions", json{{"prompt", "x"}, {"temperature", "hot"}}), 400, "temperature");

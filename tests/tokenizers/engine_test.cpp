@@ -74,6 +74,17 @@ TEST(TokenizerBadInput, NotJson) {
   EXPECT_THROW(FastTokenizer::from_file(d.path / "missing.json"), FileNotFoundError);
 }
 
+TEST(TokenizerBadInput, NumberBeyondDoubleRangeIsNotValidJson) {
+  // fuzz/tokenizer_json's first crash: nlohmann's out_of_range (406) escaped as an untyped exception.
+  expect_tokenizer_error([] { FastTokenizer::from_json("2e7777777", "huge.json"); }, {"huge.json", "not valid JSON"});
+  expect_tokenizer_error([] { FastTokenizer::from_json(R"({"version": "1.0", "model": {"dropout": 1e999}})", "huge.json"); },
+                         {"huge.json", "not valid JSON"});
+  TempDir d;
+  std::ofstream(d.path / "vocab.json") << R"({"a": 1e999})";
+  std::ofstream(d.path / "merges.txt") << "#version: 0.2\n";
+  expect_tokenizer_error([&] { load_gpt2_vocab(d.path, json::object()); }, {"vocab.json", "not valid JSON"});
+}
+
 TEST(TokenizerBadInput, UnknownComponentTypeNamesTypeAndPath) {
   json j = tokenizer_json("bert-base-uncased");
   j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({{{"type", "WhitespaceSplit"}}, {{"type", "Bogus"}}})}};
