@@ -625,6 +625,14 @@ AddedToken parse_added_token(const json& j, const std::string& path) {
 }  // namespace
 
 std::shared_ptr<FastTokenizer> FastTokenizer::from_json(const std::string& text, const std::string& source) {
+  try {
+    return build_from_json(text, source);
+  } catch (const json::exception& e) {  // found by fuzzing: e.g. "dropout": false
+    throw TokenizerError(source + ": a field has an unexpected JSON type or value (" + e.what() + ")");
+  }
+}
+
+std::shared_ptr<FastTokenizer> FastTokenizer::build_from_json(const std::string& text, const std::string& source) {
   json j;
   try {
     j = json::parse(text);

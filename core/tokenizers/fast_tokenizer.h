@@ -72,6 +72,9 @@ class FastTokenizer : public Tokenizer {
   struct Impl;
 
  private:
+  // from_json's work; a field of an unexpected JSON type it did not check itself reaches from_json
+  // as nlohmann's exception, which turns it into a TokenizerError.
+  static std::shared_ptr<FastTokenizer> build_from_json(const std::string& text, const std::string& source);
   FastTokenizer();
   std::unique_ptr<Impl> impl_;
 };

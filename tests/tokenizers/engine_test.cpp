@@ -85,6 +85,16 @@ TEST(TokenizerBadInput, NumberBeyondDoubleRangeIsNotValidJson) {
   expect_tokenizer_error([&] { load_gpt2_vocab(d.path, json::object()); }, {"vocab.json", "not valid JSON"});
 }
 
+TEST(TokenizerBadInput, FieldsOfAnUnexpectedJsonTypeAreTokenizerErrors) {
+  // fuzz/tokenizer_json's second crash (a boolean dropout, no model type): nlohmann's type_error escaped.
+  expect_tokenizer_error(
+      [] {
+        FastTokenizer::from_json(R"({"version":"1.0","model":{"null":"BPE","dropout":false,"vocab":{"H":0},"merges":[]}})",
+                                 "fuzzed.json");
+      },
+      {"fuzzed.json"});
+}
+
 TEST(TokenizerBadInput, UnknownComponentTypeNamesTypeAndPath) {
   json j = tokenizer_json("bert-base-uncased");
   j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({{{"type", "WhitespaceSplit"}}, {{"type", "Bogus"}}})}};
