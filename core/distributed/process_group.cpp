@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <functional>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
