@@ -1,6 +1,8 @@
 #include "plugformer/safetensors.h"
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstring>
 #include <mutex>
 #include <map>
@@ -48,9 +50,70 @@ const DtypeEntry* find_dtype(const std::string& name) {
 std::mutex mappings_mutex;
 std::map<uintptr_t, uintptr_t> live_mappings;
 
+// A file truncated in place while mapped takes its pages with it: the next touch of one raises
+// SIGBUS. The process cannot go on without those weights, but it must not die unexplained, so a
+// SIGBUS inside a weights mapping is reported with the file's name before the signal takes its
+// course. The handler reads this fixed table, which needs no lock: `begin` is published last.
+struct MappedFileSlot {
+  std::atomic<uintptr_t> begin{0}, end{0};
+  char path[240] = {};
+};
+constexpr uintptr_t kClaimed = 1;
+MappedFileSlot mapped_files[256];
+struct sigaction sigbus_before {};
+
+void write_stderr(const char* text) {
+  if (::write(STDERR_FILENO, text, std::strlen(text)) < 0) return;
+}
+
+void report_sigbus(int sig, siginfo_t* info, void* context) {
+  const auto addr = reinterpret_cast<uintptr_t>(info->si_addr);
+  for (const auto& slot : mapped_files) {
+    const uintptr_t begin = slot.begin.load(), end = slot.end.load();
+    if (begin > kClaimed && addr >= begin && addr < end) {
+      write_stderr("plugformer: the weights file ");
+      write_stderr(slot.path);
+      write_stderr(" was truncated while a loaded model maps it; its weights are gone, the process cannot "
+                   "continue (replace model files by writing a new file and renaming it over the old one)\n");
+      break;
+    }
+  }
+  if ((sigbus_before.sa_flags & SA_SIGINFO) && sigbus_before.sa_sigaction) {
+    sigbus_before.sa_sigaction(sig, info, context);
+  } else if (sigbus_before.sa_handler != SIG_DFL && sigbus_before.sa_handler != SIG_IGN) {
+    sigbus_before.sa_handler(sig);
+  } else {
+    ::signal(SIGBUS, SIG_DFL);
+    ::raise(SIGBUS);
+  }
+}
+
+MappedFileSlot* publish_mapping(uintptr_t begin, uintptr_t end, const std::string& path) {
+  static std::once_flag install;
+  std::call_once(install, [] {
+    struct sigaction action {};
+    action.sa_sigaction = report_sigbus;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGBUS, &action, &sigbus_before);
+  });
+  for (auto& slot : mapped_files) {
+    uintptr_t free_slot = 0;
+    if (!slot.begin.compare_exchange_strong(free_slot, kClaimed)) continue;
+    const size_t n = std::min(path.size(), sizeof(slot.path) - 1);
+    std::memcpy(slot.path, path.data(), n);
+    slot.path[n] = '\0';
+    slot.end.store(end);
+    slot.begin.store(begin);
+    return &slot;
+  }
+  return nullptr;  // more than 256 files mapped: those beyond go unnamed (SIGBUS still ends the process)
+}
+
 class Mapping {
  public:
-  Mapping(void* addr, size_t size) : addr_(addr), size_(size) {
+  Mapping(void* addr, size_t size, const std::string& path)
+      : addr_(addr), size_(size), slot_(publish_mapping(uintptr_t(addr), uintptr_t(addr) + size, path)) {
     std::lock_guard<std::mutex> lock(mappings_mutex);
     live_mappings[uintptr_t(addr)] = uintptr_t(addr) + size;
   }
@@ -58,6 +121,10 @@ class Mapping {
     {
       std::lock_guard<std::mutex> lock(mappings_mutex);
       live_mappings.erase(uintptr_t(addr_));
+    }
+    if (slot_) {
+      slot_->end.store(0);
+      slot_->begin.store(0);
     }
     if (addr_ && size_) ::munmap(addr_, size_);
   }
@@ -67,6 +134,7 @@ class Mapping {
  private:
   void* addr_;
   size_t size_;
+  MappedFileSlot* slot_;
 };
 
 }  // namespace
@@ -108,7 +176,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   void* addr = ::mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (addr == MAP_FAILED) throw IOError(where + ": mmap failed (" + std::strerror(errno) + ")");
-  auto mapping = std::make_shared<Mapping>(addr, file_size);
+  auto mapping = std::make_shared<Mapping>(addr, file_size, where);
   const auto* bytes = static_cast<const uint8_t*>(addr);
 
   uint64_t header_size = 0;

@@ -42,6 +42,7 @@ class FileLock {
   explicit FileLock(const fs::path& path) : path_(path) {
     std::error_code ec;
     fs::create_directories(path.parent_path(), ec);
+    if (ec) throw IOError("cannot create the lock folder " + path.parent_path().string() + ": " + ec.message());
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0) throw IOError("cannot open lock file " + path.string() + ": " + std::strerror(errno));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -103,7 +104,12 @@ void write_text_if_changed(const fs::path& path, const std::string& text) {
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;
-    if (!out) throw IOError("cannot write " + path.string());
+    out.close();
+    if (!out) {
+      const int error = errno;
+      fs::remove(tmp, ec);
+      throw IOError("cannot write " + path.string() + ": " + std::strerror(error));
+    }
   }
   ec.clear();
   fs::rename(tmp, path, ec);
@@ -124,16 +130,26 @@ void touch(const fs::path& path) {
   std::ofstream out(path, std::ios::app);
 }
 
-// Relative symlink pointer -> blob (falls back to a copy where symlinks are unsupported).
+// Relative symlink pointer -> blob (a copy where the filesystem has no symlinks).
 void link_pointer(const fs::path& blob, const fs::path& pointer) {
   std::error_code ec;
   fs::create_directories(pointer.parent_path());
   fs::remove(pointer, ec);
   fs::path rel = blob.lexically_relative(pointer.parent_path());
   fs::create_symlink(rel, pointer, ec);
+  if (!ec) return;
+  if (ec != std::errc::operation_not_permitted && ec != std::errc::operation_not_supported)
+    throw IOError("cannot link " + pointer.string() + " to its blob: " + ec.message());
+  logger().debug("hub: symlink {} failed ({}); copying instead", pointer.string(), ec.message());
+  // Copied beside the pointer and renamed, so a failed copy never shows under the file's name.
+  fs::path tmp = pointer;
+  tmp += ".tmp" + std::to_string(::getpid());
+  fs::copy_file(blob, tmp, fs::copy_options::overwrite_existing, ec);
+  if (!ec) fs::rename(tmp, pointer, ec);
   if (ec) {
-    logger().debug("hub: symlink {} failed ({}); copying instead", pointer.string(), ec.message());
-    fs::copy_file(blob, pointer, fs::copy_options::overwrite_existing);
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw IOError("cannot copy " + blob.string() + " to " + pointer.string() + ": " + ec.message());
   }
 }
 
@@ -327,6 +343,10 @@ struct DownloadTarget {
   std::optional<std::string> expected_sha256;
   std::string display_name;
   std::string what;
+  // A response from the Hub itself (not a CDN) that names an ETag must name this one: the HEAD
+  // announced it, and the blob is stored under it.
+  std::string hub_origin;
+  std::string expected_etag;
 };
 
 // Downloads to `incomplete` (resuming what is there), checks size and sha256, then renames to
@@ -395,14 +415,22 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
     // A 200 answer to a Range request carries the whole file: start over. A 206 must start
     // exactly where the file stands, or it is refused and the download restarts from zero.
     bool range_mismatch = false;
-    req.on_start = [&](long status, const std::map<std::string, std::string>& headers) {
+    std::string changed_etag;
+    req.on_start = [&](const HttpResponse& r) {
+      if (!target.expected_etag.empty() && detail::url_origin(r.url) == target.hub_origin) {
+        const std::string etag = strip_etag(r.has_header("x-linked-etag") ? r.header("x-linked-etag") : r.header("etag"));
+        if (!etag.empty() && etag != target.expected_etag) {
+          changed_etag = etag;
+          return false;
+        }
+      }
+      const long status = r.status;
       if (status == 200 && range_start > 0) {
         logger().debug("hub: server ignored the Range request for {}; restarting", target.display_name);
         restart_from_zero();
       } else if (status == 206) {
-        auto it = headers.find("content-range");
         unsigned long long start = ~0ull;
-        if (it != headers.end()) std::sscanf(it->second.c_str(), "bytes %llu-", &start);
+        if (r.has_header("content-range")) std::sscanf(r.header("content-range").c_str(), "bytes %llu-", &start);
         if (start != range_start) {
           logger().warn("hub: server answered a Range request for {} from byte {} instead of {}; restarting",
                         target.display_name, start, range_start);
@@ -412,10 +440,10 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
       }
       return true;
     };
-    bool write_failed = false;
+    int write_errno = 0;
     req.on_data = [&](const char* data, size_t size) {
       if (!write_all(fd, data, size)) {
-        write_failed = true;
+        write_errno = errno;
         return false;
       }
       if (hash) hash->update(data, size);
@@ -426,21 +454,36 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
       range_start = current_size();  // resume after a cut connection
       set_range(r);
     };
-    HttpResponse resp = detail::perform_with_retries(req, before_retry);
+    auto fetch = [&] {
+      try {
+        HttpResponse r = detail::perform_with_retries(req, before_retry);
+        if (!changed_etag.empty())
+          throw HubError(target.what + " changed on the Hub during the download: the metadata request announced ETag " +
+                         target.expected_etag + ", the download answered " + changed_etag +
+                         "; nothing was stored, run again to get the current version");
+        return r;
+      } catch (const IOError&) {
+        if (write_errno == 0) throw;
+        // Disk full, quota, file size limit: the bytes written so far stay for the next run.
+        throw IOError("cannot write " + incomplete.string() + ": " + std::strerror(write_errno) +
+                      "; the partial download is kept and resumed next time (free some space, or point "
+                      "HF_HUB_CACHE / HF_HOME at a larger disk)");
+      }
+    };
+    HttpResponse resp = fetch();
     if (resp.rejected && range_mismatch) {
       range_mismatch = false;
       restart_from_zero();
       set_range(req);
-      resp = detail::perform_with_retries(req, before_retry);
+      resp = fetch();
       if (resp.rejected) throw HubError("the server keeps answering with the wrong byte range for " + target.what);
     }
     if (resp.status == 416 && range_start > 0) {
       // Range not satisfiable: what we have is not a prefix of this file. Start over once.
       restart_from_zero();
       set_range(req);
-      resp = detail::perform_with_retries(req, before_retry);
+      resp = fetch();
     }
-    if (write_failed) throw IOError("cannot write " + incomplete.string() + ": " + std::strerror(errno));
     detail::raise_for_status(resp, target.what);
   }
 
@@ -461,6 +504,14 @@ void download_to_tmp_and_move(const fs::path& incomplete, const fs::path& destin
     }
   }
   fs::rename(incomplete, destination);
+}
+
+// The resolve URL of `url` at `commit` instead of `revision`.
+std::string pin_to_commit(const std::string& url, const std::string& revision, const std::string& commit) {
+  const std::string from = "/resolve/" + detail::url_quote(revision, "") + "/";
+  const auto at = url.find(from);
+  if (at == std::string::npos) return url;
+  return url.substr(0, at) + "/resolve/" + commit + "/" + url.substr(at + from.size());
 }
 
 // HEAD of a file, relative redirects followed (renamed repos), absolute ones reported.
@@ -564,7 +615,19 @@ CacheLookup try_to_load_from_cache(const std::string& repo_id, const std::string
   return out;
 }
 
-fs::path hf_hub_download(const std::string& repo_id, const std::string& filename, const HubOptions& options) {
+namespace {
+
+// The cache's own file operations (directories, links, renames) fail as IOError, e.g. on a full disk.
+template <class Body>
+fs::path filesystem_errors_as_io_errors(Body&& body) {
+  try {
+    return body();
+  } catch (const fs::filesystem_error& e) {
+    throw IOError(std::string("hub cache: ") + e.what());
+  }
+}
+
+fs::path download_file(const std::string& repo_id, const std::string& filename, const HubOptions& options) {
   Target t = make_target(repo_id, filename, options);
   const bool offline = options.local_files_only || offline_mode();
 
@@ -653,8 +716,15 @@ fs::path hf_hub_download(const std::string& repo_id, const std::string& filename
 
   DownloadTarget dl;
   dl.url = meta->location.empty() ? url : meta->location;
+  dl.hub_origin = detail::url_origin(url);
   // The token only travels to the Hub itself, never to a CDN the Hub redirects to.
-  if (detail::url_origin(dl.url) == detail::url_origin(url)) dl.token = token;
+  if (detail::url_origin(dl.url) == dl.hub_origin) {
+    dl.token = token;
+    // Ask for the commit the HEAD named, not the branch: a push between the two requests
+    // cannot change the bytes (a CDN URL is pinned the same way, by the object's sha256).
+    dl.url = pin_to_commit(dl.url, t.revision, meta->commit_hash);
+    dl.expected_etag = meta->etag;
+  }
   dl.expected_size = meta->size;
   if (is_sha256(meta->etag)) dl.expected_sha256 = meta->etag;  // LFS: the etag is the sha256
   dl.display_name = t.relative;
@@ -670,6 +740,12 @@ fs::path hf_hub_download(const std::string& repo_id, const std::string& filename
   }
   logger().debug("hub: {} -> {}", t.what, pointer.string());
   return checked_pointer(pointer, t.storage);
+}
+
+}  // namespace
+
+fs::path hf_hub_download(const std::string& repo_id, const std::string& filename, const HubOptions& options) {
+  return filesystem_errors_as_io_errors([&] { return download_file(repo_id, filename, options); });
 }
 
 std::optional<fs::path> cached_file(const std::string& path_or_repo_id, const std::string& filename,
@@ -814,7 +890,9 @@ bool match_pattern(const std::string& pattern, const std::string& path) {
   return fnmatch_impl(p.c_str(), path.c_str());
 }
 
-fs::path snapshot_download(const std::string& repo_id, const HubOptions& options,
+namespace {
+
+fs::path download_snapshot(const std::string& repo_id, const HubOptions& options,
                            const std::vector<std::string>& allow_patterns,
                            const std::vector<std::string>& ignore_patterns) {
   validate_repo_id(repo_id);
@@ -892,6 +970,15 @@ fs::path snapshot_download(const std::string& repo_id, const HubOptions& options
   }
   logger().debug("hub: snapshot of {} at {} ({} files) in {}", repo_id, info->sha, n, folder.string());
   return folder;
+}
+
+}  // namespace
+
+fs::path snapshot_download(const std::string& repo_id, const HubOptions& options,
+                           const std::vector<std::string>& allow_patterns,
+                           const std::vector<std::string>& ignore_patterns) {
+  return filesystem_errors_as_io_errors(
+      [&] { return download_snapshot(repo_id, options, allow_patterns, ignore_patterns); });
 }
 
 }  // namespace plugformer::hub

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -22,6 +23,9 @@ namespace {
 
 constexpr const char* kUserAgent = "plugformer/0.1; hf_hub/0.26.0-compatible";
 constexpr int kMaxRedirects = 10;
+constexpr long kMinBytesPerSecond = 1024;
+// Longest Retry-After honoured (the Hub's rate-limit windows are 5 minutes).
+constexpr long kMaxRetryAfterSeconds = 300;
 
 void global_init() {
   static std::once_flag once;
@@ -80,7 +84,8 @@ size_t write_cb(char* ptr, size_t size, size_t nmemb, void* userdata) {
     t->status_checked = true;
     auto cl = t->response->header("content-length");
     t->content_length = cl.empty() ? 0 : std::strtoull(cl.c_str(), nullptr, 10);
-    if (t->stream && t->request->on_start && !t->request->on_start(status, t->response->headers)) {
+    t->response->status = status;
+    if (t->stream && t->request->on_start && !t->request->on_start(*t->response)) {
       t->rejected = true;
       return 0;
     }
@@ -171,9 +176,13 @@ HttpResponse perform_once(const HttpRequest& req, const std::string& url, bool s
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
   if (req.total_timeout_s > 0) curl_easy_setopt(curl, CURLOPT_TIMEOUT, req.total_timeout_s);
   if (req.stall_timeout_s > 0) {
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    // Slower than kMinBytesPerSecond for the whole window counts as stalled: a server that
+    // trickles a byte now and then would otherwise hold a download open forever.
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, kMinBytesPerSecond);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, req.stall_timeout_s);
   }
+  char curl_error[CURL_ERROR_SIZE] = "";
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_error);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_cb);
@@ -217,7 +226,7 @@ HttpResponse perform_once(const HttpRequest& req, const std::string& url, bool s
   }
   if (rc != CURLE_OK) {
     if (t.aborted_by_sink) throw IOError("download of " + url + " aborted: could not write the data");
-    std::string msg = "network error for " + url + ": " + curl_easy_strerror(rc);
+    std::string msg = "network error for " + url + ": " + (curl_error[0] ? curl_error : curl_easy_strerror(rc));
     if (t.received > 0) msg += " (after " + std::to_string(t.received) + " bytes)";
     throw HubConnectionError(msg);
   }
@@ -236,7 +245,10 @@ HttpResponse perform(const HttpRequest& req) {
     const std::string location = r.header("location");
     if (location.empty()) return r;
     if (req.redirects == Redirects::kRelativeOnly && !is_relative_location(location)) return r;
-    if (hop >= kMaxRedirects) throw HubConnectionError("too many redirects for " + req.url);
+    // Not a connection error: retrying a redirect loop would only loop again.
+    if (hop >= kMaxRedirects)
+      throw HubError("redirect loop: more than " + std::to_string(kMaxRedirects) + " redirects for " + req.url +
+                     " (last Location: " + location + ")");
     std::string next = resolve_url(url, location);
     if (next.empty()) throw HubConnectionError("invalid redirect Location from " + url);
     logger().debug("hub: redirect {} -> {}", url, next);
@@ -262,6 +274,22 @@ long env_seconds(const char* name, long fallback) {
   return std::max(1L, static_cast<long>(d + 0.5));
 }
 
+namespace {
+
+// Seconds a 429 / 503 asks the client to wait (Retry-After: delta-seconds or an HTTP date).
+std::optional<long> retry_after_seconds(const HttpResponse& r) {
+  const std::string v = r.header("retry-after");
+  if (v.empty()) return std::nullopt;
+  char* end = nullptr;
+  const long seconds = std::strtol(v.c_str(), &end, 10);
+  if (end != v.c_str() && *end == '\0') return std::clamp(seconds, 0L, kMaxRetryAfterSeconds);
+  const time_t when = curl_getdate(v.c_str(), nullptr);
+  if (when < 0) return std::nullopt;
+  return std::clamp(static_cast<long>(when - std::time(nullptr)), 0L, kMaxRetryAfterSeconds);
+}
+
+}  // namespace
+
 HttpResponse perform_with_retries(const HttpRequest& request,
                                   const std::function<void(HttpRequest&)>& before_retry) {
   constexpr int kMaxRetries = 5;
@@ -269,18 +297,25 @@ HttpResponse perform_with_retries(const HttpRequest& request,
   int wait_ms = retry_base_ms();
   for (int attempt = 0;; ++attempt) {
     std::string failure;
+    long wait_now_ms = wait_ms;
     try {
       HttpResponse r = perform(req);
+      r.attempts = attempt + 1;
       if (r.status != 429 && !(r.status >= 500 && r.status <= 599)) return r;
       if (attempt >= kMaxRetries) return r;
       failure = "HTTP " + std::to_string(r.status);
+      if (auto after = retry_after_seconds(r)) {
+        wait_now_ms = std::max(wait_now_ms, *after * 1000);
+        failure += ", Retry-After " + std::to_string(*after) + " s";
+      }
     } catch (const HubConnectionError& e) {
-      if (attempt >= kMaxRetries) throw;
+      if (attempt >= kMaxRetries)
+        throw HubConnectionError(std::string(e.what()) + "; gave up after " + std::to_string(attempt + 1) + " attempts");
       failure = e.what();
     }
     logger().warn("hub: {} {} failed ({}); retrying in {} ms [{}/{}]", req.method, req.url, failure,
-                  wait_ms, attempt + 1, kMaxRetries);
-    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+                  wait_now_ms, attempt + 1, kMaxRetries);
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_now_ms));
     wait_ms = std::min(wait_ms * 2, retry_base_ms() * 8);
     if (before_retry) before_retry(req);
   }
@@ -296,6 +331,7 @@ void raise_for_status(const HttpResponse& r, const std::string& what) {
     std::string m = std::to_string(r.status) + " " + head + ": " + what + " (url: " + r.url + ")";
     if (!server_message.empty()) m += ". Hub says: " + server_message;
     if (!request_id.empty()) m += " (Request ID: " + request_id + ")";
+    if (r.attempts > 1) m += "; gave up after " + std::to_string(r.attempts) + " attempts";
     return m;
   };
   if (code == "RevisionNotFound") throw RevisionNotFoundError(msg("Revision Not Found"), r.status);
@@ -310,6 +346,7 @@ void raise_for_status(const HttpResponse& r, const std::string& what) {
         r.status);
   if (r.status == 403) throw HttpError(msg("Forbidden; the token has no access to this"), r.status);
   if (r.status == 404) throw HttpError(msg("Not Found"), r.status);
+  if (r.status == 429) throw HttpError(msg("Too Many Requests (rate limited by the Hub)"), r.status);
   if (r.status >= 500) throw HttpError(msg("Server Error"), r.status);
   throw HttpError(msg("Client Error"), r.status);
 }

@@ -15,6 +15,8 @@ namespace plugformer::hub::detail {
 
 enum class Redirects { kNone, kRelativeOnly, kAll };
 
+struct HttpResponse;
+
 struct HttpRequest {
   std::string method = "GET";
   std::string url;
@@ -28,10 +30,10 @@ struct HttpRequest {
   Redirects redirects = Redirects::kAll;
   long total_timeout_s = 0;   // whole request (0 = none)
   long stall_timeout_s = 10;  // abort when no byte moved for this long
-  // Called once when a 2xx body starts (before the first on_data), with the status and the
-  // response headers; return false to drop the response (perform returns it with
-  // `rejected` set, without throwing).
-  std::function<bool(long status, const std::map<std::string, std::string>& headers)> on_start;
+  // Called once when a 2xx body starts (before the first on_data), with the response's status,
+  // headers and URL; return false to drop the response (perform returns it with `rejected`
+  // set, without throwing).
+  std::function<bool(const HttpResponse& response)> on_start;
   // Body sink for 2xx responses; return false to abort. Without it the body is kept in memory.
   std::function<bool(const char* data, size_t size)> on_data;
   // Progress of the body: (bytes received so far in this response, Content-Length or 0).
@@ -44,6 +46,7 @@ struct HttpResponse {
   std::string body;                            // error bodies, or 2xx bodies without on_data
   std::string url;                             // the final URL after redirects
   bool rejected = false;                       // on_start refused the body
+  int attempts = 1;                            // requests perform_with_retries made
   std::string header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);
     return it == headers.end() ? std::string() : it->second;
@@ -57,7 +60,8 @@ HttpResponse perform(const HttpRequest& request);
 
 // Retries transport failures, 429 and 5xx with exponential backoff (huggingface_hub's
 // http_backoff: 5 retries, 1 s doubling up to 8 s; the base can be lowered with
-// PLUGFORMER_HUB_RETRY_BASE_MS for tests). `before_retry` runs before each new attempt.
+// PLUGFORMER_HUB_RETRY_BASE_MS for tests), waiting at least what a Retry-After header asks
+// (up to 5 minutes). `before_retry` runs before each new attempt.
 HttpResponse perform_with_retries(const HttpRequest& request,
                                   const std::function<void(HttpRequest&)>& before_retry = {});
 

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <cstdio>
+#include <unistd.h>
 
 #include <plugformer/error.h>
 #include <plugformer/safetensors.h>
@@ -70,6 +72,36 @@ TEST(Safetensors, TensorsAreViewsIntoTheMapping) {
   // Copy-on-write: writing to a view never changes the file.
   a.fill_(2.0);
   EXPECT_EQ(SafetensorsFile::open(dir / "w.safetensors")->get("w").sum().item<float>(), 64.0f * 64.0f);
+}
+
+// Weights files changed under a loaded model (README "Reliability"): replacing or deleting the
+// file (how the hub client and `cp new && mv` change files) leaves the loaded tensors as they
+// were; truncating it in place ends the process with a message naming the file, never a wrong answer.
+TEST(SafetensorsMapped, ReplacedOrDeletedFileLeavesLoadedTensorsIntact) {
+  test::TempDir dir("st-replaced");
+  const auto file = dir / "w.safetensors";
+  save_safetensors(file, {{"w", at::arange(1 << 18, at::kFloat)}});
+  const at::Tensor w = SafetensorsFile::open(file)->get("w");
+  const at::Tensor before = w.clone();
+  save_safetensors(dir / "new.safetensors", {{"w", at::zeros({1 << 18})}});
+  std::filesystem::rename(dir / "new.safetensors", file);
+  EXPECT_TRUE(at::equal(w, before));
+  std::filesystem::remove(file);
+  EXPECT_TRUE(at::equal(w, before));
+}
+
+TEST(SafetensorsMapped, TruncatedInPlaceIsALoudStopNamingTheFile) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  test::TempDir dir("st-truncated");
+  const auto file = dir / "w.safetensors";
+  save_safetensors(file, {{"w", at::arange(1 << 20, at::kFloat)}});
+  EXPECT_DEATH(
+      {
+        const at::Tensor w = SafetensorsFile::open(file)->get("w");
+        if (::truncate(file.c_str(), 4096) != 0) std::abort();
+        std::printf("%f\n", w.sum().item<double>());  // never printed: the pages are gone
+      },
+      "w.safetensors was truncated while a loaded model maps it");
 }
 
 TEST(Safetensors, WriterLeavesNoPartialFile) {

@@ -136,6 +136,21 @@ struct MockHub::Impl {
     return {};
   }
 
+  // The file's fault (a default one when none is set).
+  MockFault fault_of(const std::string& file) const {
+    auto it = faults.find(file);
+    return it == faults.end() ? MockFault{} : it->second;
+  }
+
+  // Answers with the file's failure status when its fail_5xx count is not used up yet.
+  bool failed(const httplib::Request& req, const std::string& file, httplib::Response& res) {
+    if (!take(&MockFault::fail_5xx, file) && !(req.method == "GET" && take(&MockFault::fail_get, file))) return false;
+    const MockFault f = fault_of(file);
+    error(res, f.fail_status, "", f.fail_status == 429 ? "Too Many Requests" : "Service Unavailable");
+    if (!f.retry_after.empty()) res.set_header("Retry-After", f.retry_after);
+    return true;
+  }
+
   // Consumes one unit of a counted fault; true if it applies.
   bool take(int MockFault::*field, const std::string& file) {
     auto it = faults.find(file);
@@ -169,12 +184,13 @@ struct MockHub::Impl {
       (*copy)[copy->size() / 2] ^= 0x5a;
       body = copy;
     }
-    const size_t chunk = body->size() > (8u << 20) ? (1u << 20) : (64u << 10);
+    const size_t chunk = f.trickle ? 1 : body->size() > (8u << 20) ? (1u << 20) : (64u << 10);
+    const int delay_ms = f.trickle ? 1000 : f.chunk_delay_ms;
     auto first = std::make_shared<bool>(true);
     res.set_content_provider(
         body->size(), "application/octet-stream",
-        [body, truncate, stall, first, delay = f.chunk_delay_ms, chunk](size_t offset, size_t length,
-                                                                        httplib::DataSink& sink) {
+        [body, truncate, stall, first, delay = delay_ms, chunk](size_t offset, size_t length,
+                                                                httplib::DataSink& sink) {
           if (stall > 0 && *first) std::this_thread::sleep_for(std::chrono::milliseconds(stall));
           *first = false;
           if (truncate) {
@@ -235,7 +251,7 @@ struct MockHub::Impl {
       res.set_header("Location", "/" + rn->second + "/resolve/" + rest);
       return;
     }
-    if (take(&MockFault::fail_5xx, file)) return error(res, 503, "", "Service Unavailable");
+    if (failed(req, file, res)) return;
     Repo* r = access(type, id, req, res);
     if (!r) return;
     std::string commit = resolve_rev(*r, rev);
@@ -243,9 +259,20 @@ struct MockHub::Impl {
     auto& files = r->commits[commit].files;
     auto fit = files.find(file);
     if (fit == files.end()) return error(res, 404, "EntryNotFound", "Entry not found", commit);
-    const std::string& content = fit->second;
-    MockFault f;
-    if (faults.count(file)) f = faults[file];
+    const std::string content = fit->second;
+    const MockFault f = fault_of(file);
+    if (f.redirect_loop && !r->lfs_paths.count(file)) {
+      res.status = 302;
+      res.set_header("Location", req.target);
+      return;
+    }
+    if (req.method == "HEAD" && !f.changed_content.empty()) {
+      // Someone pushes a new version right after this HEAD was answered.
+      auto changed = files;
+      changed[file] = f.changed_content;
+      r->refs["main"] = new_commit(*r, changed, "update " + file, {});
+      faults[file].changed_content.clear();
+    }
     res.set_header("X-Repo-Commit", f.override_commit.empty() ? commit : f.override_commit);
     res.set_header("Accept-Ranges", "bytes");
     if (r->lfs_paths.count(file)) {
@@ -260,8 +287,9 @@ struct MockHub::Impl {
                                      "?X-Amz-Signature=mock&response-content-disposition=attachment");
       return;
     }
-    res.set_header("ETag", "\"" + (f.override_etag.empty() ? git_sha1_hex(content) : f.override_etag) + "\"");
-    serve_body(req, res, std::make_shared<const std::string>(content), file);
+    const std::string& body = req.method == "GET" && !f.served_instead.empty() ? f.served_instead : content;
+    res.set_header("ETag", "\"" + (f.override_etag.empty() ? git_sha1_hex(body) : f.override_etag) + "\"");
+    serve_body(req, res, std::make_shared<const std::string>(body), file);
   }
 
   void handle_cdn_get(const httplib::Request& req, httplib::Response& res) {
@@ -273,10 +301,17 @@ struct MockHub::Impl {
     auto it = blobs.find(sha);
     if (it == blobs.end()) return error(res, 404, "", "No such object");
     const std::string file = blob_names[sha];
-    if (take(&MockFault::fail_5xx, file)) return error(res, 503, "", "Service Unavailable");
+    if (failed(req, file, res)) return;
+    const MockFault f = fault_of(file);
+    if (f.redirect_loop) {
+      res.status = 302;
+      res.set_header("Location", "http://127.0.0.1:" + std::to_string(cdn_port) + req.target);
+      return;
+    }
     res.set_header("ETag", "\"" + sha + "\"");
     res.set_header("Accept-Ranges", "bytes");
-    serve_body(req, res, it->second, file);
+    serve_body(req, res, f.served_instead.empty() ? it->second : std::make_shared<const std::string>(f.served_instead),
+               file);
   }
 
   std::string new_commit(Repo& r, std::map<std::string, std::string> files, const std::string& summary,

@@ -6,8 +6,9 @@
 //   RevisionNotFound / EntryNotFound (the latter with X-Repo-Commit), relative 307 for renamed repos
 //   POST /api/repos/create, /api/models/{repo}/preupload/{rev}, /{repo}.git/info/lfs/objects/batch,
 //        /api/models/{repo}/commit/{rev} (NDJSON); LFS PUT / multipart / verify on the CDN.
-// Faults per file name: 5xx n times, truncated bodies, slow bodies, a stall, corrupt bytes,
-// hostile ETag / commit headers.
+// Faults per file name: 5xx / 429 n times (with Retry-After), truncated bodies, slow bodies, a stall,
+// a one-byte-per-second trickle, corrupt bytes, a redirect loop, a push between HEAD and GET, bytes
+// that do not match the announced ETag, hostile ETag / commit headers.
 #pragma once
 
 #include <atomic>
@@ -26,7 +27,14 @@ class Server;
 namespace plugformer::testing {
 
 struct MockFault {
-  int fail_5xx = 0;            // answer 503 this many times (HEAD and GET of the file)
+  int fail_5xx = 0;            // answer `fail_status` this many times (HEAD and GET of the file)
+  int fail_status = 503;       // 500, 502, 503, 429...
+  int fail_get = 0;            // the same for GETs only (the download, not the HEAD)
+  std::string retry_after;     // Retry-After header of those answers
+  bool redirect_loop = false;  // every request for the file redirects to itself (the CDN's for LFS files)
+  bool trickle = false;        // bodies crawl at one byte per second
+  std::string changed_content; // pushed to main as a new commit right after the file's first HEAD
+  std::string served_instead;  // GET bodies are these bytes with their own ETag (HEAD tells the truth)
   int truncate_times = 0;      // GET bodies cut halfway this many times
   int chunk_delay_ms = 0;      // sleep between 64 KiB chunks of the body
   int stall_ms_once = 0;       // sleep before the first body byte, once
