@@ -225,13 +225,8 @@ size_t stop_prefix_at_end(const std::string& text, const std::vector<std::string
 
 at::Tensor Engine::run_from_scratch(Active& seq, int64_t logits_to_keep) {
   seq.cache = std::make_shared<KVCache>();
-  ModelInputs inputs;
-  inputs.tensors["input_ids"] = at::tensor(seq.tokens, at::kLong).unsqueeze(0);
-  inputs.past_key_values = seq.cache;
-  inputs.use_cache = true;
-  inputs.logits_to_keep = logits_to_keep;
   if (mirror_) mirror_->from_scratch(seq.id, seq.tokens, logits_to_keep);
-  at::Tensor logits = model_->forward(inputs)["logits"][0];
+  at::Tensor logits = model_->forward(prompt_step(seq.tokens, seq.cache, logits_to_keep))["logits"][0];
   seq.cached = int64_t(seq.tokens.size());
   return logits;
 }
@@ -287,12 +282,7 @@ void Engine::decode(std::vector<Active*>& batch) {
     }
     try {
       if (mirror_) mirror_->decode(ids, last);
-      ModelInputs inputs;
-      inputs.tensors["input_ids"] = at::tensor(last, at::kLong).unsqueeze(1);
-      inputs.past_key_values = together ? KVCache::batch_of(caches) : caches.front();
-      inputs.use_cache = true;
-      inputs.logits_to_keep = 1;
-      at::Tensor logits = model_->forward(inputs)["logits"].select(1, 0).to(at::kFloat);
+      at::Tensor logits = model_->forward(decode_step(*model_, last, caches))["logits"].select(1, 0).to(at::kFloat);
       metrics_.decode_step(int64_t(count));
       for (size_t i = 0; i < count; ++i) {
         Active& seq = *rows[start + i];

@@ -314,10 +314,15 @@ class Server {
       res.set_content(metrics_.prometheus_text(), "text/plain; version=0.0.4");
     });
     route("GET", "/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      json model = {{"id", context_.name},          {"object", "model"},   {"created", started_},
-                    {"owned_by", "plugformer"},     {"root", options_.model}, {"max_model_len", context_.max_model_len}};
-      res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(), "application/json");
+      res.set_content(json{{"object", "list"}, {"data", json::array({model_object()})}}.dump(), "application/json");
     });
+    route(
+        "GET", "/v1/models/(.+)",
+        [this](const httplib::Request& req, httplib::Response& res) {
+          check_model_name(json{{"model", req.matches[1].str()}}, context_);
+          res.set_content(model_object().dump(), "application/json");
+        },
+        "/v1/models/{model}");
     route("POST", "/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
       completions(parse_completion_request(parse_body(req), generation_context()), res);
     });
@@ -350,9 +355,16 @@ class Server {
     metrics_.request_done(path, e.status);
   }
 
-  // Registers a handler whose errors become HTTP errors and whose outcome is counted.
+  json model_object() const {
+    return {{"id", context_.name},      {"object", "model"},      {"created", started_},
+            {"owned_by", "plugformer"}, {"root", options_.model}, {"max_model_len", context_.max_model_len}};
+  }
+
+  // Registers a handler whose errors become HTTP errors and whose outcome is counted. `pattern` is
+  // httplib's (a regex); metrics count the requests under `label` (the pattern by default).
   template <class Handler>
-  void route(const std::string& method, const std::string& path, Handler handler) {
+  void route(const std::string& method, const std::string& pattern, Handler handler, std::string label = {}) {
+    const std::string path = label.empty() ? pattern : std::move(label);
     auto wrapped = [this, path, handler](const httplib::Request& req, httplib::Response& res) {
       ++active_requests_;
       try {
@@ -373,8 +385,8 @@ class Server {
       }
       --active_requests_;
     };
-    if (method == "GET") http_.Get(path, wrapped);
-    else http_.Post(path, wrapped);
+    if (method == "GET") http_.Get(pattern, wrapped);
+    else http_.Post(pattern, wrapped);
   }
 
   const ModelContext& generation_context() const {

@@ -13,8 +13,7 @@ namespace {
 
 enum Command : int64_t { kStop = 0, kKeepalive = 1, kFromScratch = 2, kDecode = 3 };
 
-// What rank 0 runs, rebuilt on every rank: [1, n] ids into one cache, or [rows, 1] ids over caches.
-ModelInputs model_inputs(at::Tensor ids, std::shared_ptr<KVCache> cache, int64_t logits_to_keep) {
+ModelInputs cached_call(at::Tensor ids, std::shared_ptr<KVCache> cache, int64_t logits_to_keep) {
   ModelInputs inputs;
   inputs.tensors["input_ids"] = std::move(ids);
   inputs.past_key_values = std::move(cache);
@@ -24,6 +23,16 @@ ModelInputs model_inputs(at::Tensor ids, std::shared_ptr<KVCache> cache, int64_t
 }
 
 }  // namespace
+
+ModelInputs prompt_step(const std::vector<int64_t>& tokens, std::shared_ptr<KVCache> cache, int64_t logits_to_keep) {
+  return cached_call(at::tensor(tokens, at::kLong).unsqueeze(0), std::move(cache), logits_to_keep);
+}
+
+ModelInputs decode_step(const PreTrainedModel& model, const std::vector<int64_t>& tokens,
+                        const std::vector<std::shared_ptr<KVCache>>& caches) {
+  return cached_call(at::tensor(tokens, at::kLong).unsqueeze(1),
+                     model.decodes_cache_batches() ? KVCache::batch_of(caches) : caches.front(), 1);
+}
 
 void StepMirror::send(int64_t kind, int64_t logits_to_keep, const std::vector<int64_t>& body) {
   // A fixed-size header (command, released count, body length, logits_to_keep), then the ids.
@@ -70,8 +79,7 @@ void follow_engine_steps(PreTrainedModel& model, TensorParallelGroup& group) {
       if (kind == kFromScratch) {
         auto cache = std::make_shared<KVCache>();
         caches[body[0]] = cache;
-        model.forward(model_inputs(at::tensor(std::vector<int64_t>(body + 1, body + length), at::kLong).unsqueeze(0), cache,
-                                   header[3].item<int64_t>()));
+        model.forward(prompt_step(std::vector<int64_t>(body + 1, body + length), cache, header[3].item<int64_t>()));
       } else if (kind == kDecode) {
         std::vector<int64_t> last;
         std::vector<std::shared_ptr<KVCache>> rows;
@@ -79,9 +87,7 @@ void follow_engine_steps(PreTrainedModel& model, TensorParallelGroup& group) {
           rows.push_back(caches.at(body[i]));
           last.push_back(body[i + 1]);
         }
-        // As the engine does: one batch step, or (families without one) a row per call.
-        model.forward(model_inputs(at::tensor(last, at::kLong).unsqueeze(1),
-                                   model.decodes_cache_batches() ? KVCache::batch_of(rows) : rows.front(), 1));
+        model.forward(decode_step(model, last, rows));
       }
     } catch (const DistributedError&) {
       throw;

@@ -12,6 +12,13 @@
 
 namespace plugformer::server {
 
+// The engine's two kinds of model call, built by one function each so that every rank builds
+// them alike: a sequence's tokens run into a fresh cache, and one decode step where row i adds
+// tokens[i] to caches[i] (the caches batched when the family can, else one row per call).
+ModelInputs prompt_step(const std::vector<int64_t>& tokens, std::shared_ptr<KVCache> cache, int64_t logits_to_keep);
+ModelInputs decode_step(const PreTrainedModel& model, const std::vector<int64_t>& tokens,
+                        const std::vector<std::shared_ptr<KVCache>>& caches);
+
 class StepMirror {
  public:
   explicit StepMirror(std::shared_ptr<TensorParallelGroup> group) : group_(std::move(group)) {}

@@ -20,8 +20,9 @@ namespace plugformer::test {
 
 class ServerProcess {
  public:
-  // Starts `plugformer serve <args>` with --port 0 and waits (up to 60 s) for its listening line.
-  explicit ServerProcess(std::vector<std::string> args, std::vector<std::string> env = {}) {
+  // Starts `plugformer serve <args>` with --port 0 and waits (up to 60 s) for its listening line;
+  // with a `fixed_port`, serves there and returns at once (the model may still be loading).
+  explicit ServerProcess(std::vector<std::string> args, std::vector<std::string> env = {}, int fixed_port = 0) {
     log_ = std::string(PLUGFORMER_BINARY_DIR) + "/test_tmp/serve-" + std::to_string(::getpid()) + "-" +
            std::to_string(counter()++) + ".log";
     std::filesystem::create_directories(std::filesystem::path(log_).parent_path());
@@ -36,7 +37,7 @@ class ServerProcess {
       for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
       std::vector<std::string> argv = {std::string(PLUGFORMER_BINARY_DIR) + "/bin/plugformer", "serve"};
       argv.insert(argv.end(), args.begin(), args.end());
-      argv.insert(argv.end(), {"--port", "0"});
+      argv.insert(argv.end(), {"--port", std::to_string(fixed_port)});
       std::vector<char*> raw;
       for (auto& a : argv) raw.push_back(a.data());
       raw.push_back(nullptr);
@@ -45,6 +46,10 @@ class ServerProcess {
     }
     ::close(out[1]);
     stdout_ = out[0];
+    if (fixed_port > 0) {
+      port_ = fixed_port;
+      return;
+    }
     std::string line;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (line.find('\n') == std::string::npos) {

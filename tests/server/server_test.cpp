@@ -14,14 +14,18 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <future>
+#include <map>
 #include <regex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 #include <plugformer/auto.h>
+#include <plugformer/distributed.h>
 #include <plugformer/sentence_transformers.h>
 
+#include "mock_hub.h"
 #include "server_process.h"
 
 using nlohmann::json;
@@ -407,6 +411,10 @@ TEST_F(Serve, HealthModelsAndMetrics) {
   EXPECT_EQ(models["object"], "list");
   EXPECT_EQ(models["data"][0]["id"], "stories260K");
   EXPECT_EQ(models["data"][0]["object"], "model");
+  EXPECT_EQ(get(port(), "/v1/models/stories260K").body, models["data"][0]);
+  const Reply unknown = get(port(), "/v1/models/gpt-4o");
+  expect_error(unknown, 404, "model");
+  EXPECT_EQ(unknown.body["error"]["code"], "model_not_found");
   completion("Once upon a time", 3);
   const std::string metrics = get(port(), "/metrics").raw;
   for (const char* name : {"plugformer_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
@@ -415,6 +423,42 @@ TEST_F(Serve, HealthModelsAndMetrics) {
                            "plugformer_time_to_first_token_seconds_bucket", "plugformer_inter_token_latency_seconds_count",
                            "# TYPE plugformer_requests_total counter"})
     EXPECT_NE(metrics.find(name), std::string::npos) << name;
+}
+
+// The model comes from a Hub that answers its first request with 503 and Retry-After: 3, so
+// the server listens for a few seconds before the model is there.
+TEST(ServeLimits, HealthIs503WhileTheModelLoadsThen200) {
+  plugformer::testing::MockHub hub;
+  std::map<std::string, std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(kStories)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  hub.add_commit("org/stories", files);
+  hub.set_fault("config.json", plugformer::testing::MockFault{.fail_5xx = 1, .retry_after = "3"});
+  const std::string cache = std::string(PLUGFORMER_BINARY_DIR) + "/test_tmp/health-cache-" + std::to_string(::getpid());
+  const int port = plugformer::free_local_port();
+  ServerProcess server({"org/stories"}, {"HF_ENDPOINT=" + hub.endpoint(), "HF_HUB_CACHE=" + cache}, port);
+  Reply loading;
+  for (int i = 0; i < 200 && loading.status == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    loading = get(port, "/health");
+  }
+  EXPECT_EQ(loading.status, 503) << loading.raw;
+  EXPECT_EQ(loading.body["status"], "loading");
+  const Reply early = post(port, "/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 2}});
+  expect_error(early, 503);
+  EXPECT_NE(early.body["error"]["message"].get<std::string>().find("still loading"), std::string::npos);
+  Reply ready;
+  for (int i = 0; i < 600 && ready.status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ready = get(port, "/health");
+  }
+  EXPECT_EQ(ready.status, 200) << server.log();
+  EXPECT_EQ(ready.body["status"], "ok");
+  EXPECT_EQ(post(port, "/v1/completions", json{{"prompt", "Once"}, {"max_tokens", 2}}).status, 200);
+  EXPECT_EQ(server.terminate(), 0);
+  std::filesystem::remove_all(cache);
 }
 
 TEST(ServeLimits, AFullQueueAnswers429WithRetryAfter) {
