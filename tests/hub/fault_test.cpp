@@ -77,6 +77,18 @@ class Helper {
   pid_t pid_ = -1;
 };
 
+// The message of the `E` that downloading `file` throws ("" and a test failure if none does).
+template <class E>
+std::string download_error(const std::string& file, const HubOptions& opts) {
+  try {
+    hub::hf_hub_download("org/tiny", file, opts);
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "downloading " << file << " did not fail";
+  return "";
+}
+
 std::string hex_name_hash(const fs::path& blob) {
   const std::string name = blob.filename().string();
   const std::string content = read_text(blob);
@@ -177,15 +189,10 @@ TEST_F(FaultTest, PersistentErrorsGiveUpWithAClearError) {
     SCOPED_TRACE(status);
     hub.clear_requests();
     hub.set_fault("model.safetensors", MockFault{.fail_5xx = 100, .fail_status = status});
-    try {
-      hub::hf_hub_download("org/tiny", "model.safetensors", opts);
-      ADD_FAILURE() << "expected an error";
-    } catch (const LocalEntryNotFoundError& e) {
-      const std::string msg = e.what();
-      EXPECT_NE(msg.find(std::to_string(status)), std::string::npos) << msg;
-      EXPECT_NE(msg.find("gave up after 6 attempts"), std::string::npos) << msg;
-      EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
-    }
+    const std::string msg = download_error<LocalEntryNotFoundError>("model.safetensors", opts);
+    EXPECT_NE(msg.find(std::to_string(status)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("gave up after 6 attempts"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
     EXPECT_EQ(hub.count("HEAD", "model.safetensors"), 6u);
     EXPECT_TRUE(nothing_cached("model.safetensors"));
     expect_cache_valid(false);
@@ -197,21 +204,12 @@ TEST_F(FaultTest, WrongBytesNeverEnterTheCache) {
   std::string wrong = files["model.safetensors"];
   wrong[12345] ^= 1;
   hub.set_fault("model.safetensors", MockFault{.served_instead = wrong});
-  try {
-    hub::hf_hub_download("org/tiny", "model.safetensors", opts);
-    ADD_FAILURE() << "expected a sha256 mismatch";
-  } catch (const HubError& e) {
-    EXPECT_NE(std::string(e.what()).find("sha256 mismatch"), std::string::npos) << e.what();
-  }
+  EXPECT_NE(download_error<HubError>("model.safetensors", opts).find("sha256 mismatch"), std::string::npos);
   EXPECT_TRUE(nothing_cached("model.safetensors"));
   // A regular file whose GET answers other bytes (and their ETag) than its HEAD announced.
   hub.set_fault("config.json", MockFault{.served_instead = R"({"model_type": "gpt2"})"});
-  try {
-    hub::hf_hub_download("org/tiny", "config.json", opts);
-    ADD_FAILURE() << "expected the ETag mismatch to be refused";
-  } catch (const HubError& e) {
-    EXPECT_NE(std::string(e.what()).find("changed on the Hub during the download"), std::string::npos) << e.what();
-  }
+  EXPECT_NE(download_error<HubError>("config.json", opts).find("changed on the Hub during the download"),
+            std::string::npos);
   EXPECT_TRUE(nothing_cached("config.json"));
   const fs::path incomplete = storage("org/tiny") / "blobs" / (MockHub::git_sha1_hex(files["config.json"]) + ".incomplete");
   EXPECT_TRUE(!fs::exists(incomplete) || fs::file_size(incomplete) == 0) << "no foreign byte is kept";
@@ -240,12 +238,7 @@ TEST_F(FaultTest, RedirectLoopIsAnErrorNotARetryStorm) {
   for (const std::string file : {"config.json", "model.safetensors"}) {
     SCOPED_TRACE(file);
     hub.clear_requests();
-    try {
-      hub::hf_hub_download("org/tiny", file, opts);
-      ADD_FAILURE() << "expected an error";
-    } catch (const HubError& e) {
-      EXPECT_NE(std::string(e.what()).find("redirect loop"), std::string::npos) << e.what();
-    }
+    EXPECT_NE(download_error<HubError>(file, opts).find("redirect loop"), std::string::npos);
     EXPECT_LE(hub.requests().size(), 13u) << "one chain of redirects, not retried";
     EXPECT_TRUE(nothing_cached(file));
   }
@@ -256,14 +249,9 @@ TEST_F(FaultTest, TricklingServerTimesOut) {
   env.set("HF_HUB_DOWNLOAD_TIMEOUT", "1");
   hub.set_fault("model.safetensors", MockFault{.trickle = true});
   const auto start = Clock::now();
-  try {
-    hub::hf_hub_download("org/tiny", "model.safetensors", opts);
-    ADD_FAILURE() << "expected a timeout";
-  } catch (const hub::HubConnectionError& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("too slow"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("gave up after 6 attempts"), std::string::npos) << msg;
-  }
+  const std::string msg = download_error<hub::HubConnectionError>("model.safetensors", opts);
+  EXPECT_NE(msg.find("too slow"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gave up after 6 attempts"), std::string::npos) << msg;
   EXPECT_LT(seconds_since(start), 40.0);
   EXPECT_TRUE(nothing_cached("model.safetensors"));
   expect_cache_valid(false);
