@@ -2,9 +2,12 @@
 // users get); any other exception escaping is a bug, reported as a crash with its message.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <string>
 #include <typeinfo>
 
@@ -20,6 +23,21 @@ int run_fuzz_input(Body&& body) {
     std::abort();
   }
   return 0;
+}
+
+// A property the code promises that the input broke (a saved config that does not load again, ...):
+// a crash, with what broke.
+[[noreturn]] inline void fuzz_bug(const std::string& what) {
+  std::fprintf(stderr, "broken promise: %s\n", what.c_str());
+  std::abort();
+}
+
+// The input as a file named `name` in /dev/shm, for parsers that take a path; rewritten per input.
+inline std::string fuzz_input_file(const uint8_t* data, size_t size, const std::string& name) {
+  const std::string path = "/dev/shm/plugformer-fuzz-" + std::to_string(::getpid()) + "-" + name;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
+  return path;
 }
 
 // Limits small enough that one input renders in milliseconds.

@@ -1,11 +1,6 @@
 // Any bytes as a .safetensors file: opened (header length, JSON header, dtypes, shapes, offsets,
 // metadata validated), then every tensor read in full, so a header that passed validation but
 // points outside the file shows up under AddressSanitizer.
-#include <unistd.h>
-
-#include <fstream>
-#include <string>
-
 #include <ATen/ATen.h>
 
 #include <plugformer/safetensors.h>
@@ -13,11 +8,7 @@
 #include "fuzz_target.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/dev/shm/plugformer-fuzz-" + std::to_string(::getpid()) + ".safetensors";
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
-  }
+  const std::string path = fuzz_input_file(data, size, "model.safetensors");
   return run_fuzz_input([&] {
     auto file = plugformer::SafetensorsFile::open(path);
     for (const auto& key : file->keys()) {

@@ -1,12 +1,7 @@
 #include "checkpoint/checkpoint.h"
 
-#include <torch/serialize.h>
-
-#include <fstream>
-#include <iterator>
 #include <set>
 
-#include "plugformer/config.h"
 #include "plugformer/error.h"
 
 namespace plugformer {
@@ -19,46 +14,7 @@ std::string add_variant(const std::string& name, const std::string& variant) {
   return name.substr(0, dot) + "." + variant + name.substr(dot);
 }
 
-// A sharded checkpoint's index: weight name -> shard file.
-std::map<std::string, std::string> read_index(const std::filesystem::path& index_file) {
-  const json index = read_json_file(index_file);
-  auto it = index.find("weight_map");
-  if (it == index.end() || !it->is_object())
-    throw CheckpointError(index_file.string() + ": missing 'weight_map' object");
-  std::map<std::string, std::string> map;
-  for (const auto& [name, file] : it->items()) {
-    if (!file.is_string()) throw CheckpointError(index_file.string() + ": weight_map." + name + " must be a file name");
-    const std::string f = file.get<std::string>();
-    if (f.empty() || f.find("..") != std::string::npos || f.front() == '/' || f.find('\\') != std::string::npos)
-      throw CheckpointError(index_file.string() + ": weight_map." + name + " names an unsafe path '" + f + "'");
-    map[name] = f;
-  }
-  return map;
-}
-
 }  // namespace
-
-std::map<std::string, at::Tensor> load_torch_bin(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw FileNotFoundError(file.string() + ": no such file");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    if (auto nl = what.find('\n'); nl != std::string::npos) what = what.substr(0, nl);
-    throw CheckpointError(file.string() + ": not a readable torch.save zip archive (" + what + ")");
-  }
-  if (!value.isGenericDict()) throw CheckpointError(file.string() + ": expected a state dict (name -> tensor)");
-  std::map<std::string, at::Tensor> out;
-  for (const auto& item : value.toGenericDict()) {
-    if (!item.key().isString() || !item.value().isTensor())
-      throw CheckpointError(file.string() + ": expected a state dict (name -> tensor)");
-    out[item.key().toStringRef()] = item.value().toTensor();
-  }
-  return out;
-}
 
 Checkpoint load_checkpoint(const std::string& path_or_repo_id, const PretrainedOptions& options) {
   const bool try_safetensors = options.use_safetensors.value_or(true);

@@ -1,6 +1,8 @@
 #include "plugformer/config.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <unistd.h>
@@ -126,10 +128,16 @@ class ConfigJsonReader final : public ConfigFieldVisitor {
     throw ConfigError(source_ + ": field '" + name + "' must be " + expected + ", got " + describe(got));
   }
   int64_t as_int(const char* name, const json& j) const {
-    if (j.is_number_integer() || j.is_number_unsigned()) return j.get<int64_t>();
+    // Whole numbers within int64's range: beyond it (5e25, or an unsigned above 2^63 - 1) there is
+    // no int64 to convert to (the float conversion would be undefined).
     if (j.is_number_float()) {
-      double d = j.get<double>();
-      if (d == double(int64_t(d))) return int64_t(d);
+      const double d = j.get<double>();
+      if (d == std::trunc(d) && d >= -0x1p63 && d < 0x1p63) return int64_t(d);
+      if (d == std::trunc(d)) fail(name, "an integer within int64's range", j);
+    } else if (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())) {
+      fail(name, "an integer within int64's range", j);
+    } else if (j.is_number_integer()) {
+      return j.get<int64_t>();
     }
     fail(name, "an integer", j);
   }

@@ -3,6 +3,7 @@
 
 #include <plugformer/auto.h>
 #include <plugformer/error.h>
+#include <plugformer/layers.h>
 
 #include "test_util.h"
 
@@ -115,6 +116,58 @@ TEST(Config, NumberBeyondDoubleRangeIsAConfigError) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
   }
+}
+
+TEST(Config, IntegerFieldsBeyondInt64AreConfigErrors) {
+  // fuzz/config_json: a whole number beyond int64 ("n_positions": 5.5e25) reached an undefined
+  // float -> int64 conversion; an unsigned above 2^63 - 1 wrapped to a negative size.
+  test::TempDir dir("config-huge-int");
+  for (const char* value : {"55555555555555555555555564", "-1e19", "18446744073709551615"}) {
+    test::write_file(dir / "config.json", std::string(R"({"model_type": "llama", "max_position_embeddings": )") + value + "}");
+    try {
+      AutoConfig::from_pretrained(dir.path().string());
+      ADD_FAILURE() << "expected ConfigError for " << value;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("'max_position_embeddings' must be an integer within int64's range"),
+                std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Config, LayerCountsNoModelHasAreConfigErrors) {
+  // fuzz/config_json: "num_hidden_layers": 22222220 built a window table per layer for seconds (and
+  // larger counts ran out of memory with an untyped std::bad_alloc / length_error).
+  test::TempDir dir("config-many-layers");
+  for (const char* layers : {"22222220", "1000000000000000"}) {
+    test::write_file(dir / "config.json", std::string(R"({"model_type": "llama", "num_hidden_layers": )") + layers + "}");
+    try {
+      AutoConfig::from_pretrained(dir.path().string());
+      ADD_FAILURE() << "expected ConfigError for " << layers;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("field 'num_hidden_layers' is " + std::string(layers) + "; at most 4096"),
+                std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Config, RotaryTablesBeyondAnyModelAreConfigErrors) {
+  // Reproduced with fuzz/config_json: head_dim 1e11 sized a 200 GB rotary table (an untyped
+  // allocation failure); partial_rotary_factor and rope_scaling.original_max_position_embeddings of
+  // 1e300 reached undefined double -> int64 conversions.
+  test::TempDir dir("config-rotary");
+  test::write_file(dir / "config.json", R"({"model_type": "llama", "head_dim": 100000000000})");
+  try {
+    AutoConfig::from_pretrained(dir.path().string());
+    ADD_FAILURE() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("the rotary dimension (head_dim * partial_rotary_factor) must be from 1 to 65536"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_THROW(RotaryEmbedding(64, 10000, json(), 128, 1e300), ConfigError);
+  EXPECT_THROW(RotaryEmbedding(64, 10000, json{{"rope_type", "dynamic"}, {"factor", 2.0},
+                                               {"original_max_position_embeddings", 1e300}}, 128),
+               ConfigError);
+  EXPECT_NO_THROW(RotaryEmbedding(64, 10000, json{{"rope_type", "dynamic"}, {"factor", 2.0}}, 128, 0.5));
 }
 
 TEST(Config, MissingDirectoryAndFile) {

@@ -398,6 +398,33 @@ TEST(LoraBadInput, AdapterForAnotherArchitecture) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(LoraBadInput, TargetModulesThatAreNoRegexAreConfigErrors) {
+  // A target_modules string is a regex: an invalid one escaped as std::regex_error when the adapter
+  // was injected. Now adapter_config.json names the field, and a config made in code is a ConfigError.
+  try {
+    PeftConfig::from_json({{"peft_type", "LORA"}, {"target_modules", "(q|v_proj"}}, "adapter_config.json");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter_config.json: field 'target_modules' must be a list of module names or "
+                                         "a valid regular expression"),
+              std::string::npos) << e.what();
+  }
+  PeftConfig config = lora({});
+  config.target_modules_regex = "[q_proj";
+  EXPECT_THROW(get_peft_model(load("llama-tiny"), config), ConfigError);
+  // fuzz/adapter_config: libstdc++ overflowed a long reading a back-reference number (undefined
+  // behaviour inside std::regex); numbers longer than any layer index are refused before it.
+  for (const char* pattern : {R"(.*\.attn\8888888888888888888888)", "q_proj{99999999999}"}) {
+    try {
+      PeftConfig::from_json({{"peft_type", "LORA"}, {"target_modules", pattern}}, "adapter_config.json");
+      ADD_FAILURE() << pattern;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("a number of more than 9 digits"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(PeftConfig::from_json({{"peft_type", "LORA"}, {"target_modules", R"(.*\.layers\.(0|12)\.q_proj)"}}));
+}
+
 TEST(LoraBadInput, UnknownPeftTypeAndMissingFiles) {
   const auto dir = scratch("bad");
   write_json_file(dir / "adapter_config.json", {{"peft_type", "IA3"}, {"target_modules", {"q_proj"}}});
