@@ -79,7 +79,9 @@ void read_sampling(const json& body, const ModelContext& model, CompletionJob& j
   c.do_sample = temperature > 1e-5;  // vLLM's threshold for greedy
   c.temperature = c.do_sample ? temperature : 1.0;
   c.top_p = pick("top_p", 1e-9, 1, 1.0);
-  const double top_k = pick("top_k", -1, 1e9, 0);  // vLLM extension; -1 or 0: off
+  // vLLM extension; -1 or 0: off. generation_config.json's top_k has no upper bound (transformers
+  // takes any), so it is capped where requests are: beyond the vocabulary both keep every token.
+  const double top_k = std::min(pick("top_k", -1, 1e9, 0), 1e9);
   c.top_k = c.do_sample && top_k > 0 ? int64_t(top_k) : 0;
   if (const double min_p = pick("min_p", 0, 1, 0); min_p > 0) c.min_p = min_p;
   c.repetition_penalty = pick("repetition_penalty", 1e-9, 1e9, 1.0);
@@ -109,7 +111,7 @@ void read_sampling(const json& body, const ModelContext& model, CompletionJob& j
     } else {
       throw bad_field("stop", "must be a string or a list of strings");
     }
-    std::erase_if(r.stop, [](const std::string& s) { return s.empty(); });
+    r.stop.erase(std::remove(r.stop.begin(), r.stop.end(), std::string()), r.stop.end());
     if (!r.stop.empty() && !model.tokenizer) throw bad_field("stop", "needs a tokenizer, which this model lacks");
   }
 
@@ -268,7 +270,8 @@ CompletionJob parse_chat_request(const json& body, const ModelContext& model) {
       std::string text;
       for (size_t k = 0; k < content->size(); ++k) {
         const json& part = (*content)[k];
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        // value() with a json default: a "type" that is no string compares unequal instead of throwing.
+        if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") || !part["text"].is_string())
           throw bad_field(where + ".content[" + std::to_string(k) + "]", "must be a text part {\"type\": \"text\", \"text\": ...}");
         text += (k ? "\n" : "") + part["text"].get<std::string>();
       }
@@ -313,6 +316,44 @@ CompletionJob parse_chat_request(const json& body, const ModelContext& model) {
   }
   read_sampling(body, model, job, max_tokens, job.prompts.back().size());
   return job;
+}
+
+std::vector<std::string> text_inputs(const json& body, const std::string& field) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) throw bad_field(field, "is required");
+  std::vector<std::string> texts;
+  if (it->is_string()) texts.push_back(it->get<std::string>());
+  else if (it->is_array() && !it->empty() && std::all_of(it->begin(), it->end(), [](const json& v) { return v.is_string(); }))
+    for (const auto& v : *it) texts.push_back(v.get<std::string>());
+  else
+    throw bad_field(field, "must be a string or a non-empty list of strings");
+  return texts;
+}
+
+EmbeddingsJob parse_embeddings_request(const json& body, const ModelContext& model) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  check_model_name(body, model);
+  EmbeddingsJob job;
+  // Token ids: one list or a list of lists; otherwise text.
+  if (auto input = body.find("input"); input != body.end()) {
+    if (is_token_list(*input)) job.ids.push_back(token_ids(*input, "input", model));
+    else if (input->is_array() && !input->empty() && std::all_of(input->begin(), input->end(), is_token_list))
+      for (const auto& row : *input) job.ids.push_back(token_ids(row, "input", model));
+  }
+  if (job.ids.empty()) job.texts = text_inputs(body, "input");
+  const std::string format = body.value("encoding_format", json("float")).is_string()
+                                 ? body.value("encoding_format", std::string("float")) : std::string();
+  if (format != "float" && format != "base64") throw bad_field("encoding_format", "must be \"float\" or \"base64\"");
+  job.base64 = format == "base64";
+  if (auto d = body.find("dimensions"); d != body.end() && !d->is_null())
+    throw bad_field("dimensions", "is not supported: the model's embeddings have a fixed size");
+  return job;
+}
+
+void read_generation_config(ModelContext& model, const json& values, const std::string& source) {
+  model.defaults.update_from_json(values, source);
+  for (const char* key : {"temperature", "top_p", "top_k", "min_p", "repetition_penalty"})
+    if (values.contains(key)) model.sampling_defaults[key] = values[key];
 }
 
 std::string new_response_id(bool chat) {

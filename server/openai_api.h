@@ -54,6 +54,21 @@ struct CompletionJob {
 CompletionJob parse_completion_request(const json& body, const ModelContext& model);
 CompletionJob parse_chat_request(const json& body, const ModelContext& model);
 
+// A list of texts from a string or a non-empty list of strings (`field` names it in errors).
+std::vector<std::string> text_inputs(const json& body, const std::string& field);
+
+// /v1/embeddings: input as token ids (one list or a list of lists) or text(s), and the encoding.
+struct EmbeddingsJob {
+  std::vector<std::vector<int64_t>> ids;  // token-id input (then no texts)
+  std::vector<std::string> texts;
+  bool base64 = false;  // encoding_format "base64", else "float"
+};
+EmbeddingsJob parse_embeddings_request(const json& body, const ModelContext& model);
+
+// A served model's generation_config.json (`values`, read from `source`): over model.defaults, and
+// the sampling fields requests fall back to (model.sampling_defaults).
+void read_generation_config(ModelContext& model, const json& values, const std::string& source);
+
 // One finished choice, accumulated from its events.
 struct ChoiceResult {
   std::string text;

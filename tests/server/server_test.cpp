@@ -387,6 +387,70 @@ TEST_F(Serve, SlowClientsAndConnectionFloodsDoNotStopIt) {
   EXPECT_EQ(get(port(), "/health").status, 200);
 }
 
+// One raw request and the whole answer (the connection is closed after it).
+std::string raw_request(int port, const std::string& request) {
+  const int fd = connect_to(port);
+  if (fd < 0) return "";
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string answer = read_all(fd);
+  ::close(fd);
+  return answer;
+}
+
+// Found by the soak test (tests/server/soak): an error message quoting bytes that are not UTF-8 (a
+// percent-decoded path, the JSON parser's "last read") threw from json::dump() in the error path:
+// GET /%FF ended the server (std::terminate), a body with such bytes answered 500 and left the
+// request counted as running, so SIGTERM then waited the whole --shutdown-timeout.
+TEST(ServeLimits, BytesThatAreNotUtf8GetA4xxNotACrash) {
+  ServerProcess server({kStories});
+  const int p = server.port();
+  for (const char* path : {"/%FF%FE", "/v1/models/%FF"}) {
+    const std::string answer = raw_request(p, std::string("GET ") + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ASSERT_EQ(answer.rfind("HTTP/1.1 404", 0), 0u) << path << ": " << answer;
+    const json body = json::parse(answer.substr(answer.find("\r\n\r\n") + 4), nullptr, false);
+    ASSERT_TRUE(body.contains("error")) << answer;
+    EXPECT_NE(body["error"]["message"].get<std::string>().find("\xEF\xBF\xBD"), std::string::npos) << answer;  // U+FFFD
+  }
+  expect_error(post(p, "/v1/completions", std::string("{\"prompt\": \"\xFF\xFE\", \"max_tokens\": 2}")), 400);
+  EXPECT_EQ(get(p, "/health").status, 200);
+  EXPECT_EQ(post(p, "/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", 4}}).status, 200);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(server.terminate(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+// Found by the soak test: httplib 0.11 applies the body limit to a Content-Length only, so a
+// chunked body was read whole however large (a 20 MB prompt: 28 s and 4.2 GB of tokenizer memory).
+TEST(ServeLimits, ChunkedBodiesObeyTheBodyLimit) {
+  ServerProcess server({kStories, "--max-body-bytes", "65536"});
+  const int p = server.port();
+  auto chunked = [&](const std::string& body) {
+    std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    for (size_t at = 0; at < body.size(); at += 4096) {
+      const std::string piece = body.substr(at, 4096);
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+      request += size + piece + "\r\n";
+    }
+    return raw_request(p, request + "0\r\n\r\n");
+  };
+  const std::string big = chunked(json{{"prompt", std::string(1 << 20, 'a')}, {"max_tokens", 1}}.dump());
+  EXPECT_EQ(big.rfind("HTTP/1.1 400", 0), 0u) << big.substr(0, 300);
+  EXPECT_NE(big.find("larger than the server's limit of 65536 bytes"), std::string::npos) << big.substr(0, 300);
+  // Within the limit, a chunked body is read as any other.
+  const std::string small = chunked(json{{"prompt", "Once upon a time"}, {"max_tokens", 4}, {"temperature", 0}}.dump());
+  EXPECT_EQ(small.rfind("HTTP/1.1 200", 0), 0u) << small.substr(0, 300);
+  EXPECT_NE(small.find("\"finish_reason\":\"length\""), std::string::npos) << small;
+  // A JSON body sent as a form (curl -d's default type) is not cut at httplib's 8 KB form limit.
+  const std::string form_body = json{{"prompt", std::string(20000, 'a')}}.dump();
+  const std::string form = raw_request(p, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                          "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " +
+                                              std::to_string(form_body.size()) + "\r\n\r\n" + form_body);
+  EXPECT_NE(form.find("context_length_exceeded"), std::string::npos) << form.substr(0, 300);
+  EXPECT_EQ(get(p, "/health").status, 200);
+}
+
 TEST_F(Serve, ADisconnectedStreamIsCancelled) {
   const int fd = connect_to(port());
   const std::string body = json{{"prompt", "Once upon a time"}, {"max_tokens", 400}, {"temperature", 0}, {"stream", true}, {"ignore_eos", true}}.dump();
