@@ -61,99 +61,119 @@ constexpr int64_t kWeightTileRows = 64;
 using simd::horizontal_sum;
 using simd::load8;
 
-// y[r, o] = scale[o] * sum_i x[r, i] * w[o, i] for R rows of x (fp32) against `count` weight rows
-// of w [out, in] from each of the O starts (scale: int8 weights only), fp32 accumulation. The O
-// starts are far apart: O long sequential streams per core keep more prefetches in flight than
-// one, which reads DRAM ~1.5x faster here than a single stream or O adjacent rows (measured with
-// `generation_bench linear`). V vectors of 8 per step, so R * O * V independent accumulators hide
-// the FMA latency. Each row's sum depends on R and V only, not on which stream reads it.
+// y[r, o] = scale[o] * sum_i x[r, i] * w[o, i] for R rows of x (fp32, R <= 4) against the O weight
+// rows wr (scale: int8 weights only), fp32 accumulation. V vectors of 8 per step, so R * O * V
+// independent accumulators hide the FMA latency; with the R rows of x and a weight vector they
+// fit AVX2's 16 registers (more rows spill, and ran at half the FMA rate).
 template <int R, int O, int V, class W>
-__attribute__((target("avx2,fma,f16c"))) void dot_rows(const float* x, const W* w, const float* scale, int64_t in,
-                                                        const int64_t* start, int64_t count, float* y, int64_t y_stride) {
+__attribute__((target("avx2,fma,f16c"))) inline void dot_block(const float* x, const W* const* wr, const int64_t* row,
+                                                                const float* scale, int64_t in, bool prefetch, float* y,
+                                                                int64_t y_stride) {
   constexpr int64_t step = 8 * V;
   const int64_t vec_end = in / step * step;
+  __m256 acc[R][O][V];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < O; ++k)
+      for (int v = 0; v < V; ++v) acc[r][k][v] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < vec_end; i += step) {
+    // With several rows of x the loop is busy computing, and the hardware prefetcher alone
+    // falls behind: ask for the weights 1 KB ahead (+35% at 8 rows, measured).
+    if (prefetch)
+      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
+    for (int v = 0; v < V; ++v) {
+      __m256 xv[R];
+      for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * in + i + 8 * v);
+      for (int k = 0; k < O; ++k) {
+        const __m256 wv = load8(wr[k] + i + 8 * v);
+        for (int r = 0; r < R; ++r) acc[r][k][v] = _mm256_fmadd_ps(xv[r], wv, acc[r][k][v]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < O; ++k) {
+      __m256 total = acc[r][k][0];
+      for (int v = 1; v < V; ++v) total = _mm256_add_ps(total, acc[r][k][v]);
+      int64_t t = vec_end;
+      for (; t + 8 <= in; t += 8) total = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + t), load8(wr[k] + t), total);
+      float sum = horizontal_sum(total);
+      for (; t < in; ++t) sum += x[r * in + t] * float(wr[k][t]);
+      y[r * y_stride + row[k]] = scale ? sum * scale[row[k]] : sum;
+    }
+}
+
+// dot_block for R rows of x (up to 8) against `count` weight rows from each of the O starts. The
+// O starts are far apart: O long sequential streams per core keep more prefetches in flight than
+// one, which reads DRAM faster here than a single stream or O adjacent rows (one core, bf16, one
+// row: 2 streams 22.5 GB/s, 3 streams 27.5). Rows beyond 4 are a second block over the same
+// weight rows, read again from L1. Each row's sum depends on V and its block's R only, not on
+// which stream reads it.
+template <int R, int O, int V, class W>
+void dot_rows(const float* x, const W* w, const float* scale, int64_t in, const int64_t* start, int64_t count, float* y,
+              int64_t y_stride) {
+  constexpr int first = R < 4 ? R : 4;
   for (int64_t j = 0; j < count; ++j) {
     const W* wr[O];
     int64_t row[O];
-    __m256 acc[R][O][V];
     for (int k = 0; k < O; ++k) {
       row[k] = start[k] + j;
       wr[k] = w + row[k] * in;
-      for (int r = 0; r < R; ++r)
-        for (int v = 0; v < V; ++v) acc[r][k][v] = _mm256_setzero_ps();
     }
-    for (int64_t i = 0; i < vec_end; i += step) {
-      // With several rows of x the loop is busy computing, and the hardware prefetcher alone
-      // falls behind: ask for the weights 1 KB ahead (+35% at 8 rows, measured).
-      if constexpr (R > 2)
-        for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
-      for (int v = 0; v < V; ++v) {
-        __m256 xv[R];
-        for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * in + i + 8 * v);
-        for (int k = 0; k < O; ++k) {
-          const __m256 wv = load8(wr[k] + i + 8 * v);
-          for (int r = 0; r < R; ++r) acc[r][k][v] = _mm256_fmadd_ps(xv[r], wv, acc[r][k][v]);
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int k = 0; k < O; ++k) {
-        __m256 total = acc[r][k][0];
-        for (int v = 1; v < V; ++v) total = _mm256_add_ps(total, acc[r][k][v]);
-        int64_t t = vec_end;
-        for (; t + 8 <= in; t += 8) total = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + t), load8(wr[k] + t), total);
-        float sum = horizontal_sum(total);
-        for (; t < in; ++t) sum += x[r * in + t] * float(wr[k][t]);
-        y[r * y_stride + row[k]] = scale ? sum * scale[row[k]] : sum;
-      }
+    dot_block<first, O, V>(x, wr, row, scale, in, R > 2, y, y_stride);
+    if constexpr (R > 4) dot_block<R - 4, O, V>(x + 4 * in, wr, row, scale, in, false, y + 4 * y_stride, y_stride);
   }
 }
 
-// count[k] rows from each of two far-apart starts: side by side while both have rows, then the
-// longer one's rest alone.
-template <int R, int V, class W>
-void dot_two_streams(const float* x, const W* w, const float* scale, int64_t in, const int64_t start[2],
-                     const int64_t count[2], float* y, int64_t y_stride) {
-  const int64_t both = std::min(count[0], count[1]);
-  dot_rows<R, 2, V>(x, w, scale, in, start, both, y, y_stride);
-  for (int k = 0; k < 2; ++k) {
-    const int64_t rest = start[k] + both;
-    dot_rows<R, 1, V>(x, w, scale, in, &rest, count[k] - both, y, y_stride);
+// count[k] rows from each of O far-apart starts: side by side while all have rows, then each
+// one's rest alone.
+template <int R, int O, int V, class W>
+void dot_streams(const float* x, const W* w, const float* scale, int64_t in, const int64_t* start, const int64_t* count,
+                 float* y, int64_t y_stride) {
+  const int64_t all = *std::min_element(count, count + O);
+  dot_rows<R, O, V>(x, w, scale, in, start, all, y, y_stride);
+  for (int k = 0; k < O; ++k) {
+    const int64_t rest = start[k] + all;
+    dot_rows<R, 1, V>(x, w, scale, in, &rest, count[k] - all, y, y_stride);
   }
 }
 
-// The weight rows [ob, oe) as two far-apart streams.
-template <int R, int V, class W>
+// The weight rows [ob, oe) as O far-apart streams.
+template <int R, int O, int V, class W>
 void dot_range(const float* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe, float* y,
                int64_t y_stride) {
-  const int64_t half = (oe - ob) / 2, start[2] = {ob, ob + half}, count[2] = {half, oe - ob - half};
-  dot_two_streams<R, V>(x, w, scale, in, start, count, y, y_stride);
+  int64_t start[O], count[O];
+  for (int k = 0; k < O; ++k) {
+    start[k] = ob + (oe - ob) * k / O;
+    count[k] = ob + (oe - ob) * (k + 1) / O - start[k];
+  }
+  dot_streams<R, O, V>(x, w, scale, in, start, count, y, y_stride);
 }
 
-// Calls fn(R, V) (std::integral_constant) for up to 8 rows of x: the vectors per step for each
-// row count are the fastest measured (`generation_bench linear` / run, and a scratch benchmark).
+// Calls fn(R, O, V) (std::integral_constant) for up to 8 rows of x: streams and vectors per step
+// for each row count, the fastest measured on one core (a scratch benchmark of the bf16 kernel,
+// then `generation_bench linear`): the accumulators (R * O * V, up to 4 rows per block) cover
+// the FMA latency and leave registers for a weight vector per stream and a row of x.
 template <class W, class Fn>
 void with_row_kernel(int64_t rows, Fn&& fn) {
   using std::integral_constant;
-  constexpr int one_row_vectors = std::is_same_v<W, float> ? 2 : 4;
+  using I = int;
   switch (rows) {
-    case 1: return fn(integral_constant<int, 1>(), integral_constant<int, one_row_vectors>());
-    case 2: return fn(integral_constant<int, 2>(), integral_constant<int, 2>());
-    case 3: return fn(integral_constant<int, 3>(), integral_constant<int, 1>());
-    case 4: return fn(integral_constant<int, 4>(), integral_constant<int, 1>());
-    case 5: return fn(integral_constant<int, 5>(), integral_constant<int, 1>());
-    case 6: return fn(integral_constant<int, 6>(), integral_constant<int, 1>());
-    case 7: return fn(integral_constant<int, 7>(), integral_constant<int, 1>());
-    default: return fn(integral_constant<int, 8>(), integral_constant<int, 1>());
+    case 1: return fn(integral_constant<I, 1>(), integral_constant<I, 4>(), integral_constant<I, 2>());
+    case 2: return fn(integral_constant<I, 2>(), integral_constant<I, 3>(), integral_constant<I, 2>());
+    case 3: return fn(integral_constant<I, 3>(), integral_constant<I, 3>(), integral_constant<I, 1>());
+    case 4: return fn(integral_constant<I, 4>(), integral_constant<I, 3>(), integral_constant<I, 1>());
+    case 5: return fn(integral_constant<I, 5>(), integral_constant<I, 3>(), integral_constant<I, 1>());
+    case 6: return fn(integral_constant<I, 6>(), integral_constant<I, 3>(), integral_constant<I, 1>());
+    case 7: return fn(integral_constant<I, 7>(), integral_constant<I, 3>(), integral_constant<I, 1>());
+    default: return fn(integral_constant<I, 8>(), integral_constant<I, 3>(), integral_constant<I, 1>());
   }
 }
 
 constexpr int64_t kStreamChunkRows = 16;
 
-// Decode (one group of rows): every thread starts on two far-apart streams of its own and reads
+// Decode (one group of rows): every thread starts on O far-apart streams of its own and reads
 // them in chunks; one that runs out takes chunks from the streams of the others, so a core slowed
 // down by another process on the machine no longer holds up the whole product.
-template <int R, int V, class W>
+template <int R, int O, int V, class W>
 void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
                      int64_t y_stride) {
   struct alignas(64) Stream {
@@ -161,37 +181,35 @@ void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in,
     int64_t end;
   };
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), out / 64));
-  const int64_t streams = 2 * threads;
+  const int64_t streams = O * threads;
   std::unique_ptr<Stream[]> stream(new Stream[size_t(streams)]);
   for (int64_t i = 0; i < streams; ++i) {
     stream[i].next.store(out * i / streams, std::memory_order_relaxed);
     stream[i].end = out * (i + 1) / streams;
   }
-  auto has_rows = [&](int64_t i) { return i >= 0 && stream[i].next.load(std::memory_order_relaxed) < stream[i].end; };
+  auto has_rows = [&](int64_t i) { return stream[i].next.load(std::memory_order_relaxed) < stream[i].end; };
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      // Own streams first, then the others' in turn.
-      auto another = [&](int64_t avoid) -> int64_t {
-        for (int64_t d = 0; d < streams; ++d) {
-          const int64_t i = (2 * t + d) % streams;
-          if (i != avoid && has_rows(i)) return i;
-        }
-        return -1;
-      };
-      int64_t a = 2 * t, b = 2 * t + 1;
+      int64_t mine[O];  // the streams this thread reads side by side: its own, then others' in turn
+      for (int k = 0; k < O; ++k) mine[k] = O * t + k;
       while (true) {
-        if (!has_rows(a)) a = another(b);
-        if (!has_rows(b) || b == a) b = another(a);
-        if (a < 0) std::swap(a, b);
-        if (a < 0) break;
-        int64_t start[2] = {0, 0}, count[2] = {0, 0};
-        for (int q = 0; q < 2; ++q) {
-          const int64_t i = q == 0 ? a : b;
-          if (i < 0) continue;
-          start[q] = stream[i].next.fetch_add(kStreamChunkRows, std::memory_order_relaxed);
-          count[q] = std::clamp<int64_t>(stream[i].end - start[q], 0, kStreamChunkRows);
+        int64_t start[O], count[O];
+        bool any = false;
+        for (int k = 0; k < O; ++k) {
+          if (!has_rows(mine[k]))
+            for (int64_t d = 0; d < streams; ++d) {
+              const int64_t i = (O * t + d) % streams;
+              if (has_rows(i) && std::find(mine, mine + O, i) == mine + O) {
+                mine[k] = i;
+                break;
+              }
+            }
+          start[k] = stream[mine[k]].next.fetch_add(kStreamChunkRows, std::memory_order_relaxed);
+          count[k] = std::clamp<int64_t>(stream[mine[k]].end - start[k], 0, kStreamChunkRows);
+          any = any || count[k] > 0;
         }
-        dot_two_streams<R, V>(x, w, scale, in, start, count, y, y_stride);
+        if (!any) break;
+        dot_streams<R, O, V>(x, w, scale, in, start, count, y, y_stride);
       }
     }
   });
@@ -256,14 +274,14 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
     at::Tensor y = at::empty(out_sizes, at::kFloat);
     float* yp = y.data_ptr<float>();
     if (rows <= kRowGroup) {
-      with_row_kernel<W>(rows, [&](auto r, auto v) { dot_rows_shared<r, v>(xp, wp, sp, in, out, yp, out); });
+      with_row_kernel<W>(rows, [&](auto r, auto o, auto v) { dot_rows_shared<r, o, v>(xp, wp, sp, in, out, yp, out); });
       return y;
     }
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
       for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
         for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup)
-          with_row_kernel<W>(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto v) {
-            dot_range<r, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
+          with_row_kernel<W>(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto o, auto v) {
+            dot_range<r, o, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
           });
     });
     return y;
