@@ -2,12 +2,14 @@
 // (server/openai_api.h), against a context like `plugformer serve` builds: a real tokenizer (GPT-2's)
 // and chat template (Qwen2.5's), generation_config.json defaults. The first byte picks the endpoint,
 // the rest is the body: /v1/completions (with the response built and serialised, echo included),
-// /v1/chat/completions, /v1/embeddings, or the body as generation_config.json under a completion
-// request that falls back to its sampling values.
+// /v1/chat/completions, /v1/embeddings, the body as generation_config.json under a completion
+// request that falls back to its sampling values, TEI's /embed and /rerank (lengths checked, the
+// ranking built from made-up scores), or llama-server's /tokenize (answered) and /detokenize.
 #include <fstream>
 #include <sstream>
 
 #include "openai_api.h"
+#include "tei_api.h"
 #include "tokenizers/fast_tokenizer.h"
 
 #include "fuzz_target.h"
@@ -55,7 +57,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const json body = json::parse(data + 1, data + size, nullptr, false);  // the server answers 400 when not JSON
   if (body.is_discarded()) return 0;
   return run_fuzz_input([&] {
-    switch (data[0] % 4) {
+    switch (data[0] % 8) {
       case 0: respond(parse_completion_request(body, context()), context()); break;
       case 1: respond(parse_chat_request(body, context()), context()); break;
       case 2: parse_embeddings_request(body, context()); break;
@@ -65,6 +67,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         respond(parse_completion_request(json{{"prompt", "Hello"}, {"max_tokens", 4}}, model), model);
         break;
       }
+      case 4: {
+        const EmbedJob job = parse_embed_request(body);
+        if (!job.truncate) check_input_lengths(job.texts, *context().tokenizer, 16);
+        break;
+      }
+      case 5: {
+        const RerankJob job = parse_rerank_request(body);
+        std::vector<double> scores;
+        for (const auto& t : job.texts) scores.push_back(double(t.size() % 3));  // ties keep input order
+        rerank_response(job, scores).dump();
+        break;
+      }
+      case 6: tokenize_response(parse_tokenize_request(body), *context().tokenizer).dump(); break;
+      case 7: context().tokenizer->decode(parse_detokenize_request(body, context()), false); break;
     }
   });
 }

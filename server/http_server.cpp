@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "metrics.h"
 #include "openai_api.h"
+#include "tei_api.h"
 
 namespace plugformer::server {
 
@@ -574,18 +575,13 @@ class Server {
   }
 
   void tei_embed(const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req);
-    if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+    const EmbedJob job = parse_embed_request(parse_body(req));
     const SentenceTransformer& model = embedder();
-    const std::vector<std::string> texts = text_inputs(body, "inputs");
     EncodeOptions options;
-    options.normalize_embeddings = bool_field(body, "normalize").value_or(true);  // TEI's default
-    if (auto p = body.find("prompt_name"); p != body.end() && !p->is_null()) {
-      if (!p->is_string()) throw bad_field("prompt_name", "must be a string");
-      options.prompt_name = p->get<std::string>();
-    }
-    check_lengths(body, texts, model.max_seq_length());
-    const at::Tensor vectors = encoder_worker_->run([&] { return model.encode(texts, options); });
+    options.normalize_embeddings = job.normalize;
+    options.prompt_name = job.prompt_name;
+    if (!job.truncate) check_input_lengths(job.texts, tokenizer(), model.max_seq_length());
+    const at::Tensor vectors = encoder_worker_->run([&] { return model.encode(job.texts, options); });
     json out = json::array();
     for (int64_t i = 0; i < vectors.size(0); ++i) {
       const at::Tensor row = vectors[i].contiguous();
@@ -594,45 +590,23 @@ class Server {
     res.set_content(out.dump(), "application/json");
   }
 
-  // TEI refuses inputs longer than the model takes unless truncate is true (413).
-  void check_lengths(const json& body, const std::vector<std::string>& texts, int64_t limit) const {
-    if (bool_field(body, "truncate").value_or(false)) return;
-    for (size_t i = 0; i < texts.size(); ++i) {
-      const size_t n = context_.tokenizer->encode(texts[i]).ids.size();
-      if (int64_t(n) > limit)
-        throw ApiError(413, "Input validation error: `inputs` must have less than " + std::to_string(limit) +
-                                " tokens. Given: " + std::to_string(n) + " (input " + std::to_string(i) +
-                                "); set truncate to true to cut it");
-    }
-  }
-
   void tei_rerank(const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req);
-    if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+    const RerankJob job = parse_rerank_request(parse_body(req));
     if (!reranker_) throw ApiError(400, "this server does not serve a reranker (" + context_.name + ", " + task_ + ")");
-    if (!body.contains("query") || !body["query"].is_string()) throw bad_field("query", "must be a string");
-    const std::string query = body["query"].get<std::string>();
-    const std::vector<std::string> texts = text_inputs(body, "texts");
-    const bool raw = bool_field(body, "raw_scores").value_or(false), return_text = bool_field(body, "return_text").value_or(false);
-    std::vector<std::string> pairs_text;
-    for (const auto& t : texts) pairs_text.push_back(query + " " + t);
-    check_lengths(body, pairs_text, reranker_->max_length());
-    PredictOptions options;
-    options.activation = raw ? "identity" : "sigmoid";
     std::vector<std::pair<std::string, std::string>> pairs;
-    for (const auto& t : texts) pairs.emplace_back(query, t);
+    std::vector<std::string> pairs_text;  // what the length check counts
+    for (const auto& t : job.texts) {
+      pairs.emplace_back(job.query, t);
+      pairs_text.push_back(job.query + " " + t);
+    }
+    if (!job.truncate) check_input_lengths(pairs_text, tokenizer(), reranker_->max_length());
+    PredictOptions options;
+    options.activation = job.raw_scores ? "identity" : "sigmoid";
     const at::Tensor scores = encoder_worker_->run([&] { return reranker_->predict(pairs, options); });
     if (scores.dim() != 1) throw ApiError(400, "the reranker has several labels; /rerank needs a one-score model");
-    std::vector<std::pair<double, int64_t>> ranked;
-    for (int64_t i = 0; i < scores.size(0); ++i) ranked.emplace_back(scores[i].item<double>(), i);
-    std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-    json out = json::array();
-    for (const auto& [score, index] : ranked) {
-      json item = {{"index", index}, {"score", score}};
-      if (return_text) item["text"] = texts[size_t(index)];
-      out.push_back(std::move(item));
-    }
-    res.set_content(out.dump(), "application/json");
+    const at::Tensor values = scores.to(at::kDouble).contiguous();
+    const std::vector<double> list(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+    res.set_content(rerank_response(job, list).dump(), "application/json");
   }
 
   const Tokenizer& tokenizer() const {
@@ -640,33 +614,13 @@ class Server {
     return *context_.tokenizer;
   }
 
-  // llama-server's /tokenize: {"content", "add_special", "with_pieces"} -> {"tokens": [...]}.
   void tokenize(const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req);
-    if (!body.is_object() || !body.contains("content") || !body["content"].is_string())
-      throw bad_field("content", "must be a string");
-    const bool add_special = bool_field(body, "add_special").value_or(false);
-    const bool with_pieces = bool_field(body, "with_pieces").value_or(false);
-    const Tokenizer& t = tokenizer();
-    const auto ids = t.encode(body["content"].get<std::string>(), add_special).ids;
-    json tokens = json::array();
-    for (int64_t id : ids)
-      tokens.push_back(with_pieces ? json{{"id", id}, {"piece", t.decode({id}, false)}} : json(id));
-    res.set_content(json{{"tokens", tokens}}.dump(), "application/json");
+    const TokenizeJob job = parse_tokenize_request(parse_body(req));
+    res.set_content(tokenize_response(job, tokenizer()).dump(), "application/json");
   }
 
   void detokenize(const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req);
-    if (!body.is_object() || !body.contains("tokens") || !body["tokens"].is_array())
-      throw bad_field("tokens", "must be a list of token ids");
-    std::vector<int64_t> ids;
-    for (const auto& v : body["tokens"]) {
-      if (!v.is_number_integer()) throw bad_field("tokens", "must be a list of token ids");
-      const int64_t id = v.get<int64_t>();
-      if (id < 0 || (context_.vocab_size > 0 && id >= context_.vocab_size))
-        throw bad_field("tokens", "holds token id " + std::to_string(id) + ", outside the vocabulary");
-      ids.push_back(id);
-    }
+    const std::vector<int64_t> ids = parse_detokenize_request(parse_body(req), context_);
     res.set_content(json{{"content", tokenizer().decode(ids, false)}}.dump(), "application/json");
   }
 

@@ -46,18 +46,6 @@ std::optional<int64_t> integer_field(const json& body, const std::string& name, 
   return it->get<int64_t>();
 }
 
-std::vector<int64_t> token_ids(const json& v, const std::string& field, const ModelContext& model) {
-  std::vector<int64_t> ids;
-  const int64_t vocab = model.vocab_size;
-  for (const auto& x : v) {
-    const int64_t id = x.get<int64_t>();
-    if (id < 0 || (vocab > 0 && id >= vocab))
-      throw bad_field(field, "holds token id " + std::to_string(id) + ", outside the vocabulary [0, " +
-                                 std::to_string(vocab) + ")");
-    ids.push_back(id);
-  }
-  return ids;
-}
 
 std::vector<int64_t> encode_text(const ModelContext& model, const std::string& text, const std::string& field) {
   if (!model.tokenizer) throw bad_field(field, "must be token ids: this model has no tokenizer");
@@ -182,6 +170,19 @@ std::string prompt_text(const ModelContext& model, const std::vector<int64_t>& p
 }
 
 }  // namespace
+
+std::vector<int64_t> token_ids(const json& v, const std::string& field, const ModelContext& model) {
+  std::vector<int64_t> ids;
+  const int64_t vocab = model.vocab_size;
+  for (const auto& x : v) {
+    const int64_t id = x.get<int64_t>();
+    if (id < 0 || (vocab > 0 && id >= vocab))
+      throw bad_field(field, "holds token id " + x.dump() + ", outside the vocabulary [0, " +
+                                 std::to_string(vocab) + ")");
+    ids.push_back(id);
+  }
+  return ids;
+}
 
 bool is_token_list(const json& v) {
   return v.is_array() && !v.empty() && std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number_integer(); });

@@ -32,6 +32,8 @@ struct ModelContext {
 
 // A non-empty list of integers (a prompt or input given as token ids).
 bool is_token_list(const json& v);
+// The ids of a list of integers, each below model.vocab_size (else a 400 naming `field`).
+std::vector<int64_t> token_ids(const json& v, const std::string& field, const ModelContext& model);
 // An optional boolean field of a request (nullopt when absent or null; a 400 naming it otherwise).
 std::optional<bool> bool_field(const json& body, const std::string& name);
 

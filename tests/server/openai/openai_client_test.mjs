@@ -16,11 +16,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { createWriteStream, mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { startServe } from '../serve_process.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const sourceDir = path.resolve(here, '../../..');
@@ -94,66 +95,12 @@ process.on('exit', () => {
   for (const s of servers) if (s.exitStatus === null) s.proc.kill('SIGKILL');
 });
 
-// Starts `plugformer serve <modelDir> --host 127.0.0.1 --port 0 ...extra`, resolves once it printed
-// its listening line. Stdout and stderr are drained for the server's whole life (into the log).
-function startServer(name, modelDir, extra = []) {
-  const args = ['serve', modelDir, '--host', '127.0.0.1', '--port', '0', ...extra];
-  const logFile = path.join(LOG_DIR, `${name}.log`);
-  const log = createWriteStream(logFile);
-  log.write(`$ ${BIN} ${args.join(' ')}\n`);
-  const env = { ...process.env };
-  delete env.PLUGFORMER_API_KEY;  // serve would require it
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const server = { name, proc, logFile, url: null, port: 0, exitStatus: null, output: '' };
+// A server named `name` (its log: LOG_DIR/name.log), killed at the latest when the test exits.
+async function startServer(name, modelDir, extra = []) {
+  const server = await startServe({ bin: BIN, model: modelDir, extra, logFile: path.join(LOG_DIR, `${name}.log`),
+    startTimeoutMs: START_TIMEOUT });
   servers.add(server);
-  server.exited = new Promise((resolve) => {
-    proc.on('exit', (code, signal) => {
-      server.exitStatus = { code, signal };
-      log.end(`\n[exit code ${code} signal ${signal}]\n`);
-      resolve(server.exitStatus);
-    });
-  });
-  return new Promise((resolve, reject) => {
-    let pending = '';
-    let done = false;
-    const fail = (msg) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (server.exitStatus === null) proc.kill('SIGKILL');
-      reject(new Error(`${name}: ${msg}\n$ ${BIN} ${args.join(' ')}\n--- output (${logFile}) ---\n` +
-        server.output.slice(-4000)));
-    };
-    const timer = setTimeout(() => fail(`no listening line within ${START_TIMEOUT / 1000} s`), START_TIMEOUT);
-    const keep = (chunk) => {
-      log.write(chunk);
-      if (server.output.length < 1_000_000) server.output += chunk;
-    };
-    proc.stdout.setEncoding('utf8');
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', keep);
-    proc.stdout.on('data', (chunk) => {
-      keep(chunk);
-      if (done) return;
-      pending += chunk;
-      let nl;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        const m = /^plugformer serve: listening on (http:\/\/127\.0\.0\.1:(\d+))$/.exec(line);
-        if (m) {
-          if (Number(m[2]) === 0) return fail(`listening line names port 0: ${line}`);
-          done = true;
-          clearTimeout(timer);
-          server.url = m[1];
-          server.port = Number(m[2]);
-          return resolve(server);
-        }
-      }
-    });
-    proc.on('error', (err) => fail(`cannot start: ${err.message}`));
-    proc.on('exit', (code, signal) => fail(`exited (code ${code}, signal ${signal}) before its listening line`));
-  });
+  return server;
 }
 
 // SIGTERM (then SIGKILL after `graceMs`); resolves to the exit status.

@@ -18,14 +18,14 @@
 // and libtorch's OpenMP threads spin at barriers, so beside other work on a small machine two of
 // them made a 40-token stories260K request take 0.25-4 s instead of 10 ms.
 // Exit status 0 when every check passed, 1 otherwise (the failures are listed).
-import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { startServe } from '../serve_process.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const sourceDir = path.resolve(here, '../../..');
@@ -115,72 +115,26 @@ function rng(seed) {  // mulberry32
 // ---------------------------------------------------------------------------------------------
 // The server
 
-const server = { proc: null, exitStatus: null, output: '', logFile: path.join(LOG_DIR, 'server.log') };
+let server = null;
 
-function startServer() {
-  const args = ['serve', path.resolve(MODEL), '--host', HOST, '--port', '0', '--max-num-seqs', opts['max-num-seqs'],
-    '--max-body-bytes', String(MAX_BODY)];
-  if (CHAT_TEMPLATE) args.push('--chat-template', CHAT_TEMPLATE);
-  const logStream = createWriteStream(server.logFile);
-  logStream.write(`$ ${BIN} ${args.join(' ')}\n`);
-  const env = { ...process.env };
-  delete env.PLUGFORMER_API_KEY;
-  if (Number(opts['server-threads']) > 0) env.OMP_NUM_THREADS = opts['server-threads'];
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-  server.proc = proc;
-  server.exited = new Promise((resolve) => {
-    proc.on('exit', (code, signal) => {
-      server.exitStatus = { code, signal };
-      logStream.end(`\n[exit code ${code} signal ${signal}]\n`);
-      if (phase !== 'shutdown') {
-        stopAll = true;
-        fail('server', 'exit', `the server exited during ${phase} (code ${code}, signal ${signal}); output tail:\n` +
-          server.output.slice(-3000));
-      }
-      resolve(server.exitStatus);
-    });
-  });
-  const keep = (chunk) => {
-    logStream.write(chunk);
-    if (server.output.length < 2_000_000) server.output += chunk;
-  };
-  proc.stderr.setEncoding('utf8');
-  proc.stdout.setEncoding('utf8');
-  proc.stderr.on('data', keep);
-  return new Promise((resolve, reject) => {
-    let pending = '';
-    let done = false;
-    const timer = setTimeout(() => finish(new Error(`no listening line within ${START_TIMEOUT / 1000} s`)), START_TIMEOUT);
-    const finish = (err) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (err) {
-        if (server.exitStatus === null) proc.kill('SIGKILL');
-        reject(new Error(`${err.message}\n$ ${BIN} ${args.join(' ')}\n--- output ---\n${server.output.slice(-3000)}`));
-      } else resolve();
-    };
-    proc.stdout.on('data', (chunk) => {
-      keep(chunk);
-      if (done) return;
-      pending += chunk;
-      let nl;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        const m = /^plugformer serve: listening on http:\/\/127\.0\.0\.1:(\d+)$/.exec(line);
-        if (m) {
-          PORT = Number(m[1]);
-          return finish(PORT > 0 ? null : new Error(`listening line names port 0: ${line}`));
-        }
-      }
-    });
-    proc.on('error', (err) => finish(new Error(`cannot start ${BIN}: ${err.message}`)));
-    proc.on('exit', (code, signal) => finish(new Error(`exited (code ${code}, signal ${signal}) before its listening line`)));
-  });
+async function startServer() {
+  const extra = ['--max-num-seqs', opts['max-num-seqs'], '--max-body-bytes', String(MAX_BODY)];
+  if (CHAT_TEMPLATE) extra.push('--chat-template', CHAT_TEMPLATE);
+  const env = Number(opts['server-threads']) > 0 ? { OMP_NUM_THREADS: opts['server-threads'] } : {};
+  const logFile = path.join(LOG_DIR, 'server.log');
+  log(`starting ${BIN} serve ${MODEL} (log: ${logFile})`);
+  server = await startServe({ bin: BIN, model: path.resolve(MODEL), extra, logFile, env, startTimeoutMs: START_TIMEOUT,
+    outputLimit: 2_000_000,
+    onExit: (code, signal) => {
+      if (phase === 'shutdown') return;
+      stopAll = true;
+      fail('server', 'exit', `the server exited during ${phase} (code ${code}, signal ${signal}); output tail:\n` +
+        server.output.slice(-3000));
+    } });
+  PORT = server.port;
 }
 
-process.on('exit', () => { if (server.proc && server.exitStatus === null) server.proc.kill('SIGKILL'); });
+process.on('exit', () => { if (server && server.exitStatus === null) server.proc.kill('SIGKILL'); });
 
 function procStatus() {
   const pid = server.proc.pid;
@@ -831,7 +785,6 @@ function percentile(list, p) {
 const result = { seconds: SECONDS, clients: CLIENTS, seed: SEED, model: MODEL, warmup_seconds: WARMUP_SECONDS };
 let exitCode = 0;
 try {
-  log(`starting ${BIN} serve ${MODEL} (log: ${server.logFile})`);
   await startServer();
   log(`listening on port ${PORT}, pid ${server.proc.pid}; ${CLIENTS} clients, ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up, seed ${SEED}`);
 
@@ -921,7 +874,7 @@ if (Number(opts['hold-seconds']) > 0 && server.exitStatus === null) {
 }
 
 // SIGTERM: exits 0, promptly (nothing runs).
-if (server.proc && server.exitStatus === null) {
+if (server && server.exitStatus === null) {
   phase = 'shutdown';
   const started = Date.now();
   server.proc.kill('SIGTERM');
