@@ -152,7 +152,7 @@ void dot_range(const float* x, const W* w, const float* scale, int64_t in, int64
 // for each row count, the fastest measured on one core (a scratch benchmark of the bf16 kernel,
 // then `generation_bench linear`): the accumulators (R * O * V, up to 4 rows per block) cover
 // the FMA latency and leave registers for a weight vector per stream and a row of x.
-template <class W, class Fn>
+template <class Fn>
 void with_row_kernel(int64_t rows, Fn&& fn) {
   using std::integral_constant;
   using I = int;
@@ -274,13 +274,13 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
     at::Tensor y = at::empty(out_sizes, at::kFloat);
     float* yp = y.data_ptr<float>();
     if (rows <= kRowGroup) {
-      with_row_kernel<W>(rows, [&](auto r, auto o, auto v) { dot_rows_shared<r, o, v>(xp, wp, sp, in, out, yp, out); });
+      with_row_kernel(rows, [&](auto r, auto o, auto v) { dot_rows_shared<r, o, v>(xp, wp, sp, in, out, yp, out); });
       return y;
     }
     at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
       for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
         for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup)
-          with_row_kernel<W>(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto o, auto v) {
+          with_row_kernel(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto o, auto v) {
             dot_range<r, o, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
           });
     });
