@@ -21,7 +21,6 @@ namespace {
 using tok::is_whitespace;
 using tok::to_lowercase;
 using tok::utf8_append;
-using tok::utf8_char_count;
 using tok::utf8_next;
 
 // Python's str.isspace: Unicode White_Space plus the ASCII separators U+001C..U+001F.
@@ -95,7 +94,7 @@ ModelInputs model_inputs(const Batch& b, const PreTrainedModel& model) {
 
 int64_t pad_id_of(const Tokenizer& tokenizer) { return tokenizer.pad_token_id().value_or(0); }
 
-// Rows in order of decreasing length (sentence-transformers sorts by -len(text), stable).
+// Rows in order of decreasing length (stable).
 std::vector<size_t> longest_first(const std::vector<size_t>& lengths) {
   std::vector<size_t> order(lengths.size());
   std::iota(order.begin(), order.end(), 0);
@@ -353,9 +352,12 @@ at::Tensor SentenceTransformer::encode(const std::vector<std::string>& texts, co
     prompt = it->second;
   }
   const int64_t prompt_tokens = prompt.empty() ? 0 : prompt_length(prompt);
+  // Batches of texts with as many tokens (sentence-transformers sorts by characters, which left a
+  // third of a batch's positions padding on license text); the order changes no embedding.
+  const std::vector<Encoding> encodings = tokenizer_->encode_batch(prepared(texts, prompt));
   std::vector<size_t> lengths;
-  for (const auto& t : texts) lengths.push_back(utf8_char_count(t));
-  return embed(tokenizer_->encode_batch(prepared(texts, prompt)), longest_first(lengths), prompt_tokens, options);
+  for (const auto& e : encodings) lengths.push_back(e.ids.size());
+  return embed(encodings, longest_first(lengths), prompt_tokens, options);
 }
 
 at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t>>& ids, const EncodeOptions& options) const {
@@ -440,16 +442,18 @@ at::Tensor CrossEncoder::predict(const std::vector<std::pair<std::string, std::s
   if (options.activation && *options.activation != "sigmoid" && *options.activation != "identity")
     throw InvalidInputError("predict: activation '" + *options.activation + "' (expected sigmoid or identity)");
   const std::string activation = options.activation.value_or(default_activation_);
+  // Batched by token count, as SentenceTransformer::encode does.
+  const std::vector<Encoding> encodings = tokenizer_->encode_batch_pairs(pairs);
   std::vector<size_t> lengths;
-  for (const auto& [q, p] : pairs) lengths.push_back(utf8_char_count(q) + utf8_char_count(p));
+  for (const auto& e : encodings) lengths.push_back(e.ids.size());
   const std::vector<size_t> order = longest_first(lengths);
   c10::InferenceMode guard;
   std::vector<at::Tensor> rows(pairs.size());
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {
     const size_t end = std::min(order.size(), start + size_t(options.batch_size));
-    std::vector<std::pair<std::string, std::string>> chunk;
-    for (size_t i = start; i < end; ++i) chunk.push_back(pairs[order[i]]);
-    const Batch b = pad(tokenizer_->encode_batch_pairs(chunk), pad_id_of(*tokenizer_));
+    std::vector<Encoding> chunk;
+    for (size_t i = start; i < end; ++i) chunk.push_back(encodings[order[i]]);
+    const Batch b = pad(chunk, pad_id_of(*tokenizer_));
     const at::Tensor logits = activate(activation, model_->forward(model_inputs(b, *model_))["logits"].to(at::kFloat));
     for (size_t i = start; i < end; ++i) rows[order[i]] = logits[int64_t(i - start)];
   }
