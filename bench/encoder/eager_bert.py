@@ -22,13 +22,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from eager import load_safetensors  # noqa: E402
 
 
-def forward(c, w, ids, mask):
+def forward(c, w, ids, mask, types=None):
     h, nh = c["hidden_size"], c["num_attention_heads"]
     b, n = ids.shape
     eps = c.get("layer_norm_eps", 1e-12)
     x = (F.embedding(ids, w["embeddings.word_embeddings.weight"]) +
          F.embedding(torch.arange(n), w["embeddings.position_embeddings.weight"]) +
-         F.embedding(torch.zeros_like(ids), w["embeddings.token_type_embeddings.weight"]))
+         F.embedding(torch.zeros_like(ids) if types is None else types, w["embeddings.token_type_embeddings.weight"]))
     x = F.layer_norm(x, (h,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
     ext = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
     for i in range(c["num_hidden_layers"]):

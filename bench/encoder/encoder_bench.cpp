@@ -5,6 +5,9 @@
 //   encoder_bench make-bert DIR                                   random bert-base (110M) in HF format
 //   encoder_bench make-minilm DIR TOKENIZER_DIR                   all-MiniLM-L6-v2-shaped sentence-transformers folder
 //   encoder_bench embed DIR --input FILE [--batch 32] [--repeat R] [--dump-ids F]   sentences/s, tokenization included
+//   encoder_bench make-cross-encoder DIR TOKENIZER_DIR            ms-marco-MiniLM-L-6-v2-shaped cross-encoder
+//   encoder_bench rerank DIR --input FILE [--passages 100] [--batch 32] [--repeat R] [--dump-ids F]
+//                                                                 (query, passage) pairs/s, tokenization included
 //   encoder_bench run DIR [--dtype D] [--batch B] [--seq S] [--threads T] [--repeat R]
 //   encoder_bench sgemm [--threads T]                             fp32 GEMM peak, GFLOP/s
 #include <ATen/ATen.h>
@@ -87,15 +90,85 @@ void make_minilm(const std::string& dir, const std::string& tokenizer_dir) {
   std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
 }
 
+// An ms-marco-MiniLM-L-6-v2-shaped cross-encoder (BertForSequenceClassification with one label;
+// random weights, the tokenizer files of `tokenizer_dir`).
+void make_cross_encoder(const std::string& dir, const std::string& tokenizer_dir) {
+  namespace fs = std::filesystem;
+  auto config = AutoConfig::for_model("bert", json{{"hidden_size", 384}, {"num_hidden_layers", 6},
+                                                   {"num_attention_heads", 12}, {"intermediate_size", 1536},
+                                                   {"vocab_size", 30522}, {"max_position_embeddings", 512},
+                                                   {"num_labels", 1}, {"architectures", {"BertForSequenceClassification"}}});
+  auto model = AutoModelForSequenceClassification::from_config(config);
+  model->save_pretrained(dir);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"})
+    fs::copy_file(fs::path(tokenizer_dir) / file, fs::path(dir) / file, fs::copy_options::overwrite_existing);
+  std::cout << "wrote " << dir << " (" << model->num_parameters() << " parameters)\n";
+}
+
+std::vector<std::string> read_lines(const std::string& file) {
+  std::vector<std::string> lines;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  if (lines.empty()) throw InvalidInputError(file + ": no lines");
+  return lines;
+}
+
+// (query, passage) pairs per second of CrossEncoder::predict, one call per query as rank() makes
+// it: each line of the file in turn is a query, the next --passages lines its passages (tokenization
+// included). --dump-ids writes each call's batches (input_ids and token_type_ids) as
+// sentence-transformers makes them, for the eager peer.
+void rerank(const std::string& dir, std::map<std::string, std::string> opt) {
+  if (!opt["--threads"].empty()) at::set_num_threads(std::stoi(opt["--threads"]));
+  const std::vector<std::string> lines = read_lines(opt["--input"]);
+  const size_t passages = std::stoul(opt["--passages"]);
+  std::vector<std::vector<std::pair<std::string, std::string>>> queries;
+  for (size_t q = 0; q + passages < lines.size(); q += passages + 1) {
+    queries.emplace_back();
+    for (size_t p = 1; p <= passages; ++p) queries.back().emplace_back(lines[q], lines[q + p]);
+  }
+  auto model = CrossEncoder::from_pretrained(dir);
+  PredictOptions options;
+  options.batch_size = std::stoll(opt["--batch"]);
+  if (queries.empty()) throw InvalidInputError(opt["--input"] + ": fewer lines than one query and its passages");
+  model->predict(queries.front(), options);  // warm-up
+  double s = 1e30;
+  for (int64_t r = 0; r < std::stoll(opt["--repeat"]); ++r) {
+    const auto start = Clock::now();
+    for (const auto& pairs : queries) model->predict(pairs, options);
+    s = std::min(s, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  if (!opt["--dump-ids"].empty()) {
+    // The batches sentence-transformers' predict makes: pairs sorted by decreasing characters
+    // (bytes here: the license text is ASCII), encoded with the model's truncation.
+    auto tokenizer = AutoTokenizer::from_pretrained(dir);
+    json calls = json::array();
+    for (auto pairs : queries) {
+      std::stable_sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) {
+        return a.first.size() + a.second.size() > b.first.size() + b.second.size();
+      });
+      const std::vector<Encoding> encodings = tokenizer->encode_batch_pairs(pairs);
+      json batches = json::array();
+      for (size_t i = 0; i < encodings.size(); i += size_t(options.batch_size)) {
+        json batch = json::array();
+        for (size_t j = i; j < std::min(encodings.size(), i + size_t(options.batch_size)); ++j)
+          batch.push_back({{"ids", encodings[j].ids}, {"types", encodings[j].type_ids}});
+        batches.push_back(batch);
+      }
+      calls.push_back(batches);
+    }
+    write_json_file(opt["--dump-ids"], calls, -1);
+  }
+  const size_t pairs = queries.size() * passages;
+  std::cout << json{{"engine", "plugformer"}, {"pairs", pairs}, {"seconds", s}, {"pairs_per_s", double(pairs) / s}}.dump()
+            << std::endl;
+}
+
 // Sentences per second of SentenceTransformer::encode over the lines of a text file, tokenization
 // included. --dump-ids writes the token ids of each batch (sentence-transformers' order: longest
 // first) for the eager peer.
 void embed(const std::string& dir, std::map<std::string, std::string> opt) {
   if (!opt["--threads"].empty()) at::set_num_threads(std::stoi(opt["--threads"]));
-  std::vector<std::string> lines;
-  std::ifstream in(opt["--input"]);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  if (lines.empty()) throw InvalidInputError(opt["--input"] + ": no lines");
+  const std::vector<std::string> lines = read_lines(opt["--input"]);
   auto model = SentenceTransformer::from_pretrained(dir);
   EncodeOptions options;
   options.batch_size = std::stoll(opt["--batch"]);
@@ -166,6 +239,20 @@ int main(int argc, char** argv) {
         opt[argv[i]] = argv[i + 1];
       }
       embed(argv[2], opt);
+      return 0;
+    }
+    if (command == "make-cross-encoder" && argc == 4) {
+      make_cross_encoder(argv[2], argv[3]);
+      return 0;
+    }
+    if (command == "rerank" && argc >= 3) {
+      std::map<std::string, std::string> opt = {{"--input", ""},   {"--passages", "100"}, {"--batch", "32"},
+                                                {"--threads", ""}, {"--repeat", "1"},     {"--dump-ids", ""}};
+      for (int i = 3; i + 1 < argc; i += 2) {
+        if (!opt.count(argv[i])) throw InvalidInputError(std::string("unknown option ") + argv[i]);
+        opt[argv[i]] = argv[i + 1];
+      }
+      rerank(argv[2], opt);
       return 0;
     }
     if (command == "make-bert" && argc == 3) {
