@@ -49,6 +49,22 @@ def forward(c, w, ids, mask, types=None):
     return x, pooled
 
 
+def peer_setup():
+    """The command line of the peers on dumped token ids (MODEL_DIR --ids FILE [--threads N]
+    [--repeat R]): the arguments, config.json and the weights, names without the "bert." prefix of
+    BertFor* checkpoints. Sets torch's thread count."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--ids", required=True)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    c = json.load(open(os.path.join(args.model, "config.json")))
+    w = {k.removeprefix("bert."): v for k, v in load_safetensors(os.path.join(args.model, "model.safetensors")).items()}
+    return args, c, w
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")

@@ -8,27 +8,17 @@ excluded (Python's `tokenizers` is not installed here). Bench tool only.
 
 Prints one JSON line: sentences, seconds, sentences_per_s.
 """
-import argparse
 import json
-import os
 import time
 
 import torch
 import torch.nn.functional as F
 
-from eager_bert import forward, load_safetensors
+from eager_bert import forward, peer_setup
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--ids", required=True)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeat", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    c = json.load(open(os.path.join(args.model, "config.json")))
-    w = load_safetensors(os.path.join(args.model, "model.safetensors"))
+    args, c, w = peer_setup()
     batches = []
     for batch in json.load(open(args.ids)):
         longest = max(len(ids) for ids in batch)

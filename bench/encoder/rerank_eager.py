@@ -9,28 +9,17 @@ sigmoid), on the token ids the C++ side dumped (--dump-ids): model time only, to
 
 Prints one JSON line: pairs, seconds, pairs_per_s.
 """
-import argparse
 import json
-import os
 import time
 
 import torch
 import torch.nn.functional as F
 
-from eager_bert import forward, load_safetensors
+from eager_bert import forward, peer_setup
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--ids", required=True)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeat", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    c = json.load(open(os.path.join(args.model, "config.json")))
-    # BertForSequenceClassification's weights: the encoder under "bert.", then "classifier.".
-    w = {k.removeprefix("bert."): v for k, v in load_safetensors(os.path.join(args.model, "model.safetensors")).items()}
+    args, c, w = peer_setup()
     calls = []
     for call in json.load(open(args.ids)):
         batches = []
