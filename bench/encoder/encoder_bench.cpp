@@ -139,8 +139,10 @@ void rerank(const std::string& dir, std::map<std::string, std::string> opt) {
   }
   if (!opt["--dump-ids"].empty()) {
     // The batches sentence-transformers' predict makes: pairs sorted by decreasing characters
-    // (bytes here: the license text is ASCII), encoded with the model's truncation.
+    // (bytes here: the license text is ASCII), encoded with the model's truncation and unpadded
+    // (tokenizer.json's padding would pad to the call's longest; each batch pads to its own).
     auto tokenizer = AutoTokenizer::from_pretrained(dir);
+    tokenizer->set_padding(std::nullopt);
     json calls = json::array();
     for (auto pairs : queries) {
       std::stable_sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) {

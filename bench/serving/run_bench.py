@@ -20,6 +20,8 @@ Only loopback traffic: both servers listen on 127.0.0.1 on free ports; every loa
 (K x --requests-per-client requests) and time (--run-timeout).
 """
 import argparse
+import collections
+import itertools
 import json
 import os
 import random
@@ -200,10 +202,16 @@ class Server:
         self.log.close()
 
 
+LOAD_RUNS = collections.defaultdict(itertools.count)
+
+
 def load(args, server, k, requests_per_client, max_tokens):
+    # Fresh prompts for every run of a server (llama-server keeps earlier prompts' KV, per slot and in
+    # its host prompt cache --cache-ram, and would skip the prefill of a repeated prompt); the engines
+    # make the same sequence of runs, so the n-th run of each sends the same prompts.
     cmd = [sys.executable, os.path.join(HERE, "serve_load.py"), server.base, str(k),
            "--requests-per-client", str(requests_per_client), "--prompt-tokens", str(args.prompt_tokens),
-           "--max-tokens", str(max_tokens), "--model", server.model]
+           "--max-tokens", str(max_tokens), "--model", server.model, "--seed-base", str(100000 * next(LOAD_RUNS[server.engine]))]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.run_timeout)
     if out.returncode != 0 or not out.stdout.strip():
         raise RuntimeError(f"serve_load.py failed ({out.returncode}): {out.stderr.strip()[-2000:]}")

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-# Copied from ../shared/bench/serve_load.py (the project's shared load generator), unchanged below this
-# header, so that bench/serving works from a fresh clone where ../shared is absent. Keep in sync.
+# Copied from ../shared/bench/serve_load.py (the project's shared load generator) so that bench/serving
+# works from a fresh clone where ../shared is absent. One addition: --seed-base, so that run_bench.py never
+# sends a prompt twice (llama-server's prompt cache answers a repeated prompt's prefill from memory).
 """Load generator for an OpenAI-compatible /v1/completions endpoint (streamed), for side-by-side serving runs.
 
 usage: serve_load.py BASE_URL CONCURRENCY [--requests-per-client N] [--prompt-tokens P] [--max-tokens M] [--model NAME]
+                    [--seed-base B]
 Each client sends N streamed requests one after another; prompts are distinct token-id lists (P ids, seeded),
 temperature 0, ignore_eos where the server knows it. Prints one JSON line: aggregate generated tokens/s over the
 wall time, TTFT and inter-token latency percentiles (ms). Counts generated tokens from the stream's chunks
@@ -17,6 +19,7 @@ ap.add_argument("--requests-per-client", type=int, default=3)
 ap.add_argument("--prompt-tokens", type=int, default=32)
 ap.add_argument("--max-tokens", type=int, default=64)
 ap.add_argument("--model", default="m")
+ap.add_argument("--seed-base", type=int, default=0, help="request j of client i uses prompt seed B + 1000 i + j")
 a = ap.parse_args()
 u = urllib.parse.urlparse(a.base)
 ttft, itl, tokens, errors = [], [], [0], [0]
@@ -56,7 +59,7 @@ def one(seed):
         itl.extend(gaps)
 
 def client(i):
-    for j in range(a.requests_per_client): one(1000 * i + j)
+    for j in range(a.requests_per_client): one(a.seed_base + 1000 * i + j)
 
 t0 = time.perf_counter()
 ts = [threading.Thread(target=client, args=(i,)) for i in range(a.k)]

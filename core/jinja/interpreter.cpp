@@ -294,9 +294,15 @@ int64_t floor_div(int64_t a, int64_t b) {
   return q;
 }
 
+// str, list and tuple support `* n`; Python's range objects and generators do not.
+bool repeatable(const Value& v) {
+  return v.is_string() || (v.is_list() && !v.is_generator() && v.list().shape != List::Shape::Range);
+}
+
 Value repeat(const Value& seq, int64_t times, Interpreter& interp) {
-  if (times <= 0) return seq.is_string() ? Value("") : make_list({}, seq.list().shape);
   const size_t unit = seq.is_string() ? seq.str().size() : seq.list().items.size() * sizeof(Value);
+  if (times <= 0 || unit == 0)  // an empty result, at once however large `times` is
+    return seq.is_string() ? (seq.is_markup() ? Value::markup("") : Value("")) : make_list({}, seq.list().shape);
   if (unit && static_cast<uint64_t>(times) > interp.max_output_bytes / unit)
     fail("MemoryError", "repetition result larger than the output limit");
   if (seq.is_string()) {
@@ -347,8 +353,8 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b, Interpreter& inter
     case BinaryOp::Mul:
       if (floats) return Value(a.as_float() * b.as_float());
       if (numbers) return Value(checked(mul_overflow, a.as_int(), b.as_int()));
-      if ((a.is_string() || (a.is_list() && !a.is_generator())) && (b.is_int() || b.is_bool())) return repeat(a, b.as_int(), interp);
-      if ((b.is_string() || (b.is_list() && !b.is_generator())) && (a.is_int() || a.is_bool())) return repeat(b, a.as_int(), interp);
+      if (repeatable(a) && (b.is_int() || b.is_bool())) return repeat(a, b.as_int(), interp);
+      if (repeatable(b) && (a.is_int() || a.is_bool())) return repeat(b, a.as_int(), interp);
       type_error("can't multiply sequence by non-int of type '" + b.type_name() + "'");
     case BinaryOp::Div:
       if (!numbers) unsupported("/", a, b);

@@ -67,13 +67,15 @@ struct Batch {
   at::Tensor input_ids, attention_mask, token_type_ids;
 };
 
-Batch pad(const std::vector<Encoding>& encodings, int64_t pad_id) {
+// The encodings at order[start, end).
+Batch pad(const std::vector<Encoding>& encodings, const std::vector<size_t>& order, size_t start, size_t end,
+          int64_t pad_id) {
   size_t longest = 0;
-  for (const auto& e : encodings) longest = std::max(longest, e.ids.size());
-  const int64_t rows = int64_t(encodings.size()), cols = int64_t(longest);
+  for (size_t i = start; i < end; ++i) longest = std::max(longest, encodings[order[i]].ids.size());
+  const int64_t rows = int64_t(end - start), cols = int64_t(longest);
   Batch b{at::full({rows, cols}, pad_id, at::kLong), at::zeros({rows, cols}, at::kLong), at::zeros({rows, cols}, at::kLong)};
   for (int64_t r = 0; r < rows; ++r) {
-    const Encoding& e = encodings[size_t(r)];
+    const Encoding& e = encodings[order[start + size_t(r)]];
     const int64_t n = int64_t(e.ids.size());
     if (n == 0) continue;
     b.input_ids[r].narrow(0, 0, n).copy_(at::tensor(e.ids, at::kLong));
@@ -357,7 +359,7 @@ at::Tensor SentenceTransformer::encode(const std::vector<std::string>& texts, co
   const std::vector<Encoding> encodings = tokenizer_->encode_batch(prepared(texts, prompt));
   std::vector<size_t> lengths;
   for (const auto& e : encodings) lengths.push_back(e.ids.size());
-  return embed(encodings, longest_first(lengths), prompt_tokens, options);
+  return embed(encodings, lengths, prompt_tokens, options);
 }
 
 at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t>>& ids, const EncodeOptions& options) const {
@@ -377,18 +379,17 @@ at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t
     lengths.push_back(e.ids.size());
     encodings.push_back(std::move(e));
   }
-  return embed(encodings, longest_first(lengths), 0, options);
+  return embed(encodings, lengths, 0, options);
 }
 
-at::Tensor SentenceTransformer::embed(const std::vector<Encoding>& encodings, const std::vector<size_t>& order,
+at::Tensor SentenceTransformer::embed(const std::vector<Encoding>& encodings, const std::vector<size_t>& lengths,
                                       int64_t prompt_tokens, const EncodeOptions& options) const {
   c10::InferenceMode guard;
   std::vector<at::Tensor> rows(encodings.size());
+  const std::vector<size_t> order = longest_first(lengths);
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {
     const size_t end = std::min(order.size(), start + size_t(options.batch_size));
-    std::vector<Encoding> chunk;
-    for (size_t i = start; i < end; ++i) chunk.push_back(encodings[order[i]]);
-    const Batch b = pad(chunk, pad_id_of(*tokenizer_));
+    const Batch b = pad(encodings, order, start, end, pad_id_of(*tokenizer_));
     const at::Tensor tokens = model_->forward(model_inputs(b, *model_))["last_hidden_state"].to(at::kFloat);
     at::Tensor embedding;
     for (const auto& module : modules_) {
@@ -451,9 +452,7 @@ at::Tensor CrossEncoder::predict(const std::vector<std::pair<std::string, std::s
   std::vector<at::Tensor> rows(pairs.size());
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {
     const size_t end = std::min(order.size(), start + size_t(options.batch_size));
-    std::vector<Encoding> chunk;
-    for (size_t i = start; i < end; ++i) chunk.push_back(encodings[order[i]]);
-    const Batch b = pad(chunk, pad_id_of(*tokenizer_));
+    const Batch b = pad(encodings, order, start, end, pad_id_of(*tokenizer_));
     const at::Tensor logits = activate(activation, model_->forward(model_inputs(b, *model_))["logits"].to(at::kFloat));
     for (size_t i = start; i < end; ++i) rows[order[i]] = logits[int64_t(i - start)];
   }

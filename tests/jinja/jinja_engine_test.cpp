@@ -74,6 +74,10 @@ TEST(JinjaLimits, HostileTemplatesStopWithClearErrors) {
   EXPECT_EQ(error_kind("{% for i in range(10**9) %}{% endfor %}"), "OverflowError");  // the sandbox's MAX_RANGE
   EXPECT_EQ(error_kind("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), "RecursionError");
   EXPECT_EQ(error_kind("{{ 'x' * 10**12 }}"), "MemoryError");
+  // Empty sequences repeated any number of times are empty at once (found by fuzz_jinja_template:
+  // 10^9 repetitions of nothing took seconds); Python's range objects have no `*`.
+  EXPECT_EQ(render("{{ ([] * 10**12) | length }}{{ '' * 10**12 }}|{{ [1] * 0 }}"), "0|[]");
+  EXPECT_EQ(error_kind("{{ range(0) * 818888830 }}"), "TypeError");
   TemplateLimits small;
   small.max_output_bytes = 1000;
   EXPECT_EQ(error_kind("{% for i in range(1000) %}0123456789{% endfor %}", json::object(), small), "TemplateRuntimeError");
