@@ -9,7 +9,6 @@
 //   encoder_bench rerank DIR --input FILE [--passages 100] [--batch 32] [--repeat R] [--dump-ids F]
 //                                                                 (query, passage) pairs/s, tokenization included
 //   encoder_bench run DIR [--dtype D] [--batch B] [--seq S] [--threads T] [--repeat R]
-//   encoder_bench sgemm [--threads T]                             fp32 GEMM peak, GFLOP/s
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -271,8 +270,9 @@ int main(int argc, char** argv) {
       run(argv[2], opt);
       return 0;
     }
-    std::cerr << "usage: encoder_bench make-bert DIR | run DIR [--dtype D] [--batch B] [--seq S] [--threads T] "
-                 "[--repeat R]\n";
+    std::cerr << "usage: encoder_bench make-bert DIR | make-minilm DIR TOKENIZER_DIR | make-cross-encoder DIR "
+                 "TOKENIZER_DIR | run DIR [options] | embed DIR --input FILE [options] | rerank DIR --input FILE "
+                 "[options] (options: see the top of bench/encoder/encoder_bench.cpp)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
