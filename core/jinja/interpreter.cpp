@@ -303,7 +303,7 @@ Value repeat(const Value& seq, int64_t times, Interpreter& interp) {
   const size_t unit = seq.is_string() ? seq.str().size() : seq.list().items.size() * sizeof(Value);
   if (times <= 0 || unit == 0)  // an empty result, at once however large `times` is
     return seq.is_string() ? (seq.is_markup() ? Value::markup("") : Value("")) : make_list({}, seq.list().shape);
-  if (unit && static_cast<uint64_t>(times) > interp.max_output_bytes / unit)
+  if (static_cast<uint64_t>(times) > interp.max_output_bytes / unit)
     fail("MemoryError", "repetition result larger than the output limit");
   if (seq.is_string()) {
     std::string out;

@@ -96,11 +96,12 @@ ModelInputs model_inputs(const Batch& b, const PreTrainedModel& model) {
 
 int64_t pad_id_of(const Tokenizer& tokenizer) { return tokenizer.pad_token_id().value_or(0); }
 
-// Rows in order of decreasing length (stable).
-std::vector<size_t> longest_first(const std::vector<size_t>& lengths) {
-  std::vector<size_t> order(lengths.size());
+// Encodings in order of decreasing token count (stable).
+std::vector<size_t> longest_first(const std::vector<Encoding>& encodings) {
+  std::vector<size_t> order(encodings.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return encodings[a].ids.size() > encodings[b].ids.size(); });
   return order;
 }
 
@@ -356,10 +357,7 @@ at::Tensor SentenceTransformer::encode(const std::vector<std::string>& texts, co
   const int64_t prompt_tokens = prompt.empty() ? 0 : prompt_length(prompt);
   // Batches of texts with as many tokens (sentence-transformers sorts by characters, which left a
   // third of a batch's positions padding on license text); the order changes no embedding.
-  const std::vector<Encoding> encodings = tokenizer_->encode_batch(prepared(texts, prompt));
-  std::vector<size_t> lengths;
-  for (const auto& e : encodings) lengths.push_back(e.ids.size());
-  return embed(encodings, lengths, prompt_tokens, options);
+  return embed(tokenizer_->encode_batch(prepared(texts, prompt)), prompt_tokens, options);
 }
 
 at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t>>& ids, const EncodeOptions& options) const {
@@ -367,7 +365,6 @@ at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t
   if (options.batch_size < 1) throw InvalidInputError("encode_ids: batch_size must be positive");
   const int64_t vocab = model_->config().get("vocab_size").is_number_integer() ? model_->config().get("vocab_size").get<int64_t>() : 0;
   std::vector<Encoding> encodings;
-  std::vector<size_t> lengths;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i].empty()) throw InvalidInputError("encode_ids: input " + std::to_string(i) + " has no tokens");
     for (int64_t id : ids[i])
@@ -376,17 +373,16 @@ at::Tensor SentenceTransformer::encode_ids(const std::vector<std::vector<int64_t
                                 ", outside the vocabulary [0, " + std::to_string(vocab) + ")");
     Encoding e;
     e.ids.assign(ids[i].begin(), ids[i].begin() + std::min<int64_t>(int64_t(ids[i].size()), max_seq_length_));
-    lengths.push_back(e.ids.size());
     encodings.push_back(std::move(e));
   }
-  return embed(encodings, lengths, 0, options);
+  return embed(encodings, 0, options);
 }
 
-at::Tensor SentenceTransformer::embed(const std::vector<Encoding>& encodings, const std::vector<size_t>& lengths,
-                                      int64_t prompt_tokens, const EncodeOptions& options) const {
+at::Tensor SentenceTransformer::embed(const std::vector<Encoding>& encodings, int64_t prompt_tokens,
+                                      const EncodeOptions& options) const {
   c10::InferenceMode guard;
   std::vector<at::Tensor> rows(encodings.size());
-  const std::vector<size_t> order = longest_first(lengths);
+  const std::vector<size_t> order = longest_first(encodings);
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {
     const size_t end = std::min(order.size(), start + size_t(options.batch_size));
     const Batch b = pad(encodings, order, start, end, pad_id_of(*tokenizer_));
@@ -445,9 +441,7 @@ at::Tensor CrossEncoder::predict(const std::vector<std::pair<std::string, std::s
   const std::string activation = options.activation.value_or(default_activation_);
   // Batched by token count, as SentenceTransformer::encode does.
   const std::vector<Encoding> encodings = tokenizer_->encode_batch_pairs(pairs);
-  std::vector<size_t> lengths;
-  for (const auto& e : encodings) lengths.push_back(e.ids.size());
-  const std::vector<size_t> order = longest_first(lengths);
+  const std::vector<size_t> order = longest_first(encodings);
   c10::InferenceMode guard;
   std::vector<at::Tensor> rows(pairs.size());
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {

@@ -52,10 +52,8 @@ class SentenceTransformer {
  private:
   SentenceTransformer() = default;
   int64_t prompt_length(const std::string& prompt) const;
-  // The pipeline on tokenized inputs of these token counts, batched longest first; rows come back
-  // in input order.
-  at::Tensor embed(const std::vector<Encoding>& encodings, const std::vector<size_t>& lengths, int64_t prompt_tokens,
-                   const EncodeOptions& options) const;
+  // The pipeline on tokenized inputs, batched longest first; rows come back in input order.
+  at::Tensor embed(const std::vector<Encoding>& encodings, int64_t prompt_tokens, const EncodeOptions& options) const;
   std::vector<std::string> prepared(const std::vector<std::string>& texts, const std::string& prompt) const;
 
   ModelPtr model_;
