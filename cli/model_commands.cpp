@@ -22,6 +22,7 @@
 #include <plugformer/log.h>
 #include <plugformer/peft.h>
 #include <plugformer/plugin_loader.h>
+#include <plugformer/runtime.h>
 #include <plugformer/safetensors.h>
 
 #include "commands.h"
@@ -125,7 +126,9 @@ void run_info(const std::string& model_path, const std::string& dtype) {
   ModelInputs one_token{{"input_ids", at::zeros({1, 1}, at::kLong)}};
   const double train_flops = model->floating_point_ops(one_token);
   std::cout << "FLOPs per token:   " << std::llround(train_flops / 3) << " forward, " << std::llround(train_flops)
-            << " training (floating_point_ops)\n";
+            << " training (floating_point_ops)\n"
+            << "cpu features:      " << cpu_features() << "\n"
+            << "cpu kernels:       " << describe_cpu_kernels() << "\n";
 }
 
 struct GenerateArgs {

@@ -11,7 +11,8 @@ gpt2: a random gpt2-small (124M) written by `generation_bench make-gpt2`.
 t5: a random t5-small (60M) written by `generation_bench make-t5`; the prompt is encoded, then
 the decoder generates (prefill = encoding + first decoder step).
 llama: the "small" random Llama (hidden 768, 12 layers, vocab 32000) from the shared generator,
-in HF format for plugformer / eager and GGUF (f32, bf16) for llama.cpp.
+in HF format for plugformer / eager and GGUF (f32, bf16) for llama.cpp; int8 runs against
+model-q8_0.gguf where `llama-quantize model-f32.gguf model-q8_0.gguf q8_0` wrote one.
 decoder: a random causal LM shaped by --config (configs/*.json: Qwen2.5-0.5B's shape, the small
 Llama, the small Llama with Gemma 2's features), written by `generation_bench make-from-config`.
 
@@ -97,8 +98,11 @@ def main():
             skip = dtype == "int8" or f"{dtype}:{batch}" in args.eager_skip.split(",")
             eager = None if skip else run_json(["/usr/bin/python3", os.path.join(HERE, "eager.py"), hf_dir] + weights + common)
             row = {"dtype": dtype, "batch": batch, "ours": ours, "eager": eager}
-            if args.family == "llama" and args.llama_bench and batch == 1 and dtype != "int8":
-                gguf = os.path.join(model, "model-f32.gguf" if dtype == "float32" else "model-bf16.gguf")
+            # int8 (weight-only, per-row scales) against llama.cpp's Q8_0 (per-32-value scales), when
+            # model-q8_0.gguf was made with llama-quantize.
+            gguf = os.path.join(model, {"float32": "model-f32.gguf", "bfloat16": "model-bf16.gguf",
+                                        "int8": "model-q8_0.gguf"}.get(dtype, ""))
+            if args.family == "llama" and args.llama_bench and batch == 1 and os.path.exists(gguf):
                 row["llama.cpp"] = llama_cpp(args.llama_bench, gguf, args.threads, args.prompt, args.new)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)

@@ -1,9 +1,11 @@
 // Matrix products for the shared layers. libtorch 1.13 computes bf16 products fast only where
 // oneDNN finds native bf16 (AVX512-BF16, AMX) and the product is large; elsewhere it falls back to
 // a scalar loop (~0.6 GFLOP/s on an AVX2 server, 200x slower than sgemm). It has no fp16 product.
-// Reduced-precision products that would reach those paths run in fp32 instead — the same arithmetic PyTorch does (fp32 accumulation, one
-// rounding of the result) — and decode-sized products read the 2-byte weights directly in an
-// AVX2 kernel, so they keep the halved memory traffic that makes bf16 decode fast.
+// Reduced-precision products that would reach those paths run in fp32 instead — the same arithmetic PyTorch does (fp32
+// accumulation, one rounding of the result) — and decode-sized products read the 2-byte weights directly in a
+// streaming kernel, so they keep the halved memory traffic that makes bf16 decode fast. The
+// streaming kernels exist for AVX2, AVX-512 and AVX512-BF16 and are chosen per call from
+// cpu_isa() (runtime.h): the CPU's level, or a lower one PLUGFORMER_CPU_ISA caps it at.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -101,14 +103,92 @@ __attribute__((target("avx2,fma,f16c"))) inline void dot_block(const float* x, c
     }
 }
 
+// dot_block on AVX-512 registers: 16 values per vector, and 32 registers leave room for the
+// accumulators, rows of x and weight vectors of every row kernel.
+template <int R, int O, int V, class W>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) inline void dot_block_avx512(
+    const float* x, const W* const* wr, const int64_t* row, const float* scale, int64_t in, bool prefetch, float* y,
+    int64_t y_stride) {
+  constexpr int64_t step = 16 * V;
+  const int64_t vec_end = in / step * step;
+  __m512 acc[R][O][V];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < O; ++k)
+      for (int v = 0; v < V; ++v) acc[r][k][v] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < vec_end; i += step) {
+    if (prefetch)
+      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
+    for (int v = 0; v < V; ++v) {
+      __m512 xv[R];
+      for (int r = 0; r < R; ++r) xv[r] = _mm512_loadu_ps(x + r * in + i + 16 * v);
+      for (int k = 0; k < O; ++k) {
+        const __m512 wv = simd::load16(wr[k] + i + 16 * v);
+        for (int r = 0; r < R; ++r) acc[r][k][v] = _mm512_fmadd_ps(xv[r], wv, acc[r][k][v]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < O; ++k) {
+      __m512 total = acc[r][k][0];
+      for (int v = 1; v < V; ++v) total = _mm512_add_ps(total, acc[r][k][v]);
+      int64_t t = vec_end;
+      for (; t + 16 <= in; t += 16)
+        total = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * in + t), simd::load16(wr[k] + t), total);
+      float sum = _mm512_reduce_add_ps(total);
+      for (; t < in; ++t) sum += x[r * in + t] * float(wr[k][t]);
+      y[r * y_stride + row[k]] = scale ? sum * scale[row[k]] : sum;
+    }
+}
+
+// bf16 rows of x against bf16 weight rows, multiplied as bf16 pairs by vdpbf16ps: the products
+// are exact in fp32 and accumulated in fp32 (as the widening kernels), 32 values per instruction
+// and no conversion. The tail is read with masked loads (zeros add nothing).
+template <int R, int O, int V>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void dot_block_bf16_pairs(
+    const c10::BFloat16* x, const c10::BFloat16* const* wr, const int64_t* row, int64_t in, bool prefetch, float* y,
+    int64_t y_stride) {
+  constexpr int64_t step = 32 * V;
+  const int64_t vec_end = in / step * step;
+  __m512 acc[R][O][V];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < O; ++k)
+      for (int v = 0; v < V; ++v) acc[r][k][v] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < vec_end; i += step) {
+    if (prefetch)
+      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
+    for (int v = 0; v < V; ++v) {
+      __m512bh xv[R];
+      for (int r = 0; r < R; ++r) xv[r] = (__m512bh)_mm512_loadu_si512(x + r * in + i + 32 * v);
+      for (int k = 0; k < O; ++k) {
+        const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[k] + i + 32 * v);
+        for (int r = 0; r < R; ++r) acc[r][k][v] = _mm512_dpbf16_ps(acc[r][k][v], xv[r], wv);
+      }
+    }
+  }
+  for (int64_t t = vec_end; t < in; t += 32) {
+    const __mmask32 live = in - t >= 32 ? ~__mmask32(0) : __mmask32((1u << (in - t)) - 1);
+    for (int k = 0; k < O; ++k) {
+      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(live, wr[k] + t);
+      for (int r = 0; r < R; ++r)
+        acc[r][k][0] = _mm512_dpbf16_ps(acc[r][k][0], (__m512bh)_mm512_maskz_loadu_epi16(live, x + r * in + t), wv);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < O; ++k) {
+      __m512 total = acc[r][k][0];
+      for (int v = 1; v < V; ++v) total = _mm512_add_ps(total, acc[r][k][v]);
+      y[r * y_stride + row[k]] = _mm512_reduce_add_ps(total);
+    }
+}
+
 // dot_block for R rows of x (up to 8) against `count` weight rows from each of the O starts. The
 // O starts are far apart: O long sequential streams per core keep more prefetches in flight than
 // one, which reads DRAM faster here than a single stream or O adjacent rows (one core, bf16, one
 // row: 2 streams 22.5 GB/s, 3 streams 27.5). Rows beyond 4 are a second block over the same
 // weight rows, read again from L1. Each row's sum depends on V and its block's R only, not on
 // which stream reads it.
-template <int R, int O, int V, class W>
-void dot_rows(const float* x, const W* w, const float* scale, int64_t in, const int64_t* start, int64_t count, float* y,
+template <class K, int R, int O, int V, class X, class W>
+void dot_rows(const X* x, const W* w, const float* scale, int64_t in, const int64_t* start, int64_t count, float* y,
               int64_t y_stride) {
   constexpr int first = R < 4 ? R : 4;
   for (int64_t j = 0; j < count; ++j) {
@@ -118,34 +198,34 @@ void dot_rows(const float* x, const W* w, const float* scale, int64_t in, const 
       row[k] = start[k] + j;
       wr[k] = w + row[k] * in;
     }
-    dot_block<first, O, V>(x, wr, row, scale, in, R > 2, y, y_stride);
-    if constexpr (R > 4) dot_block<R - 4, O, V>(x + 4 * in, wr, row, scale, in, false, y + 4 * y_stride, y_stride);
+    K::template dot<first, O, V>(x, wr, row, scale, in, R > 2, y, y_stride);
+    if constexpr (R > 4) K::template dot<R - 4, O, V>(x + 4 * in, wr, row, scale, in, false, y + 4 * y_stride, y_stride);
   }
 }
 
 // count[k] rows from each of O far-apart starts: side by side while all have rows, then each
 // one's rest alone.
-template <int R, int O, int V, class W>
-void dot_streams(const float* x, const W* w, const float* scale, int64_t in, const int64_t* start, const int64_t* count,
+template <class K, int R, int O, int V, class X, class W>
+void dot_streams(const X* x, const W* w, const float* scale, int64_t in, const int64_t* start, const int64_t* count,
                  float* y, int64_t y_stride) {
   const int64_t all = *std::min_element(count, count + O);
-  dot_rows<R, O, V>(x, w, scale, in, start, all, y, y_stride);
+  dot_rows<K, R, O, V>(x, w, scale, in, start, all, y, y_stride);
   for (int k = 0; k < O; ++k) {
     const int64_t rest = start[k] + all;
-    dot_rows<R, 1, V>(x, w, scale, in, &rest, count[k] - all, y, y_stride);
+    dot_rows<K, R, 1, V>(x, w, scale, in, &rest, count[k] - all, y, y_stride);
   }
 }
 
 // The weight rows [ob, oe) as O far-apart streams.
-template <int R, int O, int V, class W>
-void dot_range(const float* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe, float* y,
+template <class K, int R, int O, int V, class X, class W>
+void dot_range(const X* x, const W* w, const float* scale, int64_t in, int64_t ob, int64_t oe, float* y,
                int64_t y_stride) {
   int64_t start[O], count[O];
   for (int k = 0; k < O; ++k) {
     start[k] = ob + (oe - ob) * k / O;
     count[k] = ob + (oe - ob) * (k + 1) / O - start[k];
   }
-  dot_streams<R, O, V>(x, w, scale, in, start, count, y, y_stride);
+  dot_streams<K, R, O, V>(x, w, scale, in, start, count, y, y_stride);
 }
 
 // Calls fn(R, O, V) (std::integral_constant) for up to 8 rows of x: streams and vectors per step
@@ -173,8 +253,8 @@ constexpr int64_t kStreamChunkRows = 16;
 // Decode (one group of rows): every thread starts on O far-apart streams of its own and reads
 // them in chunks; one that runs out takes chunks from the streams of the others, so a core slowed
 // down by another process on the machine no longer holds up the whole product.
-template <int R, int O, int V, class W>
-void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
+template <class K, int R, int O, int V, class X, class W>
+void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
                      int64_t y_stride) {
   struct alignas(64) Stream {
     std::atomic<int64_t> next;
@@ -209,7 +289,7 @@ void dot_rows_shared(const float* x, const W* w, const float* scale, int64_t in,
           any = any || count[k] > 0;
         }
         if (!any) break;
-        dot_streams<R, O, V>(x, w, scale, in, start, count, y, y_stride);
+        dot_streams<K, R, O, V>(x, w, scale, in, start, count, y, y_stride);
       }
     }
   });
@@ -249,45 +329,113 @@ __attribute__((target("avx2,fma,f16c"))) void accumulate_rows(const float* x, co
     if (i_begin + K * part < i_end) accumulate_rows<R, 1>(x, w, in, out, i_begin + K * part, i_end, y);
 }
 
-template <class W>
-void accumulate_row_group(int64_t rows, const float* x, const W* w, int64_t in, int64_t out, int64_t ib, int64_t ie,
-                          float* y) {
+// accumulate_rows on AVX-512 registers.
+template <int R, int K, class W>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) void accumulate_rows_avx512(
+    const float* x, const W* w, int64_t in, int64_t out, int64_t i_begin, int64_t i_end, float* y) {
+  const int64_t vec_end = out / 16 * 16;
+  const int64_t part = (i_end - i_begin) / K;
+  for (int64_t j = 0; j < part; ++j) {
+    int64_t row[K];
+    __m512 xi[R][K];
+    for (int k = 0; k < K; ++k) {
+      row[k] = i_begin + k * part + j;
+      for (int r = 0; r < R; ++r) xi[r][k] = _mm512_set1_ps(x[r * in + row[k]]);
+    }
+    for (int64_t o = 0; o < vec_end; o += 16) {
+      __m512 wv[K];
+      for (int k = 0; k < K; ++k) wv[k] = simd::load16(w + row[k] * out + o);
+      for (int r = 0; r < R; ++r) {
+        float* yr = y + r * out + o;
+        __m512 a = _mm512_loadu_ps(yr);
+        for (int k = 0; k < K; ++k) a = _mm512_fmadd_ps(xi[r][k], wv[k], a);
+        _mm512_storeu_ps(yr, a);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k < K; ++k)
+        for (int64_t o = vec_end; o < out; ++o) y[r * out + o] += x[r * in + row[k]] * float(w[row[k] * out + o]);
+  }
+  if constexpr (K > 1)
+    if (i_begin + K * part < i_end) accumulate_rows_avx512<R, 1>(x, w, in, out, i_begin + K * part, i_end, y);
+}
+
+// Up to 4 rows of x added into y over the weight rows [ib, ie) by `accumulate` (one of the
+// accumulate_rows kernels, called as accumulate(integral_constant R, integral_constant K)).
+template <class Accumulate>
+void accumulate_row_group(int64_t rows, Accumulate&& accumulate) {
+  using std::integral_constant;
   switch (rows) {
-    case 1: return accumulate_rows<1, 4>(x, w, in, out, ib, ie, y);
-    case 2: return accumulate_rows<2, 4>(x, w, in, out, ib, ie, y);
-    case 3: return accumulate_rows<3, 2>(x, w, in, out, ib, ie, y);
-    default: return accumulate_rows<4, 2>(x, w, in, out, ib, ie, y);
+    case 1: return accumulate(integral_constant<int, 1>(), integral_constant<int, 4>());
+    case 2: return accumulate(integral_constant<int, 2>(), integral_constant<int, 4>());
+    case 3: return accumulate(integral_constant<int, 3>(), integral_constant<int, 2>());
+    default: return accumulate(integral_constant<int, 4>(), integral_constant<int, 2>());
   }
 }
 
-// x [..., in] (fp32, contiguous) times a weight -> fp32 [..., out] (out_sizes). The weight is
-// [out, in] (Linear, and every int8 weight, with its per-row scale) or, with in_out, [in, out]
-// (Conv1D).
-template <class W>
-at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, bool in_out,
-                            at::IntArrayRef out_sizes) {
-  const W* wp = w.data_ptr<W>();
-  const float* xp = x.data_ptr<float>();
-  const int64_t in = x.size(-1), rows = x.numel() / in, out = in_out ? w.size(1) : w.size(0);
-  if (!in_out) {
-    const float* sp = scale.defined() ? scale.data_ptr<float>() : nullptr;
-    at::Tensor y = at::empty(out_sizes, at::kFloat);
-    float* yp = y.data_ptr<float>();
-    if (rows <= kRowGroup) {
-      with_row_kernel(rows, [&](auto r, auto o, auto v) { dot_rows_shared<r, o, v>(xp, wp, sp, in, out, yp, out); });
-      return y;
-    }
-    at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
-        for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup)
-          with_row_kernel(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto o, auto v) {
-            dot_range<r, o, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
-          });
-    });
-    return y;
+// The kernels of each instruction set and the type of x they read: fp32 (widening the weight)
+// or, for bf16 [out, in] weights on AVX512-BF16, bf16 (no [in, out] kernel: pairs run along `in`).
+struct Avx2Kernels {
+  using Input = float;
+  template <int R, int O, int V, class W>
+  static void dot(const float* x, const W* const* wr, const int64_t* row, const float* scale, int64_t in, bool prefetch,
+                  float* y, int64_t y_stride) {
+    dot_block<R, O, V>(x, wr, row, scale, in, prefetch, y, y_stride);
   }
-  // [in, out]: each thread takes a contiguous range of weight rows and sums into its own
-  // partial result; the partials are added at the end.
+  template <int R, int K, class W>
+  static void accumulate(const float* x, const W* w, int64_t in, int64_t out, int64_t ib, int64_t ie, float* y) {
+    accumulate_rows<R, K>(x, w, in, out, ib, ie, y);
+  }
+};
+struct Avx512Kernels {
+  using Input = float;
+  template <int R, int O, int V, class W>
+  static void dot(const float* x, const W* const* wr, const int64_t* row, const float* scale, int64_t in, bool prefetch,
+                  float* y, int64_t y_stride) {
+    dot_block_avx512<R, O, V>(x, wr, row, scale, in, prefetch, y, y_stride);
+  }
+  template <int R, int K, class W>
+  static void accumulate(const float* x, const W* w, int64_t in, int64_t out, int64_t ib, int64_t ie, float* y) {
+    accumulate_rows_avx512<R, K>(x, w, in, out, ib, ie, y);
+  }
+};
+struct Bf16PairKernels {
+  using Input = c10::BFloat16;
+  template <int R, int O, int V>
+  static void dot(const c10::BFloat16* x, const c10::BFloat16* const* wr, const int64_t* row, const float*, int64_t in,
+                  bool prefetch, float* y, int64_t y_stride) {
+    dot_block_bf16_pairs<R, O, V>(x, wr, row, in, prefetch, y, y_stride);
+  }
+};
+
+// x [rows, in] (K::Input, contiguous) times an [out, in] weight (int8 ones with their per-row
+// scale) into y [rows, out] (fp32).
+template <class K, class W>
+void stream_out_in(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, float* yp) {
+  using X = typename K::Input;
+  const X* xp = x.data_ptr<X>();
+  const W* wp = w.data_ptr<W>();
+  const float* sp = scale.defined() ? scale.data_ptr<float>() : nullptr;
+  const int64_t in = x.size(-1), rows = x.numel() / in, out = w.size(0);
+  if (rows <= kRowGroup)
+    return with_row_kernel(rows, [&](auto r, auto o, auto v) { dot_rows_shared<K, r, o, v>(xp, wp, sp, in, out, yp, out); });
+  at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
+      for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup)
+        with_row_kernel(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto o, auto v) {
+          dot_range<K, r, o, v>(xp + r0 * in, wp, sp, in, ob, std::min(end, ob + kWeightTileRows), yp + r0 * out, out);
+        });
+  });
+}
+
+// x [rows, in] (fp32, contiguous) times an [in, out] weight (Conv1D): each thread takes a
+// contiguous range of weight rows and sums into its own partial result; the partials are added
+// at the end.
+template <class K, class W>
+at::Tensor stream_in_out(const at::Tensor& x, const at::Tensor& w) {
+  const float* xp = x.data_ptr<float>();
+  const W* wp = w.data_ptr<W>();
+  const int64_t in = x.size(-1), rows = x.numel() / in, out = w.size(1);
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), in / 64));
   at::Tensor partial = at::zeros({parts, rows, out}, at::kFloat);
   float* pp = partial.data_ptr<float>();
@@ -297,21 +445,37 @@ at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::
       const int64_t tile = rows > 4 ? kWeightTileRows / 4 : ie - ib;  // [in, out] rows are wide: fewer per tile
       for (int64_t tb = ib; tb < ie; tb += tile)
         for (int64_t r0 = 0; r0 < rows; r0 += 4)
-          accumulate_row_group(std::min<int64_t>(4, rows - r0), xp + r0 * in, wp, in, out, tb, std::min(ie, tb + tile),
-                               pp + part * rows * out + r0 * out);
+          accumulate_row_group(std::min<int64_t>(4, rows - r0), [&](auto r, auto k) {
+            K::template accumulate<r, k>(xp + r0 * in, wp, in, out, tb, std::min(ie, tb + tile),
+                                         pp + part * rows * out + r0 * out);
+          });
     }
   });
-  return (parts == 1 ? partial[0] : partial.sum(0)).view(out_sizes);
+  return parts == 1 ? partial[0] : partial.sum(0);
 }
 
-at::Tensor streaming_linear_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, bool in_out,
-                                at::IntArrayRef out_sizes) {
-  switch (w.scalar_type()) {
-    case at::kFloat: return streaming_linear<float>(x, w, scale, in_out, out_sizes);
-    case at::kBFloat16: return streaming_linear<c10::BFloat16>(x, w, scale, in_out, out_sizes);
-    case at::kHalf: return streaming_linear<c10::Half>(x, w, scale, in_out, out_sizes);
-    default: return streaming_linear<int8_t>(x, w, scale, in_out, out_sizes);
+// x [..., in] (contiguous; bf16 for the bf16-pair kernels, else fp32) times a weight -> fp32
+// [..., out] (out_sizes), by the kernels of the CPU's instruction set. The weight is [out, in]
+// (Linear, and every int8 weight, with its per-row scale) or, with in_out, [in, out] (Conv1D).
+template <class K>
+at::Tensor streaming_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale, bool in_out,
+                            at::IntArrayRef out_sizes) {
+  at::Tensor y;
+  if constexpr (std::is_same_v<typename K::Input, c10::BFloat16>) {
+    y = at::empty(out_sizes, at::kFloat);
+    stream_out_in<K, c10::BFloat16>(x, w, scale, y.data_ptr<float>());
+  } else {
+    simd::with_weight_type(w.scalar_type(), [&](auto zero) {
+      using W = decltype(zero);
+      if (in_out) {
+        y = stream_in_out<K, W>(x, w).view(out_sizes);
+      } else {
+        y = at::empty(out_sizes, at::kFloat);
+        stream_out_in<K, W>(x, w, scale, y.data_ptr<float>());
+      }
+    });
   }
+  return y;
 }
 
 thread_local bool training_pass = false;
@@ -328,10 +492,7 @@ bool trains_through(std::initializer_list<at::Tensor> operands) {
 TrainingPassGuard::TrainingPassGuard() : previous_(training_pass) { training_pass = true; }
 TrainingPassGuard::~TrainingPassGuard() { training_pass = previous_; }
 
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
+bool cpu_has_avx2_fma() { return cpu_isa() >= CpuIsa::avx2; }
 
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& row_scale, bool weight_in_out) {
@@ -357,8 +518,15 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
       (quantized || (same_type && (reduced || weight.scalar_type() == at::kFloat)))) {
     // Decode: every op here costs more than its arithmetic, so none is spent on no-op
     // conversions or reshapes.
-    const at::Tensor xf = x.scalar_type() == at::kFloat ? x.contiguous() : x.to(at::kFloat).contiguous();
-    at::Tensor y = streaming_linear_any(xf, weight.contiguous(), row_scale, in_out, sizes);
+    const CpuIsa isa = cpu_isa();
+    at::Tensor y;
+    if (isa >= CpuIsa::avx512_bf16 && !in_out && weight.scalar_type() == at::kBFloat16) {
+      y = streaming_linear<Bf16PairKernels>(x.contiguous(), weight.contiguous(), row_scale, in_out, sizes);
+    } else {
+      const at::Tensor xf = x.scalar_type() == at::kFloat ? x.contiguous() : x.to(at::kFloat).contiguous();
+      y = isa >= CpuIsa::avx512 ? streaming_linear<Avx512Kernels>(xf, weight.contiguous(), row_scale, in_out, sizes)
+                                : streaming_linear<Avx2Kernels>(xf, weight.contiguous(), row_scale, in_out, sizes);
+    }
     if (bias.defined()) y.add_(bias);
     return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
   }

@@ -8,7 +8,7 @@
 
 namespace plugformer {
 
-// The CPU runs the AVX2 + FMA kernels of this folder.
+// The kernels of this folder run: cpu_isa() (runtime.h) is at least avx2 (AVX2 + FMA + F16C).
 bool cpu_has_avx2_fma();
 // Whether a linear product of `rows` rows with a weight of this type ([in, out] with
 // weight_in_out) is computed in fp32 arithmetic (result rounded back to the type) rather than by
@@ -32,7 +32,8 @@ class TrainingPassGuard {
 
 // x W^T + b (x W + b with weight_in_out, GPT-2's Conv1D layout). Without autograd, short inputs
 // (decode: up to 8 rows; 32 for 2-byte and int8 weights and for fp32 [out, in] weights of at
-// least 128 x 128 values) stream the weight through an AVX2 kernel in fp32 arithmetic; longer
+// least 128 x 128 values) stream the weight through a kernel of the CPU's level (AVX2, AVX-512:
+// fp32 arithmetic; AVX512-BF16: bf16 pairs multiplied exactly, summed in fp32); longer
 // fp16 inputs, and bf16 ones off the native route (runtime.h's Bf16Route), are multiplied in
 // fp32 (result rounded to x's type, as PyTorch's arithmetic); int8 weights (always [out, in])
 // carry per-row scales in row_scale.

@@ -1,5 +1,5 @@
-// AVX2 helpers shared by the decode kernels (core-internal): the element types they read, eight
-// consecutive values of any weight / cache type as fp32, and a horizontal sum.
+// AVX2 / AVX-512 helpers shared by the decode kernels (core-internal): the element types they
+// read, eight (sixteen) consecutive values of any weight / cache type as fp32, and a horizontal sum.
 #pragma once
 
 #include <c10/core/ScalarType.h>
@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace plugformer::simd {
 
@@ -24,6 +25,13 @@ decltype(auto) with_kernel_type(c10::ScalarType t, F&& f) {
     case c10::kHalf: return f(c10::Half());
     default: return f(float());
   }
+}
+
+// Calls f with a value of the C++ type of a streamed weight: a kernel type or int8.
+template <class F>
+decltype(auto) with_weight_type(c10::ScalarType t, F&& f) {
+  if (t == c10::kChar) return f(int8_t());
+  return with_kernel_type(t, std::forward<F>(f));
 }
 
 // bf16 is the high half of an fp32; int8 weights are per-row quantized (their scale is applied
@@ -45,6 +53,19 @@ __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// Sixteen consecutive values as fp32 in one AVX-512 register (the same conversions, twice as wide).
+__attribute__((target("avx512f"))) inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m512 load16(const c10::BFloat16* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+__attribute__((target("avx512f"))) inline __m512 load16(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+__attribute__((target("avx512f"))) inline __m512 load16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
 }  // namespace plugformer::simd

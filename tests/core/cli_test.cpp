@@ -3,10 +3,12 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
 #include <plugformer/config.h>
+#include <plugformer/runtime.h>
 #include <plugformer/safetensors.h>
 
 #include "test_util.h"
@@ -59,6 +61,32 @@ TEST(Cli, InfoPrintsCountsAndFootprint) {
   EXPECT_NE(r.out.find("1040128 bytes"), std::string::npos) << r.out;
   // 260032 parameters minus the 512 x 64 tied embedding: 227264; 2 and 6 FLOPs each per token.
   EXPECT_NE(r.out.find("FLOPs per token:   454528 forward, 1363584 training"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("cpu kernels:       " + to_string(cpu_isa()) + ": "), std::string::npos) << r.out;
+}
+
+// PLUGFORMER_CPU_ISA caps the kernels (info says so when the cap is below the CPU's level) and
+// the same words come out on every level; a level that is not one is refused at start.
+TEST(Cli, CpuIsaCapIsReportedAndEveryLevelGenerates) {
+  for (CpuIsa cap : {CpuIsa::baseline, CpuIsa::avx2, CpuIsa::avx512, CpuIsa::avx512_bf16}) {
+    const std::string env = "PLUGFORMER_CPU_ISA=" + to_string(cap) + " ";
+    SCOPED_TRACE(env);
+    const CpuIsa level = std::min(detected_cpu_isa(), cap);
+    auto info = test::run_cli("info " + test::kStories, env);
+    EXPECT_EQ(info.status, 0) << info.out;
+    EXPECT_NE(info.out.find("cpu kernels:       " + to_string(level) + (level < detected_cpu_isa() ? " (capped" : ":")),
+              std::string::npos)
+        << info.out;
+    for (const std::string dtype : {"float32", "bfloat16"}) {
+      auto r = test::run_cli("generate " + test::kStories + " \"Once upon a time\" --max-new-tokens 5 --dtype " + dtype, env);
+      EXPECT_EQ(r.status, 0) << r.out;
+      EXPECT_EQ(r.out.rfind("Once upon a time, there was a", 0), 0u) << dtype << ": " << r.out;
+    }
+  }
+  auto bad = test::run_cli("list", "PLUGFORMER_CPU_ISA=sse4 ");
+  EXPECT_EQ(bad.status, 1) << bad.out;
+  EXPECT_NE(bad.out.find("PLUGFORMER_CPU_ISA is \"sse4\": expected baseline, avx2, avx512, avx512_bf16 or amx"),
+            std::string::npos)
+      << bad.out;
 }
 
 TEST(Cli, ForwardWritesTransformersOutputNames) {

@@ -277,6 +277,78 @@ TEST(StreamingLinear, SameBitsOnAnyThreadCountAndEveryRowWritten) {
   }
 }
 
+// Each kernel level (runtime.h's CpuIsa) this CPU has, chosen by capping the detected one; a
+// level it lacks is reported as skipped, with the reason. Every level must give the fp32
+// reference product of every weight type and layout, for odd sizes and 1-33 rows.
+class CpuKernels : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override {
+    if (detected_cpu_isa() < GetParam())
+      GTEST_SKIP() << "this CPU's kernels go up to " << to_string(detected_cpu_isa()) << " (" << cpu_features()
+                   << "), not " << to_string(GetParam());
+    previous_ = cpu_isa_cap();
+    set_cpu_isa_cap(GetParam());
+  }
+  void TearDown() override {
+    if (previous_) set_cpu_isa_cap(*previous_);
+  }
+
+ private:
+  std::optional<CpuIsa> previous_;
+};
+
+TEST_P(CpuKernels, LinearProductsEqualTheFp32ProductForEveryWeightTypeLayoutAndRowCount) {
+  ASSERT_EQ(cpu_isa(), GetParam());
+  EXPECT_EQ(describe_cpu_kernels().rfind(to_string(GetParam()), 0), 0u) << describe_cpu_kernels();
+  at::manual_seed(10);
+  at::NoGradGuard no_grad;
+  for (auto type : {at::kFloat, at::kBFloat16, at::kHalf, at::kChar}) {
+    // Not multiples of 8, 16 or 32 (every vector width's tail), one below a vector, and larger.
+    for (int64_t in : {7, 37, 100, 259}) {
+      for (bool in_out : {false, true}) {
+        if (type == at::kChar && in_out) continue;  // int8 weights are always [out, in]
+        const int64_t out = 131;
+        const c10::ScalarType x_type = type == at::kChar ? at::kFloat : type;
+        const at::Tensor w32 = at::randn({out, in});
+        at::Tensor weight = in_out ? w32.t().contiguous().to(type) : w32.to(type), scale;
+        if (type == at::kChar) {
+          scale = at::rand({out}) / 64 + 1e-3;
+          weight = at::randint(-127, 128, {out, in}).to(at::kChar);
+        }
+        const at::Tensor reference_weight =
+            (type == at::kChar ? weight.to(at::kFloat) * scale.unsqueeze(1) : weight.to(at::kFloat)).to(at::kDouble);
+        const at::Tensor bias = at::randn({out}).to(x_type);
+        for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33}) {
+          SCOPED_TRACE(std::string(c10::toString(type)) + (in_out ? " [in, out] " : " [out, in] ") + std::to_string(rows) +
+                       " rows of " + std::to_string(in));
+          const at::Tensor x = at::randn({rows, in}).to(x_type);
+          // The exact product, and a bound for fp32 accumulation in any order (a few units of fp32
+          // rounding per term's magnitude) plus the one rounding of the result to x's type.
+          const at::Tensor w = in_out ? reference_weight : reference_weight.t();
+          const at::Tensor exact = at::matmul(x.to(at::kDouble), w) + bias.to(at::kDouble);
+          const at::Tensor magnitude = at::matmul(x.to(at::kDouble).abs(), w.abs()) + bias.to(at::kDouble).abs();
+          const double ulp = x_type == at::kBFloat16 ? 1.0 / 128 : x_type == at::kHalf ? 1.0 / 1024 : 0.0;
+          const at::Tensor y = linear_product(x, weight, bias, scale, in_out);
+          ASSERT_EQ(y.scalar_type(), x_type);
+          const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - (exact.abs() * ulp + magnitude * 4e-6);
+          EXPECT_LE(excess.max().item<double>(), 0.0);
+        }
+      }
+    }
+  }
+}
+
+// The automatic bf16 route follows the kernel level: oneDNN's bf16 products only with native bf16.
+TEST_P(CpuKernels, AutomaticBf16RouteIsNativeExactlyWithNativeBf16) {
+  RouteGuard automatic(Bf16Route::automatic);
+  EXPECT_EQ(effective_bf16_route(), GetParam() >= CpuIsa::avx512_bf16 ? Bf16Route::native : Bf16Route::fp32);
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, CpuKernels,
+                         ::testing::Values(CpuIsa::baseline, CpuIsa::avx2, CpuIsa::avx512, CpuIsa::avx512_bf16,
+                                           CpuIsa::amx),
+                         [](const auto& info) { return to_string(info.param); });
+
 TEST(LinearBadInput, WrongFeatureCountAndInt8WithoutScalesAreTypedErrors) {
   Linear linear(8, 4);
   linear.weight.set_data(at::randn({4, 8}));

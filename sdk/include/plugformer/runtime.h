@@ -6,8 +6,10 @@
 namespace plugformer {
 
 // Sets libtorch's intra-op threads to the core count (it starts with one here), warns once
-// when the reference BLAS is active (matmul ~15x slower than OpenBLAS). Called by the Auto
-// classes and the plugin loader; idempotent.
+// when the reference BLAS is active (matmul ~15x slower than OpenBLAS), and has glibc keep freed
+// blocks of up to 64 MB for reuse (its mmap / trim thresholds, unless MALLOC_MMAP_THRESHOLD_ or
+// MALLOC_TRIM_THRESHOLD_ is set): activations then reuse pages instead of faulting in new ones on
+// every forward pass. Called by the Auto classes and the plugin loader; idempotent.
 void init_runtime();
 
 // True when the process resolved BLAS to the unoptimised reference implementation.
@@ -28,5 +30,28 @@ Bf16Route bf16_route();
 // The route bf16 products take on this CPU under the current setting: native or fp32.
 Bf16Route effective_bf16_route();
 std::string to_string(Bf16Route route);
+
+// The instruction sets plugformer's CPU kernels are written for, lowest first. Kernels are
+// chosen when they run, from what this CPU and its OS allow (cpuid, XSAVE state, AMX tile
+// permission), never from the build machine.
+// - baseline: no kernels of plugformer's own; every product and attention step is libtorch's.
+// - avx2: AVX2 + FMA + F16C kernels (fp32 arithmetic on fp32 / bf16 / fp16 / int8 weights).
+// - avx512: the same kernels on 512-bit registers (AVX512 F, BW, VL, DQ).
+// - avx512_bf16: bf16 decode products multiply bf16 pairs natively (vdpbf16ps); bf16 products
+//   of many rows go to oneDNN in bf16 (Bf16Route::native under `automatic`).
+// - amx: as avx512_bf16, with oneDNN's many-row bf16 products on AMX tiles.
+enum class CpuIsa { baseline, avx2, avx512, avx512_bf16, amx };
+// The highest level this CPU and OS support.
+CpuIsa detected_cpu_isa();
+// The level the kernels use: the detected one, capped by set_cpu_isa_cap / PLUGFORMER_CPU_ISA
+// (baseline|avx2|avx512|avx512_bf16|amx; unset: no cap), e.g. to compare or test lower paths.
+CpuIsa cpu_isa();
+void set_cpu_isa_cap(CpuIsa cap);
+CpuIsa cpu_isa_cap();
+std::string to_string(CpuIsa isa);
+// The CPU features plugformer checks, as /proc/cpuinfo names them ("avx2 fma f16c avx512f ..."),
+// and one line on the kernels chosen and why.
+std::string cpu_features();
+std::string describe_cpu_kernels();
 
 }  // namespace plugformer
