@@ -225,6 +225,10 @@ size_t stop_prefix_at_end(const std::string& text, const std::vector<std::string
 
 at::Tensor Engine::run_from_scratch(Active& seq, int64_t logits_to_keep) {
   seq.cache = std::make_shared<KVCache>();
+  const auto& config = seq.request.config;
+  int64_t longest = config.max_new_tokens ? int64_t(seq.tokens.size()) + *config.max_new_tokens : 0;
+  if (options_.max_model_len > 0) longest = longest > 0 ? std::min(longest, options_.max_model_len) : options_.max_model_len;
+  seq.cache->reserve(longest);
   if (mirror_) mirror_->from_scratch(seq.id, seq.tokens, logits_to_keep);
   at::Tensor logits = model_->forward(prompt_step(seq.tokens, seq.cache, logits_to_keep))["logits"][0];
   seq.cached = int64_t(seq.tokens.size());

@@ -131,12 +131,15 @@ struct EncoderInputs {
 // Encoder-decoder models run their encoder on the first step only; its output is fed back after.
 class Stepper {
  public:
-  Stepper(PreTrainedModel& model, bool use_cache, EncoderInputs encoder)
-      : model_(model), cache_(use_cache ? std::make_shared<KVCache>() : nullptr), encoder_(std::move(encoder)) {}
+  // max_length: the longest the sequences get, reserved in the cache up front.
+  Stepper(PreTrainedModel& model, bool use_cache, EncoderInputs encoder, int64_t max_length)
+      : model_(model), max_length_(max_length), encoder_(std::move(encoder)) {
+    if (use_cache) cache_ = fresh_cache();
+  }
 
   at::Tensor next_logits(const at::Tensor& sequences, const at::Tensor& mask) {
     if (cache_ && seen_ > 0 && !model_.reuses_cache(sequences.size(1), seen_)) {
-      cache_ = std::make_shared<KVCache>();
+      cache_ = fresh_cache();
       seen_ = 0;
     }
     const int64_t fed = cache_ && seen_ > 0 ? sequences.size(1) - seen_ : sequences.size(1);
@@ -176,7 +179,14 @@ class Stepper {
   }
 
  private:
+  std::shared_ptr<KVCache> fresh_cache() const {
+    auto cache = std::make_shared<KVCache>();
+    cache->reserve(max_length_);
+    return cache;
+  }
+
   PreTrainedModel& model_;
+  int64_t max_length_;
   std::shared_ptr<KVCache> cache_;
   EncoderInputs encoder_;
   at::Tensor encoded_;
@@ -240,7 +250,7 @@ GenerateOutput beam_search(PreTrainedModel& model, at::Tensor sequences, at::Ten
   const std::set<int64_t> eos(c.eos_token_id.begin(), c.eos_token_id.end());
   const auto start = std::chrono::steady_clock::now();
   LogitsPipeline pipeline(c, prompt_len, max_length);
-  Stepper stepper(model, c.use_cache, encoder.repeat_interleave(beams));
+  Stepper stepper(model, c.use_cache, encoder.repeat_interleave(beams), max_length);
   GenerateOutput out;
 
   while (sequences.size(1) < max_length) {
@@ -432,7 +442,7 @@ GenerateOutput generate(PreTrainedModel& model, const at::Tensor& input_ids, con
   at::Generator generator = sampling_generator(config);
   const auto start = std::chrono::steady_clock::now();
   LogitsPipeline pipeline(config, prompt_len, max_length);
-  Stepper stepper(model, config.use_cache, encoder);
+  Stepper stepper(model, config.use_cache, encoder, max_length);
   GenerateOutput out;
 
   while (sequences.size(1) < max_length) {

@@ -1,5 +1,7 @@
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "plugformer/error.h"
 #include "plugformer/modeling.h"
 
@@ -17,6 +19,17 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor
     const int64_t drop = l.length - (*window_ - 1);
     l.begin += drop, l.length -= drop, l.dropped += drop;
   };
+  // A first update with more positions reserved than it brings.
+  const int64_t capacity = std::min(reserved_, window_ ? *window_ - 1 + add : reserved_);
+  if (!l.keys.defined() && capacity > add) {
+    auto with_room = [&](const at::Tensor& t) {
+      auto sizes = t.sizes().vec();
+      sizes[2] = capacity;
+      return at::empty(sizes, t.options());
+    };
+    l.keys = with_room(k);
+    l.values = with_room(v);
+  }
   if (!l.keys.defined()) {
     l.keys = k.contiguous();
     l.values = v.contiguous();

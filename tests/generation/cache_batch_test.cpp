@@ -95,6 +95,46 @@ TEST(CacheBatch, RefusesWhatItCannotRun) {
   EXPECT_EQ(KVCache::batch_of({a, b})->bytes(), a->bytes() + b->bytes());
 }
 
+// A reserved cache stores the same keys / values as one that grows, and its storage never moves
+// within the reservation; a windowed one reserves no more than its window.
+TEST(KVCacheReserve, KeepsItsStorageAndContents) {
+  c10::InferenceMode guard;
+  KVCache grown, reserved, windowed;
+  reserved.reserve(12);
+  windowed.reserve(100);
+  windowed.set_window(4);
+  const void* storage = nullptr;
+  for (int64_t step = 0; step < 6; ++step) {
+    const int64_t add = step == 0 ? 5 : 1;  // a prompt of 5, then decode steps
+    const at::Tensor k = at::randn({2, 3, add, 4}), v = at::randn({2, 3, add, 4});
+    const auto [gk, gv] = grown.update(0, k, v);
+    const auto [rk, rv] = reserved.update(0, k, v);
+    windowed.update(0, k, v);
+    EXPECT_TRUE(at::equal(gk, rk) && at::equal(gv, rv)) << "step " << step;
+    if (step == 0) storage = rk.data_ptr();
+    EXPECT_EQ(rk.data_ptr(), storage) << "step " << step;
+  }
+  EXPECT_EQ(reserved.seq_length(), 10);
+  EXPECT_EQ(reserved.bytes(), 2 * 2 * 3 * 12 * 4 * int64_t(sizeof(float)));
+  EXPECT_EQ(windowed.bytes(), 2 * 2 * 3 * (3 + 5) * 4 * int64_t(sizeof(float)));  // window - 1 + the prompt
+  // generate() reserves prompt + new tokens and computes what an unreserved cache computes.
+  ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + "llama-tiny");
+  GenerationConfig c = GenerationConfig::from_model_config(model->config());
+  c.max_new_tokens = 8;
+  c.eos_token_id.clear();
+  const std::vector<int64_t> prompt = {1, 5, 9, 13};
+  const at::Tensor sequences = generate(*model, at::tensor(prompt, at::kLong).unsqueeze(0), at::Tensor(), c).sequences;
+  std::vector<int64_t> tokens = prompt;
+  auto cache = std::make_shared<KVCache>();
+  at::Tensor logits = last_logits(*model, tokens, cache);
+  for (int step = 0; step < 8; ++step) {
+    tokens.push_back(logits.argmax().item<int64_t>());
+    logits = last_logits(*model, {tokens.back()}, cache);
+  }
+  EXPECT_EQ(std::vector<int64_t>(sequences[0].data_ptr<int64_t>(), sequences[0].data_ptr<int64_t>() + sequences.size(1)),
+            tokens);
+}
+
 // The chooser draws what generate() draws for one prompt with the same seed, step after step.
 TEST(TokenChooser, PicksWhatGeneratePicks) {
   c10::InferenceMode guard;

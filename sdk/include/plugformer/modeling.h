@@ -30,6 +30,11 @@ class KVCache {
   // Appends k, v ([batch, kv_heads, new_len, head_dim]) to `layer`; returns the stored keys/values
   // (all so far, or the window's, see set_window) followed by the new ones.
   std::pair<at::Tensor, at::Tensor> update(size_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Storage for this many positions per layer, allocated at each layer's first update (generation
+  // knows prompt + new tokens): decode then writes in place instead of regrowing and copying the
+  // cache halfway. Untouched storage costs no memory until written. Windowed caches take at most
+  // their window.
+  void reserve(int64_t positions) { reserved_ = positions; }
   // Positions seen so far (stored or dropped): the next position's index.
   int64_t seq_length(size_t layer = 0) const;
   // For models whose every layer attends to the last `window` slots only (sliding window): each
@@ -64,6 +69,7 @@ class KVCache {
   };
   std::vector<Layer> layers_;
   std::optional<int64_t> window_;
+  int64_t reserved_ = 0;
   std::vector<std::pair<at::Tensor, at::Tensor>> cross_;
   std::vector<std::shared_ptr<KVCache>> batch_rows_;
 };
