@@ -105,15 +105,16 @@ Bf16Route route_from_environment() {
   throw ConfigError("PLUGFORMER_BF16_ROUTE is \"" + text + "\": expected auto, native or fp32");
 }
 // glibc maps every block above its mmap threshold (128 KB at first, raised only as such blocks
-// are freed, to 32 MB at most) afresh and trims freed memory at the top of the heap beyond twice
-// that: the activations of a forward pass come back as new pages on each call, and every page's
-// first touch is a fault (under virtualization, expensive: a bf16 Llama prefill of 512 tokens on
-// a Zen 4 VM spent ~25% of its time there, 1000 -> 1750 tokens/s without). Blocks up to 64 MB now
-// come from the heap and up to 256 MB of freed memory stays for reuse, unless the user chose
-// either threshold (MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, glibc's own variables).
+// are freed) afresh and trims freed memory at the top of the heap: the activations of a forward
+// pass come back as new pages on each call, and every page's first touch is a fault (under
+// virtualization, expensive: a bf16 Llama prefill of 512 tokens on a Zen 4 VM spent ~25% of its
+// time there, ~1000 -> ~1600 tokens/s without). Blocks up to 32 MB (glibc's own ceiling for the
+// threshold) now come from the heap, and each arena keeps up to 8 MB of freed memory for reuse:
+// more was no faster and let a long-running server's resident memory creep (+7% in 40 s of the
+// soak test with 256 MB). glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ win.
 void keep_freed_memory() {
-  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 256 << 20);
+  if (!std::getenv("MALLOC_MMAP_THRESHOLD_")) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  if (!std::getenv("MALLOC_TRIM_THRESHOLD_")) mallopt(M_TRIM_THRESHOLD, 8 << 20);
 }
 }  // namespace
 

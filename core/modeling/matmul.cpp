@@ -60,85 +60,47 @@ constexpr int64_t kRowGroup = 8;
 // sits in L2 instead of read from DRAM once per group.
 constexpr int64_t kWeightTileRows = 64;
 
-using simd::horizontal_sum;
-using simd::load8;
+// The widening kernels for AVX2 (8 floats per register) and AVX-512 (16; its 32 registers leave
+// room for every row kernel's accumulators).
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+struct Vec {
+  using Reg = __m256;
+  static constexpr int64_t kWidth = 8;
+  static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg set1(float v) { return _mm256_set1_ps(v); }
+  static Reg loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static void storeu(float* p, Reg v) { _mm256_storeu_ps(p, v); }
+  template <class W>
+  static Reg load(const W* p) { return simd::load8(p); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static float sum(Reg v) { return simd::horizontal_sum(v); }
+};
+#include "widening_kernels.inc"
+}  // namespace avx2
+#pragma GCC pop_options
 
-// y[r, o] = scale[o] * sum_i x[r, i] * w[o, i] for R rows of x (fp32, R <= 4) against the O weight
-// rows wr (scale: int8 weights only), fp32 accumulation. V vectors of 8 per step, so R * O * V
-// independent accumulators hide the FMA latency; with the R rows of x and a weight vector they
-// fit AVX2's 16 registers (more rows spill, and ran at half the FMA rate).
-template <int R, int O, int V, class W>
-__attribute__((target("avx2,fma,f16c"))) inline void dot_block(const float* x, const W* const* wr, const int64_t* row,
-                                                                const float* scale, int64_t in, bool prefetch, float* y,
-                                                                int64_t y_stride) {
-  constexpr int64_t step = 8 * V;
-  const int64_t vec_end = in / step * step;
-  __m256 acc[R][O][V];
-  for (int r = 0; r < R; ++r)
-    for (int k = 0; k < O; ++k)
-      for (int v = 0; v < V; ++v) acc[r][k][v] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < vec_end; i += step) {
-    // With several rows of x the loop is busy computing, and the hardware prefetcher alone
-    // falls behind: ask for the weights 1 KB ahead (+35% at 8 rows, measured).
-    if (prefetch)
-      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
-    for (int v = 0; v < V; ++v) {
-      __m256 xv[R];
-      for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * in + i + 8 * v);
-      for (int k = 0; k < O; ++k) {
-        const __m256 wv = load8(wr[k] + i + 8 * v);
-        for (int r = 0; r < R; ++r) acc[r][k][v] = _mm256_fmadd_ps(xv[r], wv, acc[r][k][v]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int k = 0; k < O; ++k) {
-      __m256 total = acc[r][k][0];
-      for (int v = 1; v < V; ++v) total = _mm256_add_ps(total, acc[r][k][v]);
-      int64_t t = vec_end;
-      for (; t + 8 <= in; t += 8) total = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * in + t), load8(wr[k] + t), total);
-      float sum = horizontal_sum(total);
-      for (; t < in; ++t) sum += x[r * in + t] * float(wr[k][t]);
-      y[r * y_stride + row[k]] = scale ? sum * scale[row[k]] : sum;
-    }
-}
-
-// dot_block on AVX-512 registers: 16 values per vector, and 32 registers leave room for the
-// accumulators, rows of x and weight vectors of every row kernel.
-template <int R, int O, int V, class W>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) inline void dot_block_avx512(
-    const float* x, const W* const* wr, const int64_t* row, const float* scale, int64_t in, bool prefetch, float* y,
-    int64_t y_stride) {
-  constexpr int64_t step = 16 * V;
-  const int64_t vec_end = in / step * step;
-  __m512 acc[R][O][V];
-  for (int r = 0; r < R; ++r)
-    for (int k = 0; k < O; ++k)
-      for (int v = 0; v < V; ++v) acc[r][k][v] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < vec_end; i += step) {
-    if (prefetch)
-      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
-    for (int v = 0; v < V; ++v) {
-      __m512 xv[R];
-      for (int r = 0; r < R; ++r) xv[r] = _mm512_loadu_ps(x + r * in + i + 16 * v);
-      for (int k = 0; k < O; ++k) {
-        const __m512 wv = simd::load16(wr[k] + i + 16 * v);
-        for (int r = 0; r < R; ++r) acc[r][k][v] = _mm512_fmadd_ps(xv[r], wv, acc[r][k][v]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int k = 0; k < O; ++k) {
-      __m512 total = acc[r][k][0];
-      for (int v = 1; v < V; ++v) total = _mm512_add_ps(total, acc[r][k][v]);
-      int64_t t = vec_end;
-      for (; t + 16 <= in; t += 16)
-        total = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * in + t), simd::load16(wr[k] + t), total);
-      float sum = _mm512_reduce_add_ps(total);
-      for (; t < in; ++t) sum += x[r * in + t] * float(wr[k][t]);
-      y[r * y_stride + row[k]] = scale ? sum * scale[row[k]] : sum;
-    }
-}
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+namespace avx512 {
+struct Vec {
+  using Reg = __m512;
+  static constexpr int64_t kWidth = 16;
+  static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg set1(float v) { return _mm512_set1_ps(v); }
+  static Reg loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static void storeu(float* p, Reg v) { _mm512_storeu_ps(p, v); }
+  template <class W>
+  static Reg load(const W* p) { return simd::load16(p); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static float sum(Reg v) { return _mm512_reduce_add_ps(v); }
+};
+#include "widening_kernels.inc"
+}  // namespace avx512
+#pragma GCC pop_options
 
 // bf16 rows of x against bf16 weight rows, multiplied as bf16 pairs by vdpbf16ps: the products
 // are exact in fp32 and accumulated in fp32 (as the widening kernels), 32 values per instruction
@@ -295,71 +257,6 @@ void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int
   });
 }
 
-// Adds x[r, i] * w[i, o] over i in [i_begin, i_end) to y[r, o] for the [in, out] layout
-// (GPT-2's Conv1D). The range of weight rows is cut into K equal parts streamed side by side
-// (as in dot_rows: several long streams read DRAM faster than one), so each load and store of
-// y (kept in cache) serves K weight rows.
-template <int R, int K, class W>
-__attribute__((target("avx2,fma,f16c"))) void accumulate_rows(const float* x, const W* w, int64_t in, int64_t out,
-                                                               int64_t i_begin, int64_t i_end, float* y) {
-  const int64_t vec_end = out / 8 * 8;
-  const int64_t part = (i_end - i_begin) / K;
-  for (int64_t j = 0; j < part; ++j) {
-    int64_t row[K];
-    __m256 xi[R][K];
-    for (int k = 0; k < K; ++k) {
-      row[k] = i_begin + k * part + j;
-      for (int r = 0; r < R; ++r) xi[r][k] = _mm256_set1_ps(x[r * in + row[k]]);
-    }
-    for (int64_t o = 0; o < vec_end; o += 8) {
-      __m256 wv[K];
-      for (int k = 0; k < K; ++k) wv[k] = load8(w + row[k] * out + o);
-      for (int r = 0; r < R; ++r) {
-        float* yr = y + r * out + o;
-        __m256 a = _mm256_loadu_ps(yr);
-        for (int k = 0; k < K; ++k) a = _mm256_fmadd_ps(xi[r][k], wv[k], a);
-        _mm256_storeu_ps(yr, a);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int k = 0; k < K; ++k)
-        for (int64_t o = vec_end; o < out; ++o) y[r * out + o] += x[r * in + row[k]] * float(w[row[k] * out + o]);
-  }
-  if constexpr (K > 1)
-    if (i_begin + K * part < i_end) accumulate_rows<R, 1>(x, w, in, out, i_begin + K * part, i_end, y);
-}
-
-// accumulate_rows on AVX-512 registers.
-template <int R, int K, class W>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))) void accumulate_rows_avx512(
-    const float* x, const W* w, int64_t in, int64_t out, int64_t i_begin, int64_t i_end, float* y) {
-  const int64_t vec_end = out / 16 * 16;
-  const int64_t part = (i_end - i_begin) / K;
-  for (int64_t j = 0; j < part; ++j) {
-    int64_t row[K];
-    __m512 xi[R][K];
-    for (int k = 0; k < K; ++k) {
-      row[k] = i_begin + k * part + j;
-      for (int r = 0; r < R; ++r) xi[r][k] = _mm512_set1_ps(x[r * in + row[k]]);
-    }
-    for (int64_t o = 0; o < vec_end; o += 16) {
-      __m512 wv[K];
-      for (int k = 0; k < K; ++k) wv[k] = simd::load16(w + row[k] * out + o);
-      for (int r = 0; r < R; ++r) {
-        float* yr = y + r * out + o;
-        __m512 a = _mm512_loadu_ps(yr);
-        for (int k = 0; k < K; ++k) a = _mm512_fmadd_ps(xi[r][k], wv[k], a);
-        _mm512_storeu_ps(yr, a);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int k = 0; k < K; ++k)
-        for (int64_t o = vec_end; o < out; ++o) y[r * out + o] += x[r * in + row[k]] * float(w[row[k] * out + o]);
-  }
-  if constexpr (K > 1)
-    if (i_begin + K * part < i_end) accumulate_rows_avx512<R, 1>(x, w, in, out, i_begin + K * part, i_end, y);
-}
-
 // Up to 4 rows of x added into y over the weight rows [ib, ie) by `accumulate` (one of the
 // accumulate_rows kernels, called as accumulate(integral_constant R, integral_constant K)).
 template <class Accumulate>
@@ -380,11 +277,11 @@ struct Avx2Kernels {
   template <int R, int O, int V, class W>
   static void dot(const float* x, const W* const* wr, const int64_t* row, const float* scale, int64_t in, bool prefetch,
                   float* y, int64_t y_stride) {
-    dot_block<R, O, V>(x, wr, row, scale, in, prefetch, y, y_stride);
+    avx2::dot_block<R, O, V>(x, wr, row, scale, in, prefetch, y, y_stride);
   }
   template <int R, int K, class W>
   static void accumulate(const float* x, const W* w, int64_t in, int64_t out, int64_t ib, int64_t ie, float* y) {
-    accumulate_rows<R, K>(x, w, in, out, ib, ie, y);
+    avx2::accumulate_rows<R, K>(x, w, in, out, ib, ie, y);
   }
 };
 struct Avx512Kernels {
@@ -392,11 +289,11 @@ struct Avx512Kernels {
   template <int R, int O, int V, class W>
   static void dot(const float* x, const W* const* wr, const int64_t* row, const float* scale, int64_t in, bool prefetch,
                   float* y, int64_t y_stride) {
-    dot_block_avx512<R, O, V>(x, wr, row, scale, in, prefetch, y, y_stride);
+    avx512::dot_block<R, O, V>(x, wr, row, scale, in, prefetch, y, y_stride);
   }
   template <int R, int K, class W>
   static void accumulate(const float* x, const W* w, int64_t in, int64_t out, int64_t ib, int64_t ie, float* y) {
-    accumulate_rows_avx512<R, K>(x, w, in, out, ib, ie, y);
+    avx512::accumulate_rows<R, K>(x, w, in, out, ib, ie, y);
   }
 };
 struct Bf16PairKernels {
@@ -555,7 +452,7 @@ __attribute__((target("avx2,fma,f16c"))) void widen_rows(const T* src, int64_t r
                                                           float* dst) {
   for (int64_t r = 0; r < rows; ++r, src += row_stride, dst += cols) {
     int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) _mm256_storeu_ps(dst + c, load8(src + c));
+    for (; c + 8 <= cols; c += 8) _mm256_storeu_ps(dst + c, simd::load8(src + c));
     for (; c < cols; ++c) dst[c] = float(src[c]);
   }
 }
