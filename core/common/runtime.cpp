@@ -174,6 +174,8 @@ std::string to_string(CpuIsa isa) {
   }
 }
 
+bool cpu_has_avx512_vnni() { return detected_cpu_isa() >= CpuIsa::avx512 && cpu().avx512_vnni; }
+
 std::string cpu_features() {
   const CpuFeatures& f = cpu();
   const std::pair<bool, const char*> named[] = {
@@ -193,14 +195,15 @@ std::string describe_cpu_kernels() {
   const CpuIsa isa = cpu_isa(), detected = detected_cpu_isa();
   std::string why = to_string(isa);
   if (isa < detected) why += " (capped by PLUGFORMER_CPU_ISA / set_cpu_isa_cap; the CPU has " + to_string(detected) + ")";
+  const std::string int8 = cpu_has_avx512_vnni() ? ", many-row int8 products in integers (vpdpbusd)" : "";
   switch (isa) {
     case CpuIsa::baseline: return why + ": libtorch's own kernels only";
     case CpuIsa::avx2: return why + ": AVX2 + FMA decode kernels, fp32 arithmetic for every weight type";
-    case CpuIsa::avx512: return why + ": AVX-512 decode kernels, fp32 arithmetic for every weight type";
+    case CpuIsa::avx512: return why + ": AVX-512 decode kernels, fp32 arithmetic for every weight type" + int8;
     case CpuIsa::avx512_bf16:
-      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row bf16 products by oneDNN";
+      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row bf16 products by oneDNN" + int8;
     default:
-      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row bf16 products by oneDNN on AMX tiles";
+      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row bf16 products by oneDNN on AMX tiles" + int8;
   }
 }
 

@@ -429,7 +429,11 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   }
   const at::Tensor x2d = x.reshape({rows, in});
   at::Tensor y;
-  if (quantized || (same_type && reduced)) {
+  if (quantized && !grad && int8_products_in_integers(in))
+    y = int8_integer_product(x2d.to(at::kFloat).contiguous(), weight.contiguous(), row_scale.to(at::kFloat).contiguous());
+  if (y.defined()) {
+    if (bias.defined()) y.add_(bias.to(at::kFloat));
+  } else if (quantized || (same_type && reduced)) {
     // Many rows: sgemm on an fp32 copy of the weight (dequantized for int8).
     at::Tensor w = weight.to(at::kFloat);
     if (quantized) w.mul_(row_scale.unsqueeze(1));

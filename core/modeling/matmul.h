@@ -36,9 +36,16 @@ class TrainingPassGuard {
 // fp32 arithmetic; AVX512-BF16: bf16 pairs multiplied exactly, summed in fp32); longer
 // fp16 inputs, and bf16 ones off the native route (runtime.h's Bf16Route), are multiplied in
 // fp32 (result rounded to x's type, as PyTorch's arithmetic); int8 weights (always [out, in])
-// carry per-row scales in row_scale.
+// carry per-row scales in row_scale, and longer inputs multiply them in integers where
+// int8_products_in_integers says so (else sgemm on the dequantized weight).
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& row_scale = at::Tensor(), bool weight_in_out = false);
+// Whether int8-weight products with `in` input features multiply in integers here (AVX512-VNNI
+// at level avx512 or above, in <= 65536), and that product: x [rows, in] (fp32, contiguous) times
+// the int8 weight [out, in] with its per-row scales, the activations quantized on the fly in two
+// int8 parts (int8_products.cpp). Undefined when x holds a NaN or infinity.
+bool int8_products_in_integers(int64_t in);
+at::Tensor int8_integer_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& row_scale);
 // The per-row scales of an int8 weight of `layer` (quantization.cpp); undefined for other weights.
 at::Tensor int8_row_scale(const torch::nn::Module& layer, const at::Tensor& weight);
 

@@ -318,7 +318,7 @@ TEST_P(CpuKernels, LinearProductsEqualTheFp32ProductForEveryWeightTypeLayoutAndR
         const at::Tensor reference_weight =
             (type == at::kChar ? weight.to(at::kFloat) * scale.unsqueeze(1) : weight.to(at::kFloat)).to(at::kDouble);
         const at::Tensor bias = at::randn({out}).to(x_type);
-        for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33}) {
+        for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 35, 66}) {
           SCOPED_TRACE(std::string(c10::toString(type)) + (in_out ? " [in, out] " : " [out, in] ") + std::to_string(rows) +
                        " rows of " + std::to_string(in));
           const at::Tensor x = at::randn({rows, in}).to(x_type);
@@ -330,12 +330,43 @@ TEST_P(CpuKernels, LinearProductsEqualTheFp32ProductForEveryWeightTypeLayoutAndR
           const double ulp = x_type == at::kBFloat16 ? 1.0 / 128 : x_type == at::kHalf ? 1.0 / 1024 : 0.0;
           const at::Tensor y = linear_product(x, weight, bias, scale, in_out);
           ASSERT_EQ(y.scalar_type(), x_type);
-          const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - (exact.abs() * ulp + magnitude * 4e-6);
+          // int8 products in integers: each activation within 1/64516 of its row's largest |x|.
+          at::Tensor split = at::zeros_like(exact);
+          if (type == at::kChar && rows > 32 && int8_products_in_integers(in))
+            split = x.to(at::kDouble).abs().amax(1, true) / 64516 * w.abs().sum(0, true);
+          const at::Tensor excess = (y.to(at::kDouble) - exact).abs() - (exact.abs() * ulp + magnitude * 4e-6 + split);
           EXPECT_LE(excess.max().item<double>(), 0.0);
         }
       }
     }
   }
+}
+
+// int8 weights times long inputs: where AVX512-VNNI runs, the activations are split into two
+// int8 parts (x = s * (high + low / 254), s = the row's largest |x| / 127), elsewhere the
+// product is the dequantized weight's. Rows of 127 and 0.003s tell the two apart: 0.003 is
+// 0.762 of a low step, so the split reads it as 1/254 (0.12 apart at 1e-5 of fp32 sums' error).
+// An input with a NaN takes the fp32 route.
+TEST_P(CpuKernels, Int8ProductsOfLongInputsSplitTheActivationsWhereVnniRuns) {
+  at::NoGradGuard no_grad;
+  const int64_t rows = 41, in = 259, out = 50;
+  const bool integers = int8_products_in_integers(in);
+  EXPECT_EQ(integers, GetParam() >= CpuIsa::avx512 && cpu_has_avx512_vnni());
+  at::Tensor x = at::full({rows, in}, 0.003f);
+  x.select(1, 0).fill_(127.0f);
+  x.narrow(0, 0, 7).neg_();
+  const at::Tensor weight = at::ones({out, in}, at::kChar), scale = at::full({out}, 0.5f);
+  const double weight_only = 0.5 * (127 + (in - 1) * 0.003), split = 0.5 * (127 + (in - 1) / 254.0);
+  const at::Tensor y = linear_product(x, weight, at::Tensor(), scale);
+  const at::Tensor sign = at::ones({rows, 1}, at::kDouble);
+  sign.narrow(0, 0, 7).fill_(-1);
+  EXPECT_TRUE(at::allclose(y.to(at::kDouble), sign * (integers ? split : weight_only) * at::ones({rows, out}, at::kDouble),
+                           1e-5, 0))
+      << y[0][0].item<double>() << " " << y[rows - 1][out - 1].item<double>();
+  x[3][5] = std::nanf("");
+  const at::Tensor with_nan = linear_product(x, weight, at::Tensor(), scale);
+  EXPECT_TRUE(with_nan[3].isnan().all().item<bool>());
+  EXPECT_TRUE(at::allclose(with_nan[40].to(at::kDouble), at::full({out}, weight_only, at::kDouble), 1e-5, 0));
 }
 
 // The automatic bf16 route follows the kernel level: oneDNN's bf16 products only with native bf16.

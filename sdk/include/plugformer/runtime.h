@@ -49,6 +49,9 @@ CpuIsa cpu_isa();
 void set_cpu_isa_cap(CpuIsa cap);
 CpuIsa cpu_isa_cap();
 std::string to_string(CpuIsa isa);
+// Whether this CPU has AVX512-VNNI: from level avx512 up, int8-weight products of long inputs
+// (more than 32 rows) then multiply in integers (matmul.h's linear_product).
+bool cpu_has_avx512_vnni();
 // The CPU features plugformer checks, as /proc/cpuinfo names them ("avx2 fma f16c avx512f ..."),
 // and one line on the kernels chosen and why.
 std::string cpu_features();
