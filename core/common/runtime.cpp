@@ -199,11 +199,12 @@ std::string describe_cpu_kernels() {
   switch (isa) {
     case CpuIsa::baseline: return why + ": libtorch's own kernels only";
     case CpuIsa::avx2: return why + ": AVX2 + FMA decode kernels, fp32 arithmetic for every weight type";
-    case CpuIsa::avx512: return why + ": AVX-512 decode kernels, fp32 arithmetic for every weight type" + int8;
+    case CpuIsa::avx512:
+      return why + ": AVX-512 decode kernels, fp32 arithmetic for every weight type, many-row fp32 products by oneDNN" + int8;
     case CpuIsa::avx512_bf16:
-      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row bf16 products by oneDNN" + int8;
+      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row fp32 / bf16 products by oneDNN" + int8;
     default:
-      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row bf16 products by oneDNN on AMX tiles" + int8;
+      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row fp32 / bf16 products by oneDNN (bf16 on AMX tiles)" + int8;
   }
 }
 

@@ -369,6 +369,29 @@ TEST_P(CpuKernels, Int8ProductsOfLongInputsSplitTheActivationsWhereVnniRuns) {
   EXPECT_TRUE(at::allclose(with_nan[40].to(at::kDouble), at::full({out}, weight_only, at::kDouble), 1e-5, 0));
 }
 
+// matmul_any_precision (attention's per-head products; oneDNN's sgemm from avx512 up) on
+// operands of every layout: rows contiguous, transposed views, strides of 2 in both dimensions
+// (copied), and empty sizes.
+TEST_P(CpuKernels, MatmulOfAnyLayoutEqualsTheExactProduct) {
+  at::NoGradGuard no_grad;
+  at::manual_seed(11);
+  const at::Tensor a_rows = at::randn({37, 53}), b_rows = at::randn({53, 29});
+  const at::Tensor a_cols = at::randn({53, 37}).t(), b_cols = at::randn({29, 53}).t();
+  const at::Tensor a_strided = at::randn({74, 106}).slice(0, 0, 74, 2).slice(1, 0, 106, 2);
+  const at::Tensor b_strided = at::randn({106, 58}).slice(0, 0, 106, 2).slice(1, 0, 58, 2);
+  for (const auto& a : {a_rows, a_cols, a_strided})
+    for (const auto& b : {b_rows, b_cols, b_strided}) {
+      const at::Tensor exact = at::matmul(a.to(at::kDouble), b.to(at::kDouble));
+      const at::Tensor bound = at::matmul(a.to(at::kDouble).abs(), b.to(at::kDouble).abs()) * 4e-6;
+      const at::Tensor y = matmul_any_precision(a, b);
+      ASSERT_EQ(y.sizes(), exact.sizes());
+      EXPECT_TRUE(((y.to(at::kDouble) - exact).abs() <= bound).all().item<bool>())
+          << a.strides() << " x " << b.strides();
+    }
+  EXPECT_EQ(matmul_any_precision(at::randn({0, 5}), at::randn({5, 3})).sizes(), (std::vector<int64_t>{0, 3}));
+  EXPECT_TRUE(matmul_any_precision(at::randn({4, 0}), at::randn({0, 3})).eq(0).all().item<bool>());
+}
+
 // The automatic bf16 route follows the kernel level: oneDNN's bf16 products only with native bf16.
 TEST_P(CpuKernels, AutomaticBf16RouteIsNativeExactlyWithNativeBf16) {
   RouteGuard automatic(Bf16Route::automatic);
