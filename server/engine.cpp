@@ -10,6 +10,7 @@
 #include <plugformer/distributed.h>
 #include <plugformer/error.h>
 #include <plugformer/log.h>
+#include <plugformer/runtime.h>
 
 namespace plugformer::server {
 
@@ -124,10 +125,19 @@ void Engine::loop() {
 
 void Engine::step_until_stopped() {
   const auto has_work = [&] { return stopping_ || aborting_ || !waiting_.empty() || !running_.empty(); };
+  bool stepped = false;
   while (true) {
     bool abort = false;
     {
       std::unique_lock lock(mutex_);
+      // Idle for a second (responses written by then): hand what the requests freed back to the
+      // OS. While busy, glibc keeps up to 32 MB of it per arena for reuse (init_runtime).
+      if (stepped && !wake_.wait_for(lock, std::chrono::seconds(1), has_work)) {
+        lock.unlock();
+        release_freed_memory();
+        lock.lock();
+      }
+      stepped = false;
       // Idle tensor-parallel ranks hear from rank 0 now and then, well within the collective timeout.
       while (!wake_.wait_for(lock, std::chrono::seconds(30), has_work))
         if (mirror_) mirror_->keepalive();
@@ -161,6 +171,7 @@ void Engine::step_until_stopped() {
       else batch.push_back(seq.get());
     }
     if (!batch.empty()) decode(batch);
+    stepped = true;
 
     int64_t kv_bytes = 0, retired = 0;
     std::erase_if(running_, [&](const std::unique_ptr<Active>& seq) {

@@ -7,10 +7,14 @@ namespace plugformer {
 
 // Sets libtorch's intra-op threads to the core count (it starts with one here), warns once
 // when the reference BLAS is active (matmul ~15x slower than OpenBLAS), and has glibc serve
-// blocks of up to 32 MB from its heap and keep 8 MB of freed memory per arena (its mmap / trim
+// blocks of up to 32 MB from its heap and keep 32 MB of freed memory per arena (its mmap / trim
 // thresholds, unless MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set): activations then
 // reuse pages instead of faulting in new ones on every forward pass. Called by the Auto classes and the plugin loader; idempotent.
 void init_runtime();
+
+// Returns the freed memory glibc keeps for reuse (init_runtime) to the OS, the calling thread's
+// arena included: for a server going idle, from the thread that runs the forward passes.
+void release_freed_memory();
 
 // True when the process resolved BLAS to the unoptimised reference implementation.
 bool reference_blas_active();
