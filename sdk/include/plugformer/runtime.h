@@ -40,7 +40,9 @@ std::string to_string(Bf16Route route);
 // permission), never from the build machine.
 // - baseline: no kernels of plugformer's own; every product and attention step is libtorch's.
 // - avx2: AVX2 + FMA + F16C kernels (fp32 arithmetic on fp32 / bf16 / fp16 / int8 weights).
-// - avx512: the same kernels on 512-bit registers (AVX512 F, BW, VL, DQ).
+// - avx512: the same kernels on 512-bit registers (AVX512 F, BW, VL, DQ); fp32 products of many
+//   rows by oneDNN's sgemm (AVX-512) instead of OpenBLAS; with AVX512-VNNI, int8-weight products
+//   of many rows in integers.
 // - avx512_bf16: bf16 decode products multiply bf16 pairs natively (vdpbf16ps); bf16 products
 //   of many rows go to oneDNN in bf16 (Bf16Route::native under `automatic`).
 // - amx: as avx512_bf16, with oneDNN's many-row bf16 products on AMX tiles.
