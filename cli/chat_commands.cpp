@@ -12,6 +12,7 @@
 
 #include <plugformer/auto.h>
 #include <plugformer/chat_template.h>
+#include <plugformer/json_text.h>
 #include <plugformer/error.h>
 #include <plugformer/generation.h>
 
@@ -66,7 +67,7 @@ void run_chat_template(const ChatTemplateArgs& a) {
   if (!a.jsonl) {
     nlohmann::ordered_json input;
     try {
-      input = nlohmann::ordered_json::parse(input_text);
+      input = plugformer::parse_json_text(input_text);
     } catch (const nlohmann::json::exception& e) {
       throw InvalidInputError(a.input_path + ": not JSON: " + e.what());
     }
@@ -90,7 +91,7 @@ void run_chat_template(const ChatTemplateArgs& a) {
       if (!chat_template) throw TemplateError(compile_error, "TemplateSyntaxError");
       nlohmann::ordered_json input;
       try {
-        input = nlohmann::ordered_json::parse(line);
+        input = plugformer::parse_json_text(line);
       } catch (const nlohmann::json::exception& e) {
         throw InvalidInputError(std::string("input line is not JSON: ") + e.what());
       }

@@ -5,6 +5,7 @@
 #include <random>
 
 #include <plugformer/chat_template.h>
+#include <plugformer/json_text.h>
 
 namespace plugformer::server {
 
@@ -265,7 +266,7 @@ CompletionJob parse_chat_request(const json& body, const ModelContext& model) {
     const std::string where = "messages[" + std::to_string(i) + "]";
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
       throw bad_field(where, "must be an object with a string 'role'");
-    nlohmann::ordered_json message = nlohmann::ordered_json::parse(m.dump());
+    nlohmann::ordered_json message = parse_json_text(m.dump());
     // Text parts are joined by newlines into one string, as vLLM gives text-only models their content.
     if (auto content = m.find("content"); content != m.end() && content->is_array()) {
       std::string text;
@@ -290,11 +291,11 @@ CompletionJob parse_chat_request(const json& body, const ModelContext& model) {
   if (options.continue_final_message) options.add_generation_prompt = false;
   if (auto tools = body.find("tools"); tools != body.end() && !tools->is_null()) {
     if (!tools->is_array()) throw bad_field("tools", "must be a list");
-    if (body.value("tool_choice", json("auto")) != json("none")) options.tools = nlohmann::ordered_json::parse(tools->dump());
+    if (body.value("tool_choice", json("auto")) != json("none")) options.tools = parse_json_text(tools->dump());
   }
   if (auto kwargs = body.find("chat_template_kwargs"); kwargs != body.end() && !kwargs->is_null()) {
     if (!kwargs->is_object()) throw bad_field("chat_template_kwargs", "must be an object");
-    for (const auto& [k, v] : kwargs->items()) options.variables[k] = nlohmann::ordered_json::parse(v.dump());
+    for (const auto& [k, v] : kwargs->items()) options.variables[k] = parse_json_text(v.dump());
   }
   if (model.chat_template.empty() && model.tokenizer->chat_templates.empty())
     throw ApiError(400, "this model has no chat template; start the server with --chat-template FILE", "messages");

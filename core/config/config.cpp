@@ -13,6 +13,14 @@ namespace plugformer {
 
 namespace {
 
+// A bound on num_labels, so that a hostile count cannot exhaust memory making up label names (the
+// largest real label set, ImageNet-21k's, has 21843).
+constexpr int64_t kMaxLabels = 1'000'000;
+bool label_count_allowed(int64_t n) { return n >= 1 && n <= kMaxLabels; }
+std::string label_count_problem(int64_t n) {
+  return "'num_labels' must be from 1 to " + std::to_string(kMaxLabels) + ", got " + std::to_string(n);
+}
+
 std::string describe(const json& v) {
   std::string text = v.dump();
   if (text.size() > 60) text = text.substr(0, 57) + "...";
@@ -204,7 +212,7 @@ void PretrainedConfig::require_positive(const char* name, int64_t value) {
 }
 
 void PretrainedConfig::set_num_labels(int64_t n) {
-  if (n < 1) throw ConfigError("num_labels must be >= 1, got " + std::to_string(n));
+  if (!label_count_allowed(n)) throw ConfigError("field " + label_count_problem(n));
   id2label.clear();
   label2id.clear();
   for (int64_t i = 0; i < n; ++i) {
@@ -256,7 +264,9 @@ void PretrainedConfig::update_from_json(const json& config, const std::string& s
   if (auto it = config.find("num_labels"); it != config.end()) {
     reader.consumed.insert("num_labels");
     if (!it->is_number_integer()) throw ConfigError(source + ": field 'num_labels' must be an integer, got " + describe(*it));
-    if (id2label.empty() || int64_t(id2label.size()) != it->get<int64_t>()) set_num_labels(it->get<int64_t>());
+    const int64_t count = it->get<int64_t>();
+    if (!label_count_allowed(count)) throw ConfigError(source + ": field " + label_count_problem(count));
+    if (id2label.empty() || int64_t(id2label.size()) != count) set_num_labels(count);
   }
   if (label2id.empty())
     for (const auto& [id, label] : id2label) label2id[label] = id;
@@ -270,20 +280,22 @@ void PretrainedConfig::update_from_json(const json& config, const std::string& s
   }
 }
 
-json PretrainedConfig::to_json() const {
+json PretrainedConfig::to_json() const { return attributes_json(true); }
+
+json PretrainedConfig::attributes_json(bool with_labels) const {
   json out;
   auto* self = const_cast<PretrainedConfig*>(this);  // visitors take references; writing does not modify
   ConfigJsonWriter writer(out);
   writer.eos_is_list = eos_token_id_is_list_;
   self->visit_fields(writer);
   out["model_type"] = model_type();
-  if (!id2label.empty()) {
-    json labels = json::object();
-    for (const auto& [id, label] : id2label) labels[std::to_string(id)] = label;
-    out["id2label"] = labels;
-    json ids = json::object();
-    for (const auto& [label, id] : label2id) ids[label] = id;
-    out["label2id"] = ids;
+  if (with_labels && !id2label.empty()) {
+    // The maps' keys are unique: append them (json's operator[] would search, quadratic in labels).
+    json labels = json::object(), ids = json::object();
+    for (const auto& [id, label] : id2label) labels.get_ref<json::object_t&>().emplace_back(std::to_string(id), label);
+    for (const auto& [label, id] : label2id) ids.get_ref<json::object_t&>().emplace_back(label, id);
+    out["id2label"] = std::move(labels);
+    out["label2id"] = std::move(ids);
   }
   for (const auto& [key, value] : extra) out[key] = value;
   return out;
@@ -332,11 +344,15 @@ json PretrainedConfig::apply_overrides(const json& overrides) {
   return unused;
 }
 
+namespace {
+bool is_label_map(const std::string& key) { return key == "id2label" || key == "label2id"; }
+}  // namespace
+
 json PretrainedConfig::get(const std::string& name) const {
-  json all = to_json();
   auto aliases = attribute_map();
   const std::string key = aliases.count(name) ? aliases.at(name) : name;
   if (key == "num_labels") return num_labels();
+  json all = attributes_json(is_label_map(key));
   auto it = all.find(key);
   return it == all.end() ? json() : *it;
 }
@@ -344,7 +360,7 @@ json PretrainedConfig::get(const std::string& name) const {
 bool PretrainedConfig::has(const std::string& name) const {
   auto aliases = attribute_map();
   const std::string key = aliases.count(name) ? aliases.at(name) : name;
-  return key == "num_labels" || to_json().contains(key);
+  return key == "num_labels" || attributes_json(is_label_map(key)).contains(key);
 }
 
 json read_json_file(const std::filesystem::path& file) {
@@ -356,7 +372,7 @@ json read_json_file(const std::filesystem::path& file) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   try {
-    return json::parse(buffer.str());
+    return parse_json_text(buffer.str());
   } catch (const nlohmann::json::exception& e) {  // syntax, or a number beyond double's range
     throw ConfigError(file.string() + ": not valid JSON (" + e.what() + ")");
   }

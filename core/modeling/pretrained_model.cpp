@@ -12,6 +12,7 @@
 #include "distributed/tensor_parallel.h"
 #include "plugformer/error.h"
 #include "plugformer/generation.h"
+#include "plugformer/json_text.h"
 #include "plugformer/layers.h"
 #include "plugformer/log.h"
 #include "plugformer/modeling.h"
@@ -290,7 +291,7 @@ void PreTrainedModel::save_pretrained(const std::filesystem::path& dir, const Sa
   const std::string index_name = add_variant(
       options.safe_serialization ? "model.safetensors.index.json" : "pytorch_model.bin.index.json", options.variant);
   if (sharded) {
-    nlohmann::ordered_json sorted_map = nlohmann::ordered_json::parse(nlohmann::json::parse(weight_map.dump()).dump());
+    nlohmann::ordered_json sorted_map = parse_json_text(nlohmann::json::parse(weight_map.dump()).dump());
     nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}}, {"weight_map", sorted_map}};
     write_text_file(dir / index_name, index.dump(2) + "\n");
     std::filesystem::remove(dir / weights_name);

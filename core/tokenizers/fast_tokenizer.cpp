@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "plugformer/error.h"
+#include "plugformer/json_text.h"
 #include "plugformer/log.h"
 #include "tokenizers/chat_template.h"
 #include "tokenizers/components.h"
@@ -780,7 +781,7 @@ std::vector<AddedToken> FastTokenizer::added_tokens() const {
 
 void FastTokenizer::apply_tokenizer_config(const nlohmann::json& config, const nlohmann::json& special_map) {
   if (!config.is_object()) throw TokenizerError("tokenizer_config.json: expected a JSON object");
-  impl_->config = nlohmann::ordered_json::parse(config.dump());
+  impl_->config = parse_json_text(config.dump());
   chat_templates = chat_templates_from_config(impl_->config, "tokenizer_config.json");
   auto num = config.find("model_max_length");
   if (num != config.end() && num->is_number()) {
@@ -851,7 +852,7 @@ void FastTokenizer::update_post_processor(bool add_bos, bool add_eos) {
   if (add_eos) pair.push_back(sp(*special_.eos_token, 1));
   json pp = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
   impl_->post_processor = tok::make_post_processor(pp, "post_processor (add_bos_token / add_eos_token)");
-  nlohmann::ordered_json tj = nlohmann::ordered_json::parse(impl_->json_text);
+  nlohmann::ordered_json tj = parse_json_text(impl_->json_text);
   tj["post_processor"] = nlohmann::ordered_json::parse(pp.dump());
   impl_->json_text = tj.dump();
 }
@@ -884,7 +885,7 @@ void FastTokenizer::save_pretrained(const std::filesystem::path& dir) const {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw IOError(dir.string() + ": cannot create directory: " + ec.message());
-  nlohmann::ordered_json tj = nlohmann::ordered_json::parse(impl_->json_text);
+  nlohmann::ordered_json tj = parse_json_text(impl_->json_text);
   nlohmann::ordered_json added = nlohmann::ordered_json::array();
   nlohmann::ordered_json decoder_map = nlohmann::ordered_json::object();
   for (const auto& [id, t] : impl_->added_map_r) {

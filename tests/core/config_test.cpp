@@ -170,6 +170,55 @@ TEST(Config, RotaryTablesBeyondAnyModelAreConfigErrors) {
   EXPECT_NO_THROW(RotaryEmbedding(64, 10000, json{{"rope_type", "dynamic"}, {"factor", 2.0}}, 128, 0.5));
 }
 
+TEST(Config, ManyLabelsLoadSaveAndReload) {
+  // fuzz/config_json (a Gemma config with "num_labels": 256000) ran past the 10 s limit: id2label /
+  // label2id went through ordered_json's operator[], which searches all keys so far for every key,
+  // for each of validate()'s get() calls; and reading such a file back was quadratic as well.
+  test::TempDir dir("config-many-labels");
+  test::write_file(dir / "config.json", R"({"model_type": "llama", "hidden_size": 2048, "num_labels": 256000})");
+  auto config = AutoConfig::from_pretrained(dir.path().string());
+  EXPECT_EQ(config->num_labels(), 256000);
+  EXPECT_EQ(config->get("id2label")["255999"], "LABEL_255999");
+  EXPECT_EQ(config->get("hidden_size"), 2048);
+  config->save_pretrained(dir / "saved");
+  auto again = AutoConfig::from_pretrained((dir / "saved").string());
+  EXPECT_EQ(again->num_labels(), 256000);
+  EXPECT_EQ(again->label2id.at("LABEL_12345"), 12345);
+  EXPECT_EQ(again->to_json()["id2label"], config->to_json()["id2label"]);
+  // Counts no model has are refused before any label is made up.
+  for (const char* count : {"0", "1000001", "1000000000000000"}) {
+    test::write_file(dir / "config.json", std::string(R"({"model_type": "llama", "num_labels": )") + count + "}");
+    try {
+      AutoConfig::from_pretrained(dir.path().string());
+      ADD_FAILURE() << "expected ConfigError for " << count;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("config.json: field 'num_labels' must be from 1 to 1000000, got " + std::string(count)),
+                std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Config, ParseJsonTextEqualsNlohmannsParser) {
+  // parse_json_text appends keys instead of searching them (indexing an object past 16 keys); it
+  // must give what ordered_json::parse gives: key order, a repeated key in its first place with its
+  // last value, nesting, and the same exceptions.
+  std::string many = "{";
+  for (int i = 0; i < 40; ++i) many += (i ? ", \"k" : "\"k") + std::to_string(i % 29) + "\": " + std::to_string(i);
+  many += R"(, "nested": {"b": [1, {"z": 1, "a": 2, "z": 3}], "a": null}, "k3": {"x": []}})";
+  for (const std::string& text : {many, std::string("[]"), std::string("{}"), std::string(" 3 "), std::string("\"s\""),
+                                  std::string(R"([1, 2.5, -3, true, null, "x\u00e9", {"b": 1, "a": 2}, [[]]])"),
+                                  std::string(R"({"a": 1, "a": {"x": 2}})"), std::string(R"({"a": {"x": 2}, "a": 1})"),
+                                  std::string(R"({"u": 18446744073709551615, "i": -9223372036854775808})")}) {
+    const json ours = parse_json_text(text), theirs = json::parse(text);
+    EXPECT_EQ(ours, theirs) << text;
+    EXPECT_EQ(ours.dump(), theirs.dump()) << text;  // the same key order
+  }
+  EXPECT_THROW(parse_json_text(R"({"a": 1,})"), json::parse_error);
+  EXPECT_THROW(parse_json_text("[1] 2"), json::parse_error);
+  EXPECT_THROW(parse_json_text(""), json::parse_error);
+  EXPECT_THROW(parse_json_text("2e7777777"), json::out_of_range);
+}
+
 TEST(Config, MissingDirectoryAndFile) {
   EXPECT_THROW(AutoConfig::from_pretrained("/nonexistent/plugformer/model"), FileNotFoundError);
   test::TempDir dir("config-missing-file");

@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plugformer/json_text.h"
+
 namespace plugformer {
 
 using json = nlohmann::ordered_json;
@@ -95,6 +97,10 @@ class PretrainedConfig {
   bool eos_token_id_is_list_ = false;
   // This class's defaults, taken before the first update (transformers' class_config_dict).
   std::optional<json> class_defaults_;
+
+ private:
+  // to_json(), with or without id2label / label2id (get() and has() of other keys skip them).
+  json attributes_json(bool with_labels) const;
   friend class ConfigJsonReader;
   friend class ConfigJsonWriter;
 };
