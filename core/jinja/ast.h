@@ -37,10 +37,14 @@ using GlobalFn = Value (*)(Interpreter&, CallArgs& args);
 FilterFn find_filter(const std::string& name);
 TestFn find_test(const std::string& name);
 GlobalFn find_global(const std::string& name);
+// Which of str, list and dict have a method `name` (bits; 0 for most names). The parser finds it
+// once for each x.name, so rendering does not look the name up.
+uint8_t method_kinds(const std::string& name);
 // x.name for a str, list or dict receiver: a bound method, an unsafe marker, or Undefined.
-Value method_attribute(const Value& self, const std::string& name);
+Value method_attribute(const Value& self, const std::string& name, uint8_t kinds);
 // Calls x.name(args) without building a bound method; false when `name` is not a method of x.
-bool call_method(Interpreter& interp, const Value& self, const std::string& name, CallArgs& args, Value& result);
+bool call_method(Interpreter& interp, const Value& self, const std::string& name, uint8_t kinds, CallArgs& args,
+                 Value& result);
 // What `for` and filters iterate: a list's items, a dict's keys, a string's characters.
 std::vector<Value> iterate(const Value& v);
 // str % args (printf-style), str.format(*args, **kwargs).
@@ -63,6 +67,13 @@ struct Arguments {
 
 struct ConstExpr : Expr {
   Value value;
+  // A string constant is held here and `value` borrows it (the tree outlives every render), so
+  // evaluating one touches no reference count.
+  std::string text;
+  void set_string(std::string s) {
+    text = std::move(s);
+    value = Value::borrowed(&text);
+  }
   Value eval(Interpreter&) const override { return value; }
 };
 struct NameExpr : Expr {
@@ -109,6 +120,7 @@ struct CondExpr : Expr {
 struct GetAttrExpr : Expr {
   ExprPtr object;
   std::string name;
+  uint8_t methods = 0;  // method_kinds(name)
   Value eval(Interpreter& interp) const override;
 };
 struct GetItemExpr : Expr {
@@ -162,7 +174,10 @@ struct TextStmt : Stmt {
 };
 struct OutputStmt : Stmt {
   ExprPtr expr;
-  bool sum_of_strings = false;  // expr is a + b + ...: written piece by piece when all are strings
+  // When expr is a + b + ... of at most kMaxSumTerms terms: the terms left to right, written
+  // piece by piece when all are plain strings. Found once by the parser.
+  static constexpr size_t kMaxSumTerms = 16;
+  std::vector<const Expr*> sum_terms;
   Flow render(Interpreter& interp) const override;
 };
 struct IfStmt : Stmt {

@@ -98,11 +98,12 @@ std::string str_title(const std::string& s) {
 
 // str.strip / lstrip / rstrip: whitespace, or the characters of `chars`. Works on the UTF-8
 // bytes (message contents are trimmed on every render).
-std::string str_strip(const std::string& s, const Value& chars, bool left, bool right) {
-  if (chars.is_none() || chars.is_undefined()) return std::string(strip_whitespace(s, left, right));
+// str.strip(chars) and its l / r forms: the part of `s` that is kept.
+std::string_view str_strip(std::string_view s, const Value& chars, bool left, bool right) {
+  if (chars.is_none() || chars.is_undefined()) return strip_whitespace(s, left, right);
   if (!chars.is_string()) type_error("strip arg must be None or str");
   const U32 set = to_code_points(chars.str());
-  return std::string(strip_code_points(s, left, right, [&](char32_t c) { return set.find(c) != U32::npos; }));
+  return strip_code_points(s, left, right, [&](char32_t c) { return set.find(c) != U32::npos; });
 }
 
 std::vector<Value> str_split(const std::string& s, const Value& sep, int64_t maxsplit, bool from_right) {
@@ -536,7 +537,7 @@ class BoundMethod final : public Object {
   bool callable() const override { return true; }
   Value call(Interpreter& interp, CallArgs& args) override {
     Value result;
-    call_method(interp, self_, name_, args, result);
+    call_method(interp, self_, name_, method_kinds(name_), args, result);
     return result;
   }
 
@@ -545,7 +546,9 @@ class BoundMethod final : public Object {
   std::string name_;
 };
 
-// Which receivers have a method of a given name: one hash lookup per attribute access.
+}  // namespace
+
+// Which receivers have a method of a given name (the bits of MethodOf).
 enum MethodOf : uint8_t { kStr = 1, kList = 2, kDict = 4, kListMutator = 8, kDictMutator = 16 };
 uint8_t method_kinds(const std::string& name) {
   static const std::unordered_map<std::string_view, uint8_t> table = [] {
@@ -566,6 +569,8 @@ uint8_t method_kinds(const std::string& name) {
   auto it = table.find(name);
   return it == table.end() ? 0 : it->second;
 }
+
+namespace {
 
 bool is_mutator(const Value& self, uint8_t kinds) {
   return (self.is_list() && !self.is_generator() && (kinds & kListMutator)) || (self.is_dict() && (kinds & kDictMutator));
@@ -807,8 +812,7 @@ Value dict_method(const Value& self, const std::string& name, CallArgs& a) {
 
 }  // namespace
 
-Value method_attribute(const Value& self, const std::string& name) {
-  const uint8_t kinds = method_kinds(name);
+Value method_attribute(const Value& self, const std::string& name, uint8_t kinds) {
   if (!kinds) return Value();
   if (is_mutator(self, kinds))
     return Value::undefined("access to attribute '" + name + "' of '" + self.type_name() + "' object is unsafe.", true);
@@ -816,8 +820,8 @@ Value method_attribute(const Value& self, const std::string& name) {
   return Value(std::make_shared<BoundMethod>(self, name));
 }
 
-bool call_method(Interpreter& interp, const Value& self, const std::string& name, CallArgs& args, Value& result) {
-  const uint8_t kinds = method_kinds(name);
+bool call_method(Interpreter& interp, const Value& self, const std::string& name, uint8_t kinds, CallArgs& args,
+                 Value& result) {
   if (is_mutator(self, kinds)) unsafe(self, name);
   switch (method_of(self, kinds)) {
     case kStr: result = str_method(interp, self.str(), name, args); return true;
@@ -909,7 +913,7 @@ FILTER(attr) {
   if (v.is_undefined()) v.fail_undefined();
   if (!n.empty() && n[0] == '_') return Value::undefined("access to attribute '" + n + "' is unsafe.", true);
   if (v.is_object()) return v.object().attribute(n);
-  return method_attribute(v, n);
+  return method_attribute(v, n, method_kinds(n));
 }
 
 FILTER(batch) {
@@ -997,7 +1001,7 @@ FILTER(last) {
 }
 
 std::optional<double> parse_python_float(std::string s) {
-  s = str_strip(s, Value::none(), true, true);
+  s = std::string(str_strip(s, Value::none(), true, true));
   s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
   if (s.empty()) return std::nullopt;
   std::string lower_s = str_lower(s);
@@ -1037,7 +1041,7 @@ FILTER(int) {
     return Value(float_to_int(v.as_float()));
   }
   if (v.is_string()) {
-    std::string s = str_strip(v.str(), Value::none(), true, true);
+    const std::string_view s = str_strip(v.str(), Value::none(), true, true);
     std::string digits;
     for (char c : s) if (c != '_') digits.push_back(c);
     if (!digits.empty()) {
@@ -1338,9 +1342,12 @@ FILTER(trim) {
   (void)interp;
   Value chars = a.take(0, "chars", Value::none());
   a.expect_consumed("trim", 1);
-  std::string trimmed = v.is_string() ? str_strip(v.str(), chars, true, true) : str_strip(soft_str(v), chars, true, true);
-  if (v.is_string() && trimmed.size() == v.str().size()) return v;  // nothing stripped: the same string
-  return v.is_markup() ? Value::markup(std::move(trimmed)) : Value(std::move(trimmed));
+  if (v.is_string()) {
+    const std::string_view trimmed = str_strip(v.str(), chars, true, true);
+    if (trimmed.size() == v.str().size()) return v;  // nothing stripped: the same string, no copy
+    return v.is_markup() ? Value::markup(std::string(trimmed)) : Value(trimmed);
+  }
+  return Value(str_strip(soft_str(v), chars, true, true));
 }
 
 FILTER(truncate) {

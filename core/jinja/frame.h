@@ -43,7 +43,11 @@ class GlobalFunction final : public Object {
 };
 
 // The sandbox's getattr (x.name) and getitem (x[key]), and calling a value.
-Value get_attribute(const Value& object, const std::string& name);
+// `methods` is method_kinds(name), when the caller knows it.
+Value get_attribute(const Value& object, const std::string& name, uint8_t methods);
+inline Value get_attribute(const Value& object, const std::string& name) {
+  return get_attribute(object, name, method_kinds(name));
+}
 Value get_item(const Value& object, const Value& key);
 Value call_value(Interpreter& interp, const Value& callee, CallArgs& args);
 

@@ -403,7 +403,7 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b, Interpreter& inter
 
 // ---- attribute and item lookup (the sandbox's getattr / getitem) ----
 
-Value get_attribute(const Value& object, const std::string& name) {
+Value get_attribute(const Value& object, const std::string& name, uint8_t methods) {
   if (object.is_undefined()) object.fail_undefined();
   // Python attributes starting with "_" are the sandbox's to refuse; every object has the
   // dunder ones. A dict's own keys may start with "_" (only found attributes are checked).
@@ -425,11 +425,11 @@ Value get_attribute(const Value& object, const std::string& name) {
         if (name == "grouper") return object.list().items[0];
         if (name == "list") return object.list().items[1];
       }
-      Value m = method_attribute(object, name);
+      Value m = method_attribute(object, name, methods);
       return m.is_undefined() && !m.undefined_info() ? missing_attribute(object, name) : m;
     }
     case Value::Kind::Dict: {
-      Value m = method_attribute(object, name);
+      Value m = method_attribute(object, name, methods);
       if (!m.is_undefined() || m.undefined_info()) return m;
       if (const Value* v = object.dict().find(std::string_view(name))) return *v;
       return missing_attribute(object, name);
@@ -586,7 +586,7 @@ Value CondExpr::eval(Interpreter& interp) const {
                           " evaluated to false and no else section was defined.");
 }
 
-Value GetAttrExpr::eval(Interpreter& interp) const { return get_attribute(object->eval(interp), name); }
+Value GetAttrExpr::eval(Interpreter& interp) const { return get_attribute(object->eval(interp), name, methods); }
 
 Value GetItemExpr::eval(Interpreter& interp) const {
   Value o = object->eval(interp);
@@ -626,9 +626,9 @@ Value CallExpr::eval(Interpreter& interp) const {
     if ((self.is_string() || self.is_list() || self.is_dict()) && !attr->name.empty() && attr->name[0] != '_') {
       CallArgs a = args.eval(interp);
       Value result;
-      if (call_method(interp, self, attr->name, a, result)) return result;
+      if (call_method(interp, self, attr->name, attr->methods, a, result)) return result;
     }
-    Value fn = get_attribute(self, attr->name);
+    Value fn = get_attribute(self, attr->name, attr->methods);
     CallArgs a = args.eval(interp);
     return call_value(interp, fn, a);
   }
@@ -676,35 +676,23 @@ Flow TextStmt::render(Interpreter& interp) const {
 
 namespace {
 // {{ a + b + c }} of strings (how templates build their lines): the pieces go straight to the
-// output instead of into a new string. Anything else takes the general path.
-bool write_string_sum(Interpreter& interp, const Expr& expr) {
-  constexpr size_t kMaxTerms = 16;  // longer sums take the general path
-  std::array<const Expr*, kMaxTerms> leaves;
-  size_t n = 0;
-  const Expr* e = &expr;
-  while (const auto* add = dynamic_cast<const BinaryExpr*>(e)) {
-    if (add->op != BinaryOp::Add || n + 1 >= kMaxTerms) break;
-    leaves[n++] = add->right.get();
-    e = add->left.get();
-  }
-  if (n == 0 || dynamic_cast<const BinaryExpr*>(e) && static_cast<const BinaryExpr*>(e)->op == BinaryOp::Add) return false;
-  leaves[n++] = e;
-  std::array<Value, kMaxTerms> values;
+// output instead of into a new string. Anything else is summed as usual.
+void write_sum(Interpreter& interp, const std::vector<const Expr*>& terms) {
+  std::array<Value, OutputStmt::kMaxSumTerms> values;
   bool plain = true;
-  for (size_t i = 0; i < n; ++i) {
-    values[i] = leaves[n - 1 - i]->eval(interp);
+  for (size_t i = 0; i < terms.size(); ++i) {
+    values[i] = terms[i]->eval(interp);
     plain = plain && values[i].is_string() && !values[i].is_markup();
   }
-  if (!plain) {
-    Value sum = values[0];
-    for (size_t i = 1; i < n; ++i) sum = arithmetic(BinaryOp::Add, sum, values[i], interp);
-    std::string text;
-    sum.append_str(text);
-    interp.write(text);
-    return true;
+  if (plain) {
+    for (size_t i = 0; i < terms.size(); ++i) interp.write(values[i].str());
+    return;
   }
-  for (size_t i = 0; i < n; ++i) interp.write(values[i].str());
-  return true;
+  Value sum = values[0];
+  for (size_t i = 1; i < terms.size(); ++i) sum = arithmetic(BinaryOp::Add, sum, values[i], interp);
+  std::string text;
+  sum.append_str(text);
+  interp.write(text);
 }
 }  // namespace
 
@@ -714,7 +702,10 @@ Flow OutputStmt::render(Interpreter& interp) const {
     interp.write(v.is_markup() ? v.str() : html_escape(v.to_str()));
     return Flow::Normal;
   }
-  if (sum_of_strings && write_string_sum(interp, *expr)) return Flow::Normal;
+  if (!sum_terms.empty()) {
+    write_sum(interp, sum_terms);
+    return Flow::Normal;
+  }
   Value v = expr->eval(interp);
   if (v.is_string()) {
     interp.write(v.str());

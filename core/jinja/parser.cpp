@@ -12,6 +12,22 @@
 namespace plugformer::jinja {
 namespace {
 
+// The terms of a + b + ... left to right, for OutputStmt::sum_terms; empty for anything else and
+// for longer sums than OutputStmt::kMaxSumTerms (the general path).
+std::vector<const Expr*> sum_terms(const Expr& expr) {
+  std::vector<const Expr*> right_to_left;
+  const Expr* e = &expr;
+  for (const auto* add = dynamic_cast<const BinaryExpr*>(e); add && add->op == BinaryOp::Add;
+       add = dynamic_cast<const BinaryExpr*>(e)) {
+    if (right_to_left.size() + 1 >= OutputStmt::kMaxSumTerms) return {};
+    right_to_left.push_back(add->right.get());
+    e = add->left.get();
+  }
+  if (right_to_left.empty()) return {};
+  right_to_left.push_back(e);
+  return {right_to_left.rbegin(), right_to_left.rend()};
+}
+
 enum class Tok { Data, VarBegin, VarEnd, BlockBegin, BlockEnd, Name, String, Int, Float, Op, Eof };
 
 struct Token {
@@ -533,8 +549,7 @@ class Parser {
         next();
         auto s = node<OutputStmt>(line);
         s->expr = parse_tuple(true);
-        const auto* sum = dynamic_cast<const BinaryExpr*>(s->expr.get());
-        s->sum_of_strings = sum && sum->op == BinaryOp::Add;
+        s->sum_terms = sum_terms(*s->expr);
         expect(Tok::VarEnd);
         body.push_back(std::move(s));
       } else if (t.type == Tok::BlockBegin) {
@@ -992,7 +1007,7 @@ class Parser {
       std::string s;
       while (cur().type == Tok::String) s += next().text;
       auto c = node<ConstExpr>(line);
-      c->value = Value(std::move(s));
+      c->set_string(std::move(s));
       return c;
     }
     if (t.type == Tok::Int || t.type == Tok::Float) {
@@ -1063,6 +1078,7 @@ class Parser {
         auto g = node<GetAttrExpr>(t.line);
         g->object = std::move(object);
         g->name = next().text;
+        g->methods = method_kinds(g->name);
         return g;
       }
       if (cur().type != Tok::Int) fail("expected name or number");
