@@ -38,6 +38,9 @@ std::string JinjaTemplate::render(const Bindings& variables, const std::string& 
   const jinja::Program& program = *compiled_->program;
   std::string out;
   out.reserve(compiled_->source.size() * 2);
+  // The variables' lists and dicts, released in one piece after the render (declared before the
+  // interpreter, whose scopes hold them, so it outlives them).
+  std::pmr::monotonic_buffer_resource variables_memory;
   jinja::Interpreter interp;
   interp.out = &out;
   interp.frame = std::make_shared<jinja::Frame>();
@@ -49,7 +52,7 @@ std::string JinjaTemplate::render(const Bindings& variables, const std::string& 
     // Only the variables the template mentions are converted.
     for (const auto& [name, value] : variables) {
       auto slot = program.slots.find(std::string(name));
-      if (slot != program.slots.end()) interp.frame->set(slot->second, jinja::Value::from_json(*value));
+      if (slot != program.slots.end()) interp.frame->set(slot->second, jinja::Value::from_json(*value, &variables_memory));
     }
     jinja::render_body(interp, program.body);
   } catch (const jinja::RenderError& e) {

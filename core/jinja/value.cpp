@@ -1,6 +1,7 @@
 #include "jinja/value.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -165,7 +166,7 @@ void Value::append_repr(std::string& out) const {
   }
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+Value Value::from_json(const nlohmann::ordered_json& j, std::pmr::memory_resource* memory) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return none();
     case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
@@ -182,15 +183,17 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
       return borrowed(&s);
     }
     case nlohmann::ordered_json::value_t::array: {
-      std::vector<Value> items;
-      items.reserve(j.size());
-      for (const auto& e : j) items.push_back(from_json(e));
-      return make_list(std::move(items));
+      const auto& array = j.get_ref<const nlohmann::ordered_json::array_t&>();
+      auto l = std::allocate_shared<List>(std::pmr::polymorphic_allocator<List>(memory));
+      l->items.reserve(array.size());
+      for (const auto& e : array) l->items.push_back(from_json(e, memory));
+      return Value(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
-      auto d = std::make_shared<Dict>();
-      d->items.reserve(j.size());
-      for (auto it = j.begin(); it != j.end(); ++it) d->items.emplace_back(borrowed(&it.key()), from_json(it.value()));
+      const auto& object = j.get_ref<const nlohmann::ordered_json::object_t&>();
+      auto d = std::allocate_shared<Dict>(std::pmr::polymorphic_allocator<Dict>(memory), memory);
+      d->items.reserve(object.size());
+      for (const auto& [key, value] : object) d->items.emplace_back(borrowed(&key), from_json(value, memory));
       return Value(std::move(d));
     }
     default: return Value();
@@ -198,8 +201,13 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
 }
 
 const Value* Dict::find(std::string_view key) const {
-  for (const auto& [k, v] : items)
-    if (k.is_string() && k.str() == key) return &v;
+  // Keys are short: lengths and first bytes rule most of them out before a memcmp call.
+  for (const auto& [k, v] : items) {
+    if (!k.is_string()) continue;
+    const std::string& s = k.str();
+    if (s.size() == key.size() && (key.empty() || (s[0] == key[0] && std::memcmp(s.data(), key.data(), key.size()) == 0)))
+      return &v;
+  }
   return nullptr;
 }
 const Value* Dict::find(const Value& key) const {
@@ -365,16 +373,39 @@ std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
 
 namespace {
 
+// For each byte: 1 when JSON escapes it, 2 when ensure_ascii does.
+constexpr std::array<uint8_t, 256> kJsonEscapes = [] {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = 1;
+  t['"'] = t['\\'] = 1;
+  for (int c = 0x80; c < 0x100; ++c) t[c] = 2;
+  return t;
+}();
+
+// Appends n bytes to `out` with one size change; returns where they go.
+char* append_space(std::string& out, size_t n) {
+  const size_t at = out.size();
+  out.resize(at + n);
+  return out.data() + at;
+}
+
 void append_json_string(std::string& out, const std::string& s, bool ensure_ascii) {
+  const uint8_t escaped = ensure_ascii ? 3 : 1;
+  size_t clean = 0;
+  while (clean < s.size() && !(kJsonEscapes[static_cast<unsigned char>(s[clean])] & escaped)) ++clean;
+  if (clean == s.size()) {  // nothing to escape (most keys and values): quoted in one copy
+    char* p = append_space(out, s.size() + 2);
+    p[0] = '"';
+    std::memcpy(p + 1, s.data(), s.size());
+    p[s.size() + 1] = '"';
+    return;
+  }
   out.push_back('"');
-  for (size_t i = 0; i < s.size();) {
+  out.append(s, 0, clean);
+  for (size_t i = clean; i < s.size();) {
     // Characters that need no escape are copied in runs.
     size_t run = i;
-    while (run < s.size()) {
-      unsigned char c = static_cast<unsigned char>(s[run]);
-      if (c < 0x20 || c == '"' || c == '\\' || (c >= 0x80 && ensure_ascii)) break;
-      ++run;
-    }
+    while (run < s.size() && !(kJsonEscapes[static_cast<unsigned char>(s[run])] & escaped)) ++run;
     out.append(s, i, run - i);
     i = run;
     if (i >= s.size()) break;
@@ -427,64 +458,81 @@ std::string json_key(const Value& k) {
   }
 }
 
-void append_json(std::string& out, const Value& v, const JsonFormat& f, size_t depth) {
-  if (depth > 512) fail("RecursionError", "maximum recursion depth exceeded while encoding a JSON object");
-  auto newline = [&](size_t level) {
-    out.push_back('\n');
-    for (size_t i = 0; i < level; ++i) out += *f.indent;
-  };
-  switch (v.kind()) {
-    case Value::Kind::None: out += "null"; return;
-    case Value::Kind::Bool: out += v.as_bool() ? "true" : "false"; return;
-    case Value::Kind::Int: out += std::to_string(v.as_int()); return;
-    case Value::Kind::Float: out += json_float(v.as_float()); return;
-    case Value::Kind::String: append_json_string(out, v.str(), f.ensure_ascii); return;
-    case Value::Kind::List: {
-      if (v.is_generator() || v.list().shape == List::Shape::Range) break;
-      const auto& items = v.list().items;
-      if (items.empty()) { out += "[]"; return; }
-      out.push_back('[');
-      for (size_t i = 0; i < items.size(); ++i) {
-        if (i) out += f.item_separator;
-        if (f.indent) newline(depth + 1);
-        append_json(out, items[i], f, depth + 1);
-      }
-      if (f.indent) newline(depth);
-      out.push_back(']');
-      return;
-    }
-    case Value::Kind::Dict: {
-      const auto& items = v.dict().items;
-      if (items.empty()) { out += "{}"; return; }
-      std::vector<const std::pair<Value, Value>*> sorted;  // only with sort_keys
-      if (f.sort_keys) {
-        for (const auto& e : items) sorted.push_back(&e);
-        std::stable_sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return compare(a->first, b->first) < 0; });
-      }
-      out.push_back('{');
-      for (size_t i = 0; i < items.size(); ++i) {
-        const auto& [key, value] = f.sort_keys ? *sorted[i] : items[i];
-        if (i) out += f.item_separator;
-        if (f.indent) newline(depth + 1);
-        if (key.is_string()) append_json_string(out, key.str(), f.ensure_ascii);
-        else append_json_string(out, json_key(key), f.ensure_ascii);
-        out += f.key_separator;
-        append_json(out, value, f, depth + 1);
-      }
-      if (f.indent) newline(depth);
-      out.push_back('}');
-      return;
-    }
-    default: break;
+// json.dumps into `out`: one writer per call, its line breaks (a newline and the indent
+// repeated) built once and grown as deeper levels need them.
+struct JsonWriter {
+  std::string& out;
+  const JsonFormat& f;
+  std::string line_break = "\n";
+
+  void newline(size_t level) {
+    const std::string& unit = *f.indent;
+    const size_t length = 1 + level * unit.size();
+    while (line_break.size() < length) line_break += unit;
+    out.append(line_break.data(), length);
   }
-  type_error("Object of type " + v.type_name() + " is not JSON serializable");
-}
+
+  void write(const Value& v, size_t depth) {
+    if (depth > 512) fail("RecursionError", "maximum recursion depth exceeded while encoding a JSON object");
+    switch (v.kind()) {
+      case Value::Kind::None: out += "null"; return;
+      case Value::Kind::Bool: out += v.as_bool() ? "true" : "false"; return;
+      case Value::Kind::Int: {
+        char digits[24];
+        const auto end = std::to_chars(digits, digits + sizeof digits, v.as_int()).ptr;
+        out.append(digits, end);
+        return;
+      }
+      case Value::Kind::Float: out += json_float(v.as_float()); return;
+      case Value::Kind::String: append_json_string(out, v.str(), f.ensure_ascii); return;
+      case Value::Kind::List: {
+        if (v.is_generator() || v.list().shape == List::Shape::Range) break;
+        const auto& items = v.list().items;
+        if (items.empty()) { out += "[]"; return; }
+        out.push_back('[');
+        for (size_t i = 0; i < items.size(); ++i) {
+          if (i) out += f.item_separator;
+          if (f.indent) newline(depth + 1);
+          write(items[i], depth + 1);
+        }
+        if (f.indent) newline(depth);
+        out.push_back(']');
+        return;
+      }
+      case Value::Kind::Dict: {
+        const auto& items = v.dict().items;
+        if (items.empty()) { out += "{}"; return; }
+        std::vector<const std::pair<Value, Value>*> sorted;  // only with sort_keys
+        if (f.sort_keys) {
+          for (const auto& e : items) sorted.push_back(&e);
+          std::stable_sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return compare(a->first, b->first) < 0; });
+        }
+        out.push_back('{');
+        for (size_t i = 0; i < items.size(); ++i) {
+          const auto& [key, value] = f.sort_keys ? *sorted[i] : items[i];
+          if (i) out += f.item_separator;
+          if (f.indent) newline(depth + 1);
+          if (key.is_string()) append_json_string(out, key.str(), f.ensure_ascii);
+          else append_json_string(out, json_key(key), f.ensure_ascii);
+          out += f.key_separator;
+          write(value, depth + 1);
+        }
+        if (f.indent) newline(depth);
+        out.push_back('}');
+        return;
+      }
+      default: break;
+    }
+    type_error("Object of type " + v.type_name() + " is not JSON serializable");
+  }
+};
 
 }  // namespace
 
 std::string to_json(const Value& v, const JsonFormat& format) {
   std::string out;
-  append_json(out, v, format, 0);
+  out.reserve(256);
+  JsonWriter{out, format}.write(v, 0);
   return out;
 }
 
@@ -520,7 +568,13 @@ std::string from_code_points(std::u32string_view s) {
 
 bool valid_utf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
-    // ASCII runs, eight bytes at a time.
+    // ASCII runs, 64 bytes at a time (a loop the compiler vectorizes), then eight.
+    while (i + 64 <= s.size()) {
+      unsigned char any = 0;
+      for (size_t k = 0; k < 64; ++k) any |= static_cast<unsigned char>(s[i + k]);
+      if (any & 0x80) break;
+      i += 64;
+    }
     while (i + 8 <= s.size()) {
       uint64_t word;
       std::memcpy(&word, s.data() + i, 8);

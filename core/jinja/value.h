@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -102,7 +103,10 @@ class Value {
   // The error Jinja2 raises when an Undefined is used for more than printing or testing.
   [[noreturn]] void fail_undefined() const;
 
-  static Value from_json(const nlohmann::ordered_json& j);
+  // The containers of j are allocated from `memory` (a render's variables come from one arena,
+  // freed at once when the render ends).
+  static Value from_json(const nlohmann::ordered_json& j,
+                         std::pmr::memory_resource* memory = std::pmr::get_default_resource());
 
  private:
   Kind kind_ = Kind::Undefined;
@@ -127,7 +131,9 @@ struct List {
 
 // Insertion-ordered, keys compared with Python's ==; templates' dicts are small.
 struct Dict {
-  std::vector<std::pair<Value, Value>> items;
+  Dict() = default;
+  explicit Dict(std::pmr::memory_resource* memory) : items(memory) {}
+  std::pmr::vector<std::pair<Value, Value>> items;
   const Value* find(const Value& key) const;
   const Value* find(std::string_view key) const;
   void set(Value key, Value value);
