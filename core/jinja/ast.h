@@ -55,8 +55,18 @@ struct Expr {
   int line = 0;
   virtual ~Expr() = default;
   virtual Value eval(Interpreter& interp) const = 0;
+  // The value itself, not a copy, when the expression names one that stays put while an
+  // expression is evaluated (a constant; a variable in scope: only statements assign); else null.
+  virtual const Value* peek(Interpreter&) const { return nullptr; }
 };
 using ExprPtr = std::unique_ptr<Expr>;
+
+// e's value: the one it names where it can (peek), else evaluated into `holder`.
+inline const Value& value_of(const Expr& e, Interpreter& interp, Value& holder) {
+  if (const Value* v = e.peek(interp)) return *v;
+  holder = e.eval(interp);
+  return holder;
+}
 
 struct Arguments {
   std::vector<ExprPtr> positional;
@@ -75,6 +85,7 @@ struct ConstExpr : Expr {
     value = Value::borrowed(&text);
   }
   Value eval(Interpreter&) const override { return value; }
+  const Value* peek(Interpreter&) const override { return &value; }
 };
 struct NameExpr : Expr {
   std::string name;
@@ -82,6 +93,7 @@ struct NameExpr : Expr {
   GlobalFn global = nullptr;
   Value undefined;  // what the name is when nothing binds it (built once)
   Value eval(Interpreter& interp) const override;
+  const Value* peek(Interpreter& interp) const override;
 };
 struct ListExpr : Expr {
   std::vector<ExprPtr> items;

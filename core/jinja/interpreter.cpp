@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <new>
 
 #include "jinja/ast.h"
 #include "jinja/frame.h"
@@ -227,8 +228,15 @@ class LoopObject final : public Object {
   mutable Value last_changed_;
 };
 
+// The positions a slice takes: count of them, from start, step apart.
+struct SliceRange {
+  int64_t start = 0, step = 1;
+  size_t count = 0;
+  size_t operator[](size_t i) const { return static_cast<size_t>(start + static_cast<int64_t>(i) * step); }
+};
+
 // Python's sequence slicing (PySlice_AdjustIndices).
-std::vector<size_t> slice_indices(int64_t length, const Value& start_v, const Value& stop_v, const Value& step_v) {
+SliceRange slice_indices(int64_t length, const Value& start_v, const Value& stop_v, const Value& step_v) {
   auto index_of = [](const Value& v) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) {
       if (v.is_undefined() && v.undefined_info()) type_error("slice indices must be integers or None or have an __index__ method");
@@ -248,12 +256,11 @@ std::vector<size_t> slice_indices(int64_t length, const Value& start_v, const Va
     lo = start ? (*start < 0 ? std::max<int64_t>(-1, *start + length) : std::min(*start, length - 1)) : length - 1;
     hi = stop ? (*stop < 0 ? std::max<int64_t>(-1, *stop + length) : std::min(*stop, length - 1)) : -1;
   }
-  std::vector<size_t> out;
-  if (step > 0)
-    for (int64_t i = lo; i < hi; i += step) out.push_back(static_cast<size_t>(i));
-  else
-    for (int64_t i = lo; i > hi; i += step) out.push_back(static_cast<size_t>(i));
-  return out;
+  SliceRange range{lo, step, 0};
+  if (step > 0 && hi > lo) range.count = static_cast<size_t>((hi - lo - 1) / step + 1);
+  if (step < 0 && lo > hi)  // |step| in unsigned arithmetic: -step overflows for the most negative step
+    range.count = static_cast<size_t>(static_cast<uint64_t>(lo - hi - 1) / (0 - static_cast<uint64_t>(step)) + 1);
+  return range;
 }
 
 bool contains(const Value& container, const Value& item) {
@@ -496,6 +503,8 @@ CallArgs Arguments::eval(Interpreter& interp) const {
 
 // ---- expressions ----
 
+const Value* NameExpr::peek(Interpreter& interp) const { return interp.frame->lookup(slot); }
+
 Value NameExpr::eval(Interpreter& interp) const {
   if (const Value* v = interp.frame->lookup(slot)) return *v;
   if (global) return Value(std::make_shared<GlobalFunction>(name, global));
@@ -559,9 +568,13 @@ Value ConcatExpr::eval(Interpreter& interp) const {
 }
 
 Value CompareExpr::eval(Interpreter& interp) const {
-  Value left = first->eval(interp);
+  // a < b < c: each operand is held until the next comparison is done, in turns.
+  Value holders[2];
+  const Value* left_value = &value_of(*first, interp, holders[0]);
+  size_t next_holder = 1;
   for (const auto& [op, expr] : rest) {
-    Value right = expr->eval(interp);
+    const Value& left = *left_value;
+    const Value& right = value_of(*expr, interp, holders[next_holder]);
     bool ok = false;
     switch (op) {
       case CompareOp::Eq: ok = equals(left, right); break;
@@ -574,7 +587,8 @@ Value CompareExpr::eval(Interpreter& interp) const {
       case CompareOp::NotIn: ok = !contains(right, left); break;
     }
     if (!ok) return Value(false);
-    left = std::move(right);
+    left_value = &right;
+    next_holder ^= 1;
   }
   return Value(true);
 }
@@ -586,11 +600,15 @@ Value CondExpr::eval(Interpreter& interp) const {
                           " evaluated to false and no else section was defined.");
 }
 
-Value GetAttrExpr::eval(Interpreter& interp) const { return get_attribute(object->eval(interp), name, methods); }
+Value GetAttrExpr::eval(Interpreter& interp) const {
+  Value holder;
+  return get_attribute(value_of(*object, interp, holder), name, methods);
+}
 
 Value GetItemExpr::eval(Interpreter& interp) const {
-  Value o = object->eval(interp);
-  return get_item(o, key->eval(interp));
+  Value object_holder, key_holder;
+  const Value& o = value_of(*object, interp, object_holder);
+  return get_item(o, value_of(*key, interp, key_holder));
 }
 
 Value SliceExpr::eval(Interpreter& interp) const {
@@ -607,13 +625,17 @@ Value SliceExpr::eval(Interpreter& interp) const {
   if (o.is_string()) {
     std::u32string cps = to_code_points(o.str());
     std::u32string out;
-    for (size_t i : slice_indices(static_cast<int64_t>(cps.size()), a, b, c)) out.push_back(cps[i]);
+    const SliceRange range = slice_indices(static_cast<int64_t>(cps.size()), a, b, c);
+    out.reserve(range.count);
+    for (size_t i = 0; i < range.count; ++i) out.push_back(cps[range[i]]);
     return Value(from_code_points(out));
   }
   if (o.is_list() && !o.is_generator()) {
     const auto& items = o.list().items;
     std::vector<Value> out;
-    for (size_t i : slice_indices(static_cast<int64_t>(items.size()), a, b, c)) out.push_back(items[i]);
+    const SliceRange range = slice_indices(static_cast<int64_t>(items.size()), a, b, c);
+    out.reserve(range.count);
+    for (size_t i = 0; i < range.count; ++i) out.push_back(items[range[i]]);
     return make_list(std::move(out), o.list().shape);
   }
   return Value::undefined(object_description(o) + " has no element slice");
@@ -649,7 +671,10 @@ Value FilterExpr::apply(Interpreter& interp, const Value& value) const {
   return fn(interp, value, a);
 }
 
-Value FilterExpr::eval(Interpreter& interp) const { return apply(interp, input->eval(interp)); }
+Value FilterExpr::eval(Interpreter& interp) const {
+  Value holder;
+  return apply(interp, value_of(*input, interp, holder));
+}
 
 Value TestExpr::eval(Interpreter& interp) const {
   Value v = input->eval(interp);
@@ -678,18 +703,29 @@ namespace {
 // {{ a + b + c }} of strings (how templates build their lines): the pieces go straight to the
 // output instead of into a new string. Anything else is summed as usual.
 void write_sum(Interpreter& interp, const std::vector<const Expr*>& terms) {
-  std::array<Value, OutputStmt::kMaxSumTerms> values;
+  // The terms' values: in place where a term names one (peek), else held here (only as many
+  // as needed: an output line runs this often).
+  struct Held {
+    alignas(Value) unsigned char bytes[OutputStmt::kMaxSumTerms * sizeof(Value)];
+    size_t count = 0;
+    Value* add(Value v) { return new (bytes + count++ * sizeof(Value)) Value(std::move(v)); }
+    ~Held() {
+      for (size_t i = 0; i < count; ++i) reinterpret_cast<Value*>(bytes)[i].~Value();
+    }
+  } held;
+  std::array<const Value*, OutputStmt::kMaxSumTerms> values;
   bool plain = true;
   for (size_t i = 0; i < terms.size(); ++i) {
-    values[i] = terms[i]->eval(interp);
-    plain = plain && values[i].is_string() && !values[i].is_markup();
+    const Value* v = terms[i]->peek(interp);
+    values[i] = v ? v : held.add(terms[i]->eval(interp));
+    plain = plain && values[i]->is_string() && !values[i]->is_markup();
   }
   if (plain) {
-    for (size_t i = 0; i < terms.size(); ++i) interp.write(values[i].str());
+    for (size_t i = 0; i < terms.size(); ++i) interp.write(values[i]->str());
     return;
   }
-  Value sum = values[0];
-  for (size_t i = 1; i < terms.size(); ++i) sum = arithmetic(BinaryOp::Add, sum, values[i], interp);
+  Value sum = *values[0];
+  for (size_t i = 1; i < terms.size(); ++i) sum = arithmetic(BinaryOp::Add, sum, *values[i], interp);
   std::string text;
   sum.append_str(text);
   interp.write(text);

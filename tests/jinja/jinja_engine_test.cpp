@@ -94,6 +94,16 @@ TEST(JinjaLimits, HostileTemplatesStopWithClearErrors) {
   EXPECT_LT(std::chrono::duration<double>(clock::now() - start).count(), 60.0);
 }
 
+// Slices count their positions instead of listing them; expected texts from Python jinja2 3.1.2.
+TEST(JinjaValues, SlicesWithAnyStepAsPythonDoes) {
+  const json xs = {{"xs", json::parse("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")}};
+  EXPECT_EQ(render("{{ xs[::-9223372036854775807] }}|{{ xs[::9223372036854775807] }}|{{ xs[-1:-10:-3] }}", xs),
+            "[9]|[0]|[9, 6, 3]");
+  EXPECT_EQ(render("{{ xs[::(-9223372036854775807 - 1)] }}|{{ 'abc'[::(-9223372036854775807 - 1)] }}", xs), "[9]|c");
+  EXPECT_EQ(render("{{ 'abcdefg'[5:1:-2] }}|{{ xs[7:2] }}|{{ xs[2:7:3] }}|{{ xs[7:2:-1][::-1] }}", xs),
+            "fd|[]|[2, 5]|[3, 4, 5, 6, 7]");
+}
+
 TEST(JinjaValues, PrintsValuesAsPythonDoes) {
   EXPECT_EQ(render("{{ none }}|{{ true }}|{{ 1.0 }}|{{ 0.1 + 0.2 }}|{{ 1e16 }}|{{ 1e-5 }}|{{ 7 / 2 }}|{{ -7 // 2 }}|{{ -7 % 3 }}"),
             "None|True|1.0|0.30000000000000004|1e+16|1e-05|3.5|-4|2");
