@@ -35,6 +35,10 @@ using FilterFn = Value (*)(Interpreter&, const Value& input, CallArgs& args);
 using TestFn = bool (*)(Interpreter&, const Value& input, CallArgs& args);
 using GlobalFn = Value (*)(Interpreter&, CallArgs& args);
 FilterFn find_filter(const std::string& name);
+// Filters that can also append their text to an output instead of returning a new string
+// ({{ x | tojson }} writes straight into the render's output); null for the others.
+using FilterWriteFn = void (*)(Interpreter&, const Value& input, CallArgs& args, std::string& out);
+FilterWriteFn find_filter_writer(const std::string& name);
 TestFn find_test(const std::string& name);
 GlobalFn find_global(const std::string& name);
 // Which of str, list and dict have a method `name` (bits; 0 for most names). The parser finds it
@@ -61,12 +65,14 @@ struct Expr {
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
-// e's value: the one it names where it can (peek), else evaluated into `holder`.
-inline const Value& value_of(const Expr& e, Interpreter& interp, Value& holder) {
-  if (const Value* v = e.peek(interp)) return *v;
-  holder = e.eval(interp);
-  return holder;
-}
+// An operand's value: the one the expression names where it can (peek), else evaluated into
+// `held` (constructed in place, not assigned).
+struct Operand {
+  const Value* named;
+  Value held;
+  Operand(const Expr& e, Interpreter& interp) : named(e.peek(interp)), held(named ? Value() : e.eval(interp)) {}
+  const Value& get() const { return named ? *named : held; }
+};
 
 struct Arguments {
   std::vector<ExprPtr> positional;
@@ -155,6 +161,7 @@ struct FilterExpr : Expr {
   ExprPtr input;  // null inside a filter block / set block: the body's text is the input
   std::string name;
   FilterFn fn = nullptr;  // null: unknown filter in a conditional branch (fails when run)
+  FilterWriteFn write = nullptr;
   Arguments args;
   Value eval(Interpreter& interp) const override;
   Value apply(Interpreter& interp, const Value& input) const;
@@ -190,6 +197,8 @@ struct OutputStmt : Stmt {
   // piece by piece when all are plain strings. Found once by the parser.
   static constexpr size_t kMaxSumTerms = 16;
   std::vector<const Expr*> sum_terms;
+  const FilterExpr* written_filter = nullptr;  // expr is `x | f` of a filter with a writer
+
   Flow render(Interpreter& interp) const override;
 };
 struct IfStmt : Stmt {

@@ -1316,8 +1316,8 @@ FILTER(title) {
   return Value(from_code_points(cps));
 }
 
-FILTER(tojson) {
-  (void)interp;
+// tojson's arguments: json.dumps' options as transformers passes them.
+JsonFormat tojson_format(CallArgs& a) {
   JsonFormat f;
   f.ensure_ascii = a.take(0, "ensure_ascii", Value(false)).truthy();
   Value indent = a.take(1, "indent", Value::none());
@@ -1335,8 +1335,15 @@ FILTER(tojson) {
     f.item_separator = need_str(parts[0], "item separator");
     f.key_separator = need_str(parts[1], "key separator");
   }
-  return Value(to_json(v, f));
+  return f;
 }
+
+FILTER(tojson) {
+  (void)interp;
+  return Value(to_json(v, tojson_format(a)));
+}
+
+void write_tojson(Interpreter&, const Value& v, CallArgs& a, std::string& out) { append_json(out, v, tojson_format(a)); }
 
 FILTER(trim) {
   (void)interp;
@@ -1987,6 +1994,7 @@ typename Map::mapped_type find_in(const Map& map, const std::string& name) {
 }  // namespace
 
 FilterFn find_filter(const std::string& name) { return find_in(filters(), name); }
+FilterWriteFn find_filter_writer(const std::string& name) { return name == "tojson" ? write_tojson : nullptr; }
 TestFn find_test(const std::string& name) { return find_in(tests(), name); }
 GlobalFn find_global(const std::string& name) { return find_in(globals(), name); }
 

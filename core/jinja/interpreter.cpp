@@ -568,13 +568,13 @@ Value ConcatExpr::eval(Interpreter& interp) const {
 }
 
 Value CompareExpr::eval(Interpreter& interp) const {
-  // a < b < c: each operand is held until the next comparison is done, in turns.
-  Value holders[2];
-  const Value* left_value = &value_of(*first, interp, holders[0]);
-  size_t next_holder = 1;
+  // a < b < c: each operand is kept until the next comparison is done, in turns.
+  std::optional<Operand> operands[2];
+  operands[0].emplace(*first, interp);
+  size_t next = 1;
   for (const auto& [op, expr] : rest) {
-    const Value& left = *left_value;
-    const Value& right = value_of(*expr, interp, holders[next_holder]);
+    const Value& left = operands[next ^ 1]->get();
+    const Value& right = operands[next].emplace(*expr, interp).get();
     bool ok = false;
     switch (op) {
       case CompareOp::Eq: ok = equals(left, right); break;
@@ -587,8 +587,7 @@ Value CompareExpr::eval(Interpreter& interp) const {
       case CompareOp::NotIn: ok = !contains(right, left); break;
     }
     if (!ok) return Value(false);
-    left_value = &right;
-    next_holder ^= 1;
+    next ^= 1;
   }
   return Value(true);
 }
@@ -601,14 +600,12 @@ Value CondExpr::eval(Interpreter& interp) const {
 }
 
 Value GetAttrExpr::eval(Interpreter& interp) const {
-  Value holder;
-  return get_attribute(value_of(*object, interp, holder), name, methods);
+  return get_attribute(Operand(*object, interp).get(), name, methods);
 }
 
 Value GetItemExpr::eval(Interpreter& interp) const {
-  Value object_holder, key_holder;
-  const Value& o = value_of(*object, interp, object_holder);
-  return get_item(o, value_of(*key, interp, key_holder));
+  const Operand o(*object, interp);
+  return get_item(o.get(), Operand(*key, interp).get());
 }
 
 Value SliceExpr::eval(Interpreter& interp) const {
@@ -672,8 +669,7 @@ Value FilterExpr::apply(Interpreter& interp, const Value& value) const {
 }
 
 Value FilterExpr::eval(Interpreter& interp) const {
-  Value holder;
-  return apply(interp, value_of(*input, interp, holder));
+  return apply(interp, Operand(*input, interp).get());
 }
 
 Value TestExpr::eval(Interpreter& interp) const {
@@ -740,6 +736,13 @@ Flow OutputStmt::render(Interpreter& interp) const {
   }
   if (!sum_terms.empty()) {
     write_sum(interp, sum_terms);
+    return Flow::Normal;
+  }
+  if (written_filter) {
+    const Operand input(*written_filter->input, interp);
+    CallArgs a = written_filter->args.eval(interp);
+    written_filter->write(interp, input.get(), a, *interp.out);
+    interp.write({});  // the output limit
     return Flow::Normal;
   }
   Value v = expr->eval(interp);

@@ -550,6 +550,8 @@ class Parser {
         auto s = node<OutputStmt>(line);
         s->expr = parse_tuple(true);
         s->sum_terms = sum_terms(*s->expr);
+        if (const auto* filter = dynamic_cast<const FilterExpr*>(s->expr.get()); filter && filter->write && filter->input)
+          s->written_filter = filter;
         expect(Tok::VarEnd);
         body.push_back(std::move(s));
       } else if (t.type == Tok::BlockBegin) {
@@ -1185,6 +1187,7 @@ class Parser {
     f->name = expect_name();
     while (skip_op(".")) f->name += "." + expect_name();
     f->fn = find_filter(f->name);
+    f->write = find_filter_writer(f->name);
     if (!f->fn && !soft_) fail_at("No filter named '" + f->name + "'.", t);
     if (is_op("(")) f->args = parse_call_args();
     return f;

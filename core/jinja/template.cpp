@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cstddef>
+#include <memory_resource>
 
 #include "jinja/frame.h"
 #include "plugformer/chat_template.h"
@@ -39,8 +41,10 @@ std::string JinjaTemplate::render(const Bindings& variables, const std::string& 
   std::string out;
   out.reserve(compiled_->source.size() * 2);
   // The variables' lists and dicts, released in one piece after the render (declared before the
-  // interpreter, whose scopes hold them, so it outlives them).
-  std::pmr::monotonic_buffer_resource variables_memory;
+  // interpreter, whose scopes hold them, so it outlives them). They start on the stack: the same
+  // memory every render, still in cache (a chat of 20 messages with two tools needs ~8 KB).
+  alignas(std::max_align_t) std::byte initial_memory[16384];
+  std::pmr::monotonic_buffer_resource variables_memory(initial_memory, sizeof initial_memory);
   jinja::Interpreter interp;
   interp.out = &out;
   interp.frame = std::make_shared<jinja::Frame>();

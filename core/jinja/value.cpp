@@ -529,10 +529,12 @@ struct JsonWriter {
 
 }  // namespace
 
+void append_json(std::string& out, const Value& v, const JsonFormat& format) { JsonWriter{out, format}.write(v, 0); }
+
 std::string to_json(const Value& v, const JsonFormat& format) {
   std::string out;
   out.reserve(256);
-  JsonWriter{out, format}.write(v, 0);
+  append_json(out, v, format);
   return out;
 }
 

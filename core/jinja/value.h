@@ -196,6 +196,7 @@ struct JsonFormat {
   bool sort_keys = false;
 };
 std::string to_json(const Value& v, const JsonFormat& format);
+void append_json(std::string& out, const Value& v, const JsonFormat& format);  // to_json, appended to `out`
 // markupsafe.escape: & < > " ' as HTML entities.
 std::string html_escape(const std::string& s);
 

@@ -81,6 +81,12 @@ TEST(JinjaLimits, HostileTemplatesStopWithClearErrors) {
   TemplateLimits small;
   small.max_output_bytes = 1000;
   EXPECT_EQ(error_kind("{% for i in range(1000) %}0123456789{% endfor %}", json::object(), small), "TemplateRuntimeError");
+  // {{ x | tojson }} writes straight into the output: the same limit holds, and the same text as
+  // through a variable.
+  const json big = {{"x", std::vector<int>(400, 7)}};
+  EXPECT_EQ(error_kind("{{ x | tojson }}", big, small), "TemplateRuntimeError");
+  EXPECT_EQ(error_kind("{{ x | tojson(indent=2) }}", big), "no error");
+  EXPECT_EQ(render("{{ x | tojson(indent=2) }}", big), render("{% set s = x | tojson(indent=2) %}{{ s }}", big));
   small.max_steps = 5000;
   EXPECT_EQ(error_kind("{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}", json::object(), small),
             "TemplateRuntimeError");
