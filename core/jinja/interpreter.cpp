@@ -567,26 +567,34 @@ Value ConcatExpr::eval(Interpreter& interp) const {
   return Value(std::move(s));
 }
 
+namespace {
+bool holds(CompareOp op, const Value& left, const Value& right) {
+  switch (op) {
+    case CompareOp::Eq: return equals(left, right);
+    case CompareOp::Ne: return !equals(left, right);
+    case CompareOp::Lt: return compare(left, right) < 0;
+    case CompareOp::Le: return compare(left, right) <= 0;
+    case CompareOp::Gt: return compare(left, right) > 0;
+    case CompareOp::Ge: return compare(left, right) >= 0;
+    case CompareOp::In: return contains(right, left);
+    case CompareOp::NotIn: return !contains(right, left);
+  }
+  return false;
+}
+}  // namespace
+
 Value CompareExpr::eval(Interpreter& interp) const {
+  if (rest.size() == 1) {  // a == b, the usual case
+    const Operand left(*first, interp);
+    return Value(holds(rest[0].first, left.get(), Operand(*rest[0].second, interp).get()));
+  }
   // a < b < c: each operand is kept until the next comparison is done, in turns.
   std::optional<Operand> operands[2];
   operands[0].emplace(*first, interp);
   size_t next = 1;
   for (const auto& [op, expr] : rest) {
     const Value& left = operands[next ^ 1]->get();
-    const Value& right = operands[next].emplace(*expr, interp).get();
-    bool ok = false;
-    switch (op) {
-      case CompareOp::Eq: ok = equals(left, right); break;
-      case CompareOp::Ne: ok = !equals(left, right); break;
-      case CompareOp::Lt: ok = compare(left, right) < 0; break;
-      case CompareOp::Le: ok = compare(left, right) <= 0; break;
-      case CompareOp::Gt: ok = compare(left, right) > 0; break;
-      case CompareOp::Ge: ok = compare(left, right) >= 0; break;
-      case CompareOp::In: ok = contains(right, left); break;
-      case CompareOp::NotIn: ok = !contains(right, left); break;
-    }
-    if (!ok) return Value(false);
+    if (!holds(op, left, operands[next].emplace(*expr, interp).get())) return Value(false);
     next ^= 1;
   }
   return Value(true);
@@ -704,7 +712,12 @@ void write_sum(Interpreter& interp, const std::vector<const Expr*>& terms) {
   struct Held {
     alignas(Value) unsigned char bytes[OutputStmt::kMaxSumTerms * sizeof(Value)];
     size_t count = 0;
-    Value* add(Value v) { return new (bytes + count++ * sizeof(Value)) Value(std::move(v)); }
+    // Evaluates `e` straight into the next slot (no temporary to move from).
+    Value* add(const Expr& e, Interpreter& interp) {
+      Value* slot = new (bytes + count * sizeof(Value)) Value(e.eval(interp));
+      ++count;
+      return slot;
+    }
     ~Held() {
       for (size_t i = 0; i < count; ++i) reinterpret_cast<Value*>(bytes)[i].~Value();
     }
@@ -713,7 +726,7 @@ void write_sum(Interpreter& interp, const std::vector<const Expr*>& terms) {
   bool plain = true;
   for (size_t i = 0; i < terms.size(); ++i) {
     const Value* v = terms[i]->peek(interp);
-    values[i] = v ? v : held.add(terms[i]->eval(interp));
+    values[i] = v ? v : held.add(*terms[i], interp);
     plain = plain && values[i]->is_string() && !values[i]->is_markup();
   }
   if (plain) {

@@ -201,13 +201,8 @@ Value Value::from_json(const nlohmann::ordered_json& j, std::pmr::memory_resourc
 }
 
 const Value* Dict::find(std::string_view key) const {
-  // Keys are short: lengths and first bytes rule most of them out before a memcmp call.
-  for (const auto& [k, v] : items) {
-    if (!k.is_string()) continue;
-    const std::string& s = k.str();
-    if (s.size() == key.size() && (key.empty() || (s[0] == key[0] && std::memcmp(s.data(), key.data(), key.size()) == 0)))
-      return &v;
-  }
+  for (const auto& [k, v] : items)
+    if (k.is_string() && same_text(k.str(), key)) return &v;
   return nullptr;
 }
 const Value* Dict::find(const Value& key) const {
@@ -254,7 +249,7 @@ bool equals(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case K::Undefined: case K::None: return true;
-    case K::String: return a.str() == b.str();
+    case K::String: return same_text(a.str(), b.str());
     case K::List: {
       const List &x = a.list(), &y = b.list();
       if (x.shape == List::Shape::Generator || y.shape == List::Shape::Generator) return &x == &y;

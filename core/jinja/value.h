@@ -171,6 +171,15 @@ class Object : public std::enable_shared_from_this<Object> {
   virtual bool set_attribute(const std::string&, Value) { return false; }
 };
 
+// Byte equality of two strings; the short ones templates compare (keys, roles) without a call.
+inline bool same_text(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  if (a.size() > 16) return a == b;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 // Python's ==, and the ordering of <, <=, >, >= (TypeError across types).
 bool equals(const Value& a, const Value& b);
 int compare(const Value& a, const Value& b);  // -1, 0, 1
