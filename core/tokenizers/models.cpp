@@ -77,17 +77,44 @@ Vocab parse_vocab_map(const json& v, const std::string& path) {
   return vocab;
 }
 
-std::vector<std::string> reverse_vocab(const Vocab& vocab, std::vector<bool>& present) {
-  uint32_t max_id = 0;
-  vocab.for_each([&](std::string_view, uint32_t v) { max_id = std::max(max_id, v); });
-  std::vector<std::string> r(vocab.size() == 0 ? 0 : static_cast<size_t>(max_id) + 1);
-  present.assign(r.size(), false);
-  vocab.for_each([&](std::string_view k, uint32_t v) {
-    r[v] = std::string(k);
-    present[v] = true;
-  });
-  return r;
-}
+// id -> token of a vocab: indexed by id when the ids are dense, as in every real vocab; a map when
+// they are sparse, so a file giving six tokens ids up to 666666664 costs six entries, not the
+// gigabytes of a table that long (found by fuzz_tokenizer_json).
+class ReverseVocab {
+ public:
+  ReverseVocab() = default;
+  explicit ReverseVocab(const Vocab& vocab) {
+    uint32_t max_id = 0;
+    vocab.for_each([&](std::string_view, uint32_t v) { max_id = std::max(max_id, v); });
+    sparse_ = vocab.size() > 0 && max_id / 2 > vocab.size() + 512;
+    if (!sparse_ && vocab.size() > 0) {
+      dense_.resize(static_cast<size_t>(max_id) + 1);
+      present_.assign(dense_.size(), false);
+    }
+    vocab.for_each([&](std::string_view k, uint32_t v) {
+      if (sparse_) {
+        by_id_.emplace(v, std::string(k));
+      } else {
+        dense_[v] = std::string(k);
+        present_[v] = true;
+      }
+    });
+  }
+  const std::string* find(uint32_t id) const {
+    if (sparse_) {
+      auto it = by_id_.find(id);
+      return it == by_id_.end() ? nullptr : &it->second;
+    }
+    return id < dense_.size() && present_[id] ? &dense_[id] : nullptr;
+  }
+  const std::string& operator[](uint32_t id) const { return *find(id); }  // an id of the vocab
+
+ private:
+  bool sparse_ = false;
+  std::vector<std::string> dense_;
+  std::vector<bool> present_;
+  std::unordered_map<uint32_t, std::string> by_id_;
+};
 
 // ------------------------------------------------------------------------------------------ BPE
 
@@ -95,7 +122,7 @@ class BPE : public Model {
  public:
   BPE(const json& j, const std::string& path) {
     vocab_ = parse_vocab_map(jfield(j, "vocab", path), path + ".vocab");
-    vocab_r_ = reverse_vocab(vocab_, present_);
+    vocab_r_ = ReverseVocab(vocab_);
     unk_token_ = jopt_string(j, "unk_token", path);
     prefix_ = jopt_string(j, "continuing_subword_prefix", path);
     suffix_ = jopt_string(j, "end_of_word_suffix", path);
@@ -176,7 +203,7 @@ class BPE : public Model {
 
   std::optional<uint32_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
   const std::string* id_to_token(uint32_t id) const override {
-    return id < vocab_r_.size() && present_[id] ? &vocab_r_[id] : nullptr;
+    return vocab_r_.find(id);
   }
   size_t vocab_size() const override { return vocab_.size(); }
 
@@ -299,8 +326,7 @@ class BPE : public Model {
   }
 
   Vocab vocab_;
-  std::vector<std::string> vocab_r_;
-  std::vector<bool> present_;
+  ReverseVocab vocab_r_;
   U64Map<std::pair<uint32_t, uint32_t>> merges_;
   std::optional<std::string> unk_token_, prefix_, suffix_;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
@@ -314,7 +340,7 @@ class WordPiece : public Model {
  public:
   WordPiece(const json& j, const std::string& path) {
     vocab_ = parse_vocab_map(jfield(j, "vocab", path), path + ".vocab");
-    vocab_r_ = reverse_vocab(vocab_, present_);
+    vocab_r_ = ReverseVocab(vocab_);
     unk_ = jstring(j, "unk_token", path, "[UNK]");
     prefix_ = jstring(j, "continuing_subword_prefix", path, "##");
     max_chars_ = juint(j, "max_input_chars_per_word", path, 100);
@@ -359,7 +385,7 @@ class WordPiece : public Model {
   }
   std::optional<uint32_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
   const std::string* id_to_token(uint32_t id) const override {
-    return id < vocab_r_.size() && present_[id] ? &vocab_r_[id] : nullptr;
+    return vocab_r_.find(id);
   }
   size_t vocab_size() const override { return vocab_.size(); }
 
@@ -370,8 +396,7 @@ class WordPiece : public Model {
     return *it;
   }
   Vocab vocab_;
-  std::vector<std::string> vocab_r_;
-  std::vector<bool> present_;
+  ReverseVocab vocab_r_;
   std::string unk_, prefix_;
   size_t max_chars_ = 100;
 };
@@ -382,7 +407,7 @@ class WordLevel : public Model {
  public:
   WordLevel(const json& j, const std::string& path) {
     vocab_ = parse_vocab_map(jfield(j, "vocab", path), path + ".vocab");
-    vocab_r_ = reverse_vocab(vocab_, present_);
+    vocab_r_ = ReverseVocab(vocab_);
     unk_ = jstring(j, "unk_token", path, "<unk>");
   }
   void tokenize(std::string_view s, std::vector<Token>& out) const override {
@@ -396,14 +421,13 @@ class WordLevel : public Model {
   }
   std::optional<uint32_t> token_to_id(std::string_view t) const override { return vocab_.find(t); }
   const std::string* id_to_token(uint32_t id) const override {
-    return id < vocab_r_.size() && present_[id] ? &vocab_r_[id] : nullptr;
+    return vocab_r_.find(id);
   }
   size_t vocab_size() const override { return vocab_.size(); }
 
  private:
   Vocab vocab_;
-  std::vector<std::string> vocab_r_;
-  std::vector<bool> present_;
+  ReverseVocab vocab_r_;
   std::string unk_;
 };
 

@@ -119,6 +119,31 @@ TEST(TokenizerBadInput, UnknownComponentTypeNamesTypeAndPath) {
   expect_tokenizer_error([&] { FastTokenizer::from_json(j.dump(), "t.json"); }, {"model.vocab[\"hello\"]", "integer"});
 }
 
+// Vocabularies whose ids are sparse load and work as the Rust tokenizers' (an id -> token map):
+// an id near 2^32 among three tokens once made the id -> token table gigabytes long
+// (fuzz_tokenizer_json, out of memory).
+TEST(TokenizerBadInput, SparseVocabularyIdsCostTheirEntriesOnly) {
+  auto tokenizer_with = [](json model) {
+    return json{{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr}, {"added_tokens", json::array()},
+                {"normalizer", nullptr}, {"pre_tokenizer", {{"type", "WhitespaceSplit"}}}, {"post_processor", nullptr},
+                {"decoder", nullptr}, {"model", std::move(model)}};
+  };
+  const json vocab = {{"[UNK]", 0}, {"hello", 1}, {"world", 4000000000u}};
+  const std::vector<json> models = {
+      {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", "[UNK]"}},
+      {{"type", "WordPiece"}, {"vocab", vocab}, {"unk_token", "[UNK]"}, {"continuing_subword_prefix", "##"},
+       {"max_input_chars_per_word", 100}},
+      {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"unk_token", "[UNK]"}, {"ignore_merges", true}}};
+  for (const auto& model : models) {
+    SCOPED_TRACE(model["type"].get<std::string>());
+    auto tokenizer = FastTokenizer::from_json(tokenizer_with(model).dump(), "sparse.json");
+    EXPECT_EQ(tokenizer->encode("hello world", false).ids, (std::vector<int64_t>{1, 4000000000}));
+    EXPECT_EQ(tokenizer->id_to_token(4000000000), "world");
+    EXPECT_EQ(tokenizer->id_to_token(2), std::nullopt);
+    EXPECT_EQ(tokenizer->token_to_id("world"), 4000000000);
+  }
+}
+
 TEST(TokenizerBadInput, MergesWithUnknownTokens) {
   json j = tokenizer_json("gpt2");
   j["model"]["merges"] = json::array({"Ġ t", "zzqq Ġt"});
