@@ -279,8 +279,12 @@ struct BlockStmt : Stmt {  // {% generation %}, {% block %}: the body, rendered 
 
 // A parsed template.
 struct Program {
+  struct NameHash {  // names are looked up by string_view too (no string built per lookup)
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   Body body;
-  std::unordered_map<std::string, int> slots;  // every name the template reads or writes
+  std::unordered_map<std::string, int, NameHash, std::equal_to<>> slots;  // every name the template reads or writes
   int slot(const std::string& name) {
     auto [it, inserted] = slots.emplace(name, static_cast<int>(slots.size()));
     return it->second;

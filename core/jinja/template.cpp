@@ -54,9 +54,10 @@ std::string JinjaTemplate::render(const Bindings& variables, const std::string& 
   interp.now = now;
   try {
     // Only the variables the template mentions are converted.
-    for (const auto& [name, value] : variables) {
-      auto slot = program.slots.find(std::string(name));
-      if (slot != program.slots.end()) interp.frame->set(slot->second, jinja::Value::from_json(*value, &variables_memory));
+    for (const auto& [name, json_value] : variables) {
+      auto slot = program.slots.find(name);
+      if (slot == program.slots.end()) continue;
+      interp.frame->set(slot->second, jinja::Value::from_json(*json_value, &variables_memory));
     }
     jinja::render_body(interp, program.body);
   } catch (const jinja::RenderError& e) {
