@@ -377,65 +377,6 @@ constexpr std::array<uint8_t, 256> kJsonEscapes = [] {
   return t;
 }();
 
-// Appends n bytes to `out` with one size change; returns where they go.
-char* append_space(std::string& out, size_t n) {
-  const size_t at = out.size();
-  out.resize(at + n);
-  return out.data() + at;
-}
-
-void append_json_string(std::string& out, const std::string& s, bool ensure_ascii) {
-  const uint8_t escaped = ensure_ascii ? 3 : 1;
-  size_t clean = 0;
-  while (clean < s.size() && !(kJsonEscapes[static_cast<unsigned char>(s[clean])] & escaped)) ++clean;
-  if (clean == s.size()) {  // nothing to escape (most keys and values): quoted in one copy
-    char* p = append_space(out, s.size() + 2);
-    p[0] = '"';
-    std::memcpy(p + 1, s.data(), s.size());
-    p[s.size() + 1] = '"';
-    return;
-  }
-  out.push_back('"');
-  out.append(s, 0, clean);
-  for (size_t i = clean; i < s.size();) {
-    // Characters that need no escape are copied in runs.
-    size_t run = i;
-    while (run < s.size() && !(kJsonEscapes[static_cast<unsigned char>(s[run])] & escaped)) ++run;
-    out.append(s, i, run - i);
-    i = run;
-    if (i >= s.size()) break;
-    unsigned char b = static_cast<unsigned char>(s[i]);
-    if (b >= 0x80) {
-      size_t start = i;
-      char32_t c = tok::utf8_next(s, i);
-      if (!ensure_ascii) {
-        out.append(s, start, i - start);
-      } else if (c >= 0x10000) {
-        c -= 0x10000;
-        append_hex(out, "\\u", 0xd800 + (c >> 10), 4);
-        append_hex(out, "\\u", 0xdc00 + (c & 0x3ff), 4);
-      } else {
-        append_hex(out, "\\u", c, 4);
-      }
-      continue;
-    }
-    ++i;
-    switch (b) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (b < 0x20) append_hex(out, "\\u", b, 4);
-        else out.push_back(static_cast<char>(b));
-    }
-  }
-  out.push_back('"');
-}
-
 std::string json_float(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v < 0 ? "-Infinity" : "Infinity";
@@ -453,78 +394,146 @@ std::string json_key(const Value& k) {
   }
 }
 
-// json.dumps into `out`: one writer per call, its line breaks (a newline and the indent
-// repeated) built once and grown as deeper levels need them.
-struct JsonWriter {
-  std::string& out;
-  const JsonFormat& f;
-  std::string line_break = "\n";
+// json.dumps into `out` through a buffer: templates' JSON is many short pieces (keys, separators,
+// indents), each costing more to append to a string one by one than to copy. Line breaks (a
+// newline and the indent repeated) are built once per call and grown as deeper levels need them.
+class JsonWriter {
+ public:
+  JsonWriter(std::string& out, const JsonFormat& f) : out_(out), f_(f) {}
 
-  void newline(size_t level) {
-    const std::string& unit = *f.indent;
-    const size_t length = 1 + level * unit.size();
-    while (line_break.size() < length) line_break += unit;
-    out.append(line_break.data(), length);
-  }
-
+  // Writes v; the text is in `out` once finish() returns.
   void write(const Value& v, size_t depth) {
     if (depth > 512) fail("RecursionError", "maximum recursion depth exceeded while encoding a JSON object");
     switch (v.kind()) {
-      case Value::Kind::None: out += "null"; return;
-      case Value::Kind::Bool: out += v.as_bool() ? "true" : "false"; return;
+      case Value::Kind::None: put("null"); return;
+      case Value::Kind::Bool: put(v.as_bool() ? "true" : "false"); return;
       case Value::Kind::Int: {
         char digits[24];
-        const auto end = std::to_chars(digits, digits + sizeof digits, v.as_int()).ptr;
-        out.append(digits, end);
+        put(std::string_view(digits, std::to_chars(digits, digits + sizeof digits, v.as_int()).ptr - digits));
         return;
       }
-      case Value::Kind::Float: out += json_float(v.as_float()); return;
-      case Value::Kind::String: append_json_string(out, v.str(), f.ensure_ascii); return;
+      case Value::Kind::Float: put(json_float(v.as_float())); return;
+      case Value::Kind::String: string(v.str()); return;
       case Value::Kind::List: {
         if (v.is_generator() || v.list().shape == List::Shape::Range) break;
         const auto& items = v.list().items;
-        if (items.empty()) { out += "[]"; return; }
-        out.push_back('[');
+        if (items.empty()) { put("[]"); return; }
+        put('[');
         for (size_t i = 0; i < items.size(); ++i) {
-          if (i) out += f.item_separator;
-          if (f.indent) newline(depth + 1);
+          if (i) put(f_.item_separator);
+          if (f_.indent) newline(depth + 1);
           write(items[i], depth + 1);
         }
-        if (f.indent) newline(depth);
-        out.push_back(']');
+        if (f_.indent) newline(depth);
+        put(']');
         return;
       }
       case Value::Kind::Dict: {
         const auto& items = v.dict().items;
-        if (items.empty()) { out += "{}"; return; }
+        if (items.empty()) { put("{}"); return; }
         std::vector<const std::pair<Value, Value>*> sorted;  // only with sort_keys
-        if (f.sort_keys) {
+        if (f_.sort_keys) {
           for (const auto& e : items) sorted.push_back(&e);
           std::stable_sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return compare(a->first, b->first) < 0; });
         }
-        out.push_back('{');
+        put('{');
         for (size_t i = 0; i < items.size(); ++i) {
-          const auto& [key, value] = f.sort_keys ? *sorted[i] : items[i];
-          if (i) out += f.item_separator;
-          if (f.indent) newline(depth + 1);
-          if (key.is_string()) append_json_string(out, key.str(), f.ensure_ascii);
-          else append_json_string(out, json_key(key), f.ensure_ascii);
-          out += f.key_separator;
+          const auto& [key, value] = f_.sort_keys ? *sorted[i] : items[i];
+          if (i) put(f_.item_separator);
+          if (f_.indent) newline(depth + 1);
+          if (key.is_string()) string(key.str());
+          else string(json_key(key));
+          put(f_.key_separator);
           write(value, depth + 1);
         }
-        if (f.indent) newline(depth);
-        out.push_back('}');
+        if (f_.indent) newline(depth);
+        put('}');
         return;
       }
       default: break;
     }
     type_error("Object of type " + v.type_name() + " is not JSON serializable");
   }
+
+  void finish() { out_.append(buffer_, used_); used_ = 0; }
+
+ private:
+  void put(std::string_view s) {
+    if (used_ + s.size() > sizeof buffer_) {
+      finish();
+      if (s.size() > sizeof buffer_) { out_.append(s); return; }
+    }
+    std::memcpy(buffer_ + used_, s.data(), s.size());
+    used_ += s.size();
+  }
+  void put(char c) {
+    if (used_ == sizeof buffer_) finish();
+    buffer_[used_++] = c;
+  }
+  void put_hex(uint32_t v) {  // \uXXXX
+    char text[8];
+    std::snprintf(text, sizeof text, "\\u%04x", v);
+    put(std::string_view(text, 6));
+  }
+
+  void newline(size_t level) {
+    const std::string& unit = *f_.indent;
+    const size_t length = 1 + level * unit.size();
+    while (line_break_.size() < length) line_break_ += unit;
+    put(std::string_view(line_break_.data(), length));
+  }
+
+  // A JSON string: runs that need no escape copied whole.
+  void string(const std::string& s) {
+    const uint8_t escaped = f_.ensure_ascii ? 3 : 1;
+    put('"');
+    for (size_t i = 0; i < s.size();) {
+      size_t run = i;
+      while (run < s.size() && !(kJsonEscapes[static_cast<unsigned char>(s[run])] & escaped)) ++run;
+      put(std::string_view(s.data() + i, run - i));
+      i = run;
+      if (i >= s.size()) break;
+      unsigned char b = static_cast<unsigned char>(s[i]);
+      if (b >= 0x80) {  // only with ensure_ascii
+        char32_t c = tok::utf8_next(s, i);
+        if (c >= 0x10000) {
+          c -= 0x10000;
+          put_hex(0xd800 + (c >> 10));
+          put_hex(0xdc00 + (c & 0x3ff));
+        } else {
+          put_hex(c);
+        }
+        continue;
+      }
+      ++i;
+      switch (b) {
+        case '"': put("\\\""); break;
+        case '\\': put("\\\\"); break;
+        case '\n': put("\\n"); break;
+        case '\r': put("\\r"); break;
+        case '\t': put("\\t"); break;
+        case '\b': put("\\b"); break;
+        case '\f': put("\\f"); break;
+        default: put_hex(b);  // the other control characters
+      }
+    }
+    put('"');
+  }
+
+  std::string& out_;
+  const JsonFormat& f_;
+  std::string line_break_ = "\n";
+  char buffer_[2048];
+  size_t used_ = 0;
 };
 
 }  // namespace
 
-void append_json(std::string& out, const Value& v, const JsonFormat& format) { JsonWriter{out, format}.write(v, 0); }
+void append_json(std::string& out, const Value& v, const JsonFormat& format) {
+  JsonWriter writer(out, format);
+  writer.write(v, 0);
+  writer.finish();
+}
 
 std::string to_json(const Value& v, const JsonFormat& format) {
   std::string out;
