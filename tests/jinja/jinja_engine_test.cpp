@@ -110,6 +110,23 @@ TEST(JinjaValues, SlicesWithAnyStepAsPythonDoes) {
             "fd|[]|[2, 5]|[3, 4, 5, 6, 7]");
 }
 
+// Python's str is always valid UTF-8; a variable the template uses that is not is a TypeError
+// wherever the string sits in it, and valid text of any length passes through unchanged (ASCII
+// runs are checked 16 bytes at a time).
+TEST(JinjaValues, TemplateVariablesMustBeValidUtf8) {
+  const std::string ascii(37, 'a');
+  for (const std::string bad : {"\x80", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"}) {
+    for (const std::string& text : {bad, ascii + bad, ascii + ascii + bad + "b", bad + ascii}) {
+      SCOPED_TRACE(text);
+      EXPECT_EQ(error_kind("{{ x }}", {{"x", text}}), "TypeError");
+      EXPECT_EQ(error_kind("{{ x | length }}", {{"x", json::array({json::object({{"k", text}})})}}), "TypeError");
+    }
+  }
+  const std::string good = ascii + "\u00e9\u20ac\U0001f600" + ascii + "\u00ff";
+  EXPECT_EQ(render("{{ x }}", {{"x", good}}), good);
+  EXPECT_EQ(render("{{ x[0].k }}", {{"x", json::array({json::object({{"k", good + good}})})}}), good + good);
+}
+
 TEST(JinjaValues, PrintsValuesAsPythonDoes) {
   EXPECT_EQ(render("{{ none }}|{{ true }}|{{ 1.0 }}|{{ 0.1 + 0.2 }}|{{ 1e16 }}|{{ 1e-5 }}|{{ 7 / 2 }}|{{ -7 // 2 }}|{{ -7 % 3 }}"),
             "None|True|1.0|0.30000000000000004|1e+16|1e-05|3.5|-4|2");
