@@ -62,6 +62,9 @@ struct Expr {
   // The value itself, not a copy, when the expression names one that stays put while an
   // expression is evaluated (a constant; a variable in scope: only statements assign); else null.
   virtual const Value* peek(Interpreter&) const { return nullptr; }
+  // bool(value): what if / elif / inline if / loop filters ask; comparisons, tests, and / or / not
+  // answer without making a value.
+  virtual bool test(Interpreter& interp) const { return eval(interp).truthy(); }
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
@@ -114,12 +117,14 @@ struct UnaryExpr : Expr {
   char op;  // '-', '+', '!'
   ExprPtr operand;
   Value eval(Interpreter& interp) const override;
+  bool test(Interpreter& interp) const override;
 };
 enum class BinaryOp { Add, Sub, Mul, Div, FloorDiv, Mod, Pow, And, Or };
 struct BinaryExpr : Expr {
   BinaryOp op;
   ExprPtr left, right;
   Value eval(Interpreter& interp) const override;
+  bool test(Interpreter& interp) const override;
 };
 struct ConcatExpr : Expr {
   std::vector<ExprPtr> parts;
@@ -129,7 +134,8 @@ enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge, In, NotIn };
 struct CompareExpr : Expr {
   ExprPtr first;
   std::vector<std::pair<CompareOp, ExprPtr>> rest;
-  Value eval(Interpreter& interp) const override;
+  Value eval(Interpreter& interp) const override { return Value(test(interp)); }
+  bool test(Interpreter& interp) const override;
 };
 struct CondExpr : Expr {
   ExprPtr test, then, otherwise;  // otherwise may be null
@@ -172,7 +178,8 @@ struct TestExpr : Expr {
   TestFn fn = nullptr;
   Arguments args;
   bool negated = false;
-  Value eval(Interpreter& interp) const override;
+  Value eval(Interpreter& interp) const override { return Value(test(interp)); }
+  bool test(Interpreter& interp) const override;
 };
 
 // ---- Statements ----

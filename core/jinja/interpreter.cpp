@@ -530,15 +530,23 @@ Value DictExpr::eval(Interpreter& interp) const {
   return Value(std::move(d));
 }
 
+bool UnaryExpr::test(Interpreter& interp) const { return op == '!' ? !operand->test(interp) : eval(interp).truthy(); }
+
 Value UnaryExpr::eval(Interpreter& interp) const {
+  if (op == '!') return Value(!operand->test(interp));
   Value v = operand->eval(interp);
-  if (op == '!') return Value(!v.truthy());
   if (v.is_undefined()) v.fail_undefined();
   if (!v.is_number()) type_error(std::string("bad operand type for unary ") + op + ": '" + v.type_name() + "'");
   if (op == '+') return v.is_bool() ? Value(v.as_int()) : v;
   if (v.is_float()) return Value(-v.as_float());
   if (v.as_int() == std::numeric_limits<int64_t>::min()) fail("OverflowError", "integer result too large");
   return Value(-v.as_int());
+}
+
+bool BinaryExpr::test(Interpreter& interp) const {
+  if (op == BinaryOp::And) return left->test(interp) && right->test(interp);
+  if (op == BinaryOp::Or) return left->test(interp) || right->test(interp);
+  return eval(interp).truthy();
 }
 
 Value BinaryExpr::eval(Interpreter& interp) const {
@@ -583,10 +591,10 @@ bool holds(CompareOp op, const Value& left, const Value& right) {
 }
 }  // namespace
 
-Value CompareExpr::eval(Interpreter& interp) const {
+bool CompareExpr::test(Interpreter& interp) const {
   if (rest.size() == 1) {  // a == b, the usual case
     const Operand left(*first, interp);
-    return Value(holds(rest[0].first, left.get(), Operand(*rest[0].second, interp).get()));
+    return holds(rest[0].first, left.get(), Operand(*rest[0].second, interp).get());
   }
   // a < b < c: each operand is kept until the next comparison is done, in turns.
   std::optional<Operand> operands[2];
@@ -594,14 +602,14 @@ Value CompareExpr::eval(Interpreter& interp) const {
   size_t next = 1;
   for (const auto& [op, expr] : rest) {
     const Value& left = operands[next ^ 1]->get();
-    if (!holds(op, left, operands[next].emplace(*expr, interp).get())) return Value(false);
+    if (!holds(op, left, operands[next].emplace(*expr, interp).get())) return false;
     next ^= 1;
   }
-  return Value(true);
+  return true;
 }
 
 Value CondExpr::eval(Interpreter& interp) const {
-  if (test->eval(interp).truthy()) return then->eval(interp);
+  if (test->test(interp)) return then->eval(interp);
   if (otherwise) return otherwise->eval(interp);
   return Value::undefined("the inline if-expression on line " + std::to_string(line) +
                           " evaluated to false and no else section was defined.");
@@ -680,12 +688,11 @@ Value FilterExpr::eval(Interpreter& interp) const {
   return apply(interp, Operand(*input, interp).get());
 }
 
-Value TestExpr::eval(Interpreter& interp) const {
-  Value v = input->eval(interp);
+bool TestExpr::test(Interpreter& interp) const {
+  const Operand v(*input, interp);
   if (!fn) fail("TemplateRuntimeError", "No test named '" + name + "' found.");
   CallArgs a = args.eval(interp);
-  bool r = fn(interp, v, a);
-  return Value(negated ? !r : r);
+  return fn(interp, v.get(), a) != negated;
 }
 
 // ---- statements ----
@@ -771,7 +778,7 @@ Flow OutputStmt::render(Interpreter& interp) const {
 
 Flow IfStmt::render(Interpreter& interp) const {
   for (const auto& [test, body] : branches)
-    if (test->eval(interp).truthy()) return render_body(interp, body);
+    if (test->test(interp)) return render_body(interp, body);
   return render_body(interp, otherwise);
 }
 
@@ -810,7 +817,7 @@ void ForStmt::run(Interpreter& interp, const Value& iterable_value, size_t depth
     for (const auto& item : list.list().items) {
       interp.step();
       assign(interp, target, item);
-      if (condition->eval(interp).truthy()) kept.push_back(item);
+      if (condition->test(interp)) kept.push_back(item);
     }
     list = make_list(std::move(kept));
   }
