@@ -171,36 +171,61 @@ void Value::append_repr(std::string& out) const {
 }
 
 Value Value::from_json(const nlohmann::ordered_json& j, std::pmr::memory_resource* memory) {
+  Value v;
+  v.set_json(j, memory);
+  return v;
+}
+
+void Value::set_json(const nlohmann::ordered_json& j, std::pmr::memory_resource* memory) {
+  using json = nlohmann::ordered_json;
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return none();
-    case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value(j.get<int64_t>());
-    case nlohmann::ordered_json::value_t::number_unsigned: {
-      auto u = j.get<uint64_t>();
-      if (u > static_cast<uint64_t>(INT64_MAX)) return Value(static_cast<double>(u));
-      return Value(static_cast<int64_t>(u));
+    case json::value_t::null: kind_ = Kind::None; return;
+    case json::value_t::boolean: kind_ = Kind::Bool; scalar_.b = j.get<bool>(); return;
+    case json::value_t::number_integer: kind_ = Kind::Int; scalar_.i = j.get<int64_t>(); return;
+    case json::value_t::number_unsigned: {
+      const auto u = j.get<uint64_t>();
+      if (u > static_cast<uint64_t>(INT64_MAX)) {
+        kind_ = Kind::Float;
+        scalar_.f = static_cast<double>(u);
+      } else {
+        kind_ = Kind::Int;
+        scalar_.i = static_cast<int64_t>(u);
+      }
+      return;
     }
-    case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: {
+    case json::value_t::number_float: kind_ = Kind::Float; scalar_.f = j.get<double>(); return;
+    case json::value_t::string: {
       const std::string& s = j.get_ref<const std::string&>();
       if (!valid_utf8(s)) type_error("a template variable holds a string that is not valid UTF-8");
-      return borrowed(&s);
+      kind_ = Kind::String;
+      scalar_.borrowed = &s;
+      return;
     }
-    case nlohmann::ordered_json::value_t::array: {
-      const auto& array = j.get_ref<const nlohmann::ordered_json::array_t&>();
+    case json::value_t::array: {
+      const auto& array = j.get_ref<const json::array_t&>();
       auto l = std::allocate_shared<List>(std::pmr::polymorphic_allocator<List>(memory));
-      l->items.reserve(array.size());
-      for (const auto& e : array) l->items.push_back(from_json(e, memory));
-      return Value(std::move(l));
+      l->items.resize(array.size());
+      for (size_t i = 0; i < array.size(); ++i) l->items[i].set_json(array[i], memory);
+      kind_ = Kind::List;
+      ptr_ = std::move(l);
+      return;
     }
-    case nlohmann::ordered_json::value_t::object: {
-      const auto& object = j.get_ref<const nlohmann::ordered_json::object_t&>();
+    case json::value_t::object: {
+      const auto& object = j.get_ref<const json::object_t&>();
       auto d = std::allocate_shared<Dict>(std::pmr::polymorphic_allocator<Dict>(memory), memory);
-      d->items.reserve(object.size());
-      for (const auto& [key, value] : object) d->items.emplace_back(borrowed(&key), from_json(value, memory));
-      return Value(std::move(d));
+      d->items.resize(object.size());
+      size_t i = 0;
+      for (const auto& [key, value] : object) {
+        auto& [k, v] = d->items[i++];
+        k.kind_ = Kind::String;
+        k.scalar_.borrowed = &key;
+        v.set_json(value, memory);
+      }
+      kind_ = Kind::Dict;
+      ptr_ = std::move(d);
+      return;
     }
-    default: return Value();
+    default: return;  // binary and discarded values: Undefined
   }
 }
 

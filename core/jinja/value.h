@@ -107,6 +107,9 @@ class Value {
   // freed at once when the render ends).
   static Value from_json(const nlohmann::ordered_json& j,
                          std::pmr::memory_resource* memory = std::pmr::get_default_resource());
+  // from_json into this Undefined value, in place: containers' items are written where they
+  // stay instead of being built as temporaries and moved there.
+  void set_json(const nlohmann::ordered_json& j, std::pmr::memory_resource* memory);
 
  private:
   Kind kind_ = Kind::Undefined;
