@@ -89,6 +89,14 @@ void validate_etag(const std::string& etag, const std::string& what) {
   if (!ok) throw HubError("the Hub sent an invalid ETag for " + what + "; refusing to use it as a cache file name");
 }
 
+// A name beside `path` unique to this process and call, so concurrent writers never share a temp file.
+fs::path unique_temp_name(const fs::path& path) {
+  static std::atomic<unsigned> counter{0};
+  fs::path tmp = path;
+  tmp += ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  return tmp;
+}
+
 void write_text_if_changed(const fs::path& path, const std::string& text) {
   std::error_code ec;
   if (fs::is_regular_file(path, ec)) {
@@ -97,10 +105,7 @@ void write_text_if_changed(const fs::path& path, const std::string& text) {
     if (current == text) return;
   }
   fs::create_directories(path.parent_path());
-  // A name unique to this process and call, so concurrent writers never share a temp file.
-  static std::atomic<unsigned> counter{0};
-  fs::path tmp = path;
-  tmp += ".tmp" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  const fs::path tmp = unique_temp_name(path);
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << text;
@@ -130,20 +135,27 @@ void touch(const fs::path& path) {
   std::ofstream out(path, std::ios::app);
 }
 
-// Relative symlink pointer -> blob (a copy where the filesystem has no symlinks).
+// Relative symlink pointer -> blob (a copy where the filesystem has no symlinks). A link already
+// there to the same blob is kept, not removed and made again: another process may have just made
+// it and be reading through it. Anything else under the name is replaced. (No temp link renamed
+// over it: a kill between the two would leave a stray name in the snapshot.)
 void link_pointer(const fs::path& blob, const fs::path& pointer) {
   std::error_code ec;
   fs::create_directories(pointer.parent_path());
-  fs::remove(pointer, ec);
-  fs::path rel = blob.lexically_relative(pointer.parent_path());
-  fs::create_symlink(rel, pointer, ec);
+  const fs::path rel = blob.lexically_relative(pointer.parent_path());
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    fs::create_symlink(rel, pointer, ec);
+    if (!ec || ec != std::errc::file_exists) break;
+    std::error_code read_ec;
+    if (fs::read_symlink(pointer, read_ec) == rel && !read_ec) return;
+    fs::remove(pointer, read_ec);
+  }
   if (!ec) return;
   if (ec != std::errc::operation_not_permitted && ec != std::errc::operation_not_supported)
     throw IOError("cannot link " + pointer.string() + " to its blob: " + ec.message());
   logger().debug("hub: symlink {} failed ({}); copying instead", pointer.string(), ec.message());
   // Copied beside the pointer and renamed, so a failed copy never shows under the file's name.
-  fs::path tmp = pointer;
-  tmp += ".tmp" + std::to_string(::getpid());
+  const fs::path tmp = unique_temp_name(pointer);
   fs::copy_file(blob, tmp, fs::copy_options::overwrite_existing, ec);
   if (!ec) fs::rename(tmp, pointer, ec);
   if (ec) {
