@@ -8,10 +8,12 @@
 //   encoder_bench make-cross-encoder DIR TOKENIZER_DIR            ms-marco-MiniLM-L-6-v2-shaped cross-encoder
 //   encoder_bench rerank DIR --input FILE [--passages 100] [--batch 32] [--repeat R] [--dump-ids F]
 //                                                                 (query, passage) pairs/s, tokenization included
-//   encoder_bench run DIR [--dtype D] [--batch B] [--seq S] [--threads T] [--repeat R]
+//   encoder_bench run DIR [--dtype D] [--batch B] [--seq S] [--threads T] [--repeat R] [--profile TRACE]
+//                         (--profile: one more forward under libtorch's profiler, written as a Chrome trace)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <chrono>
@@ -216,6 +218,10 @@ void run(const std::string& dir, std::map<std::string, std::string> opt) {
                      {"attention_mask", at::ones({batch, seq}, at::kLong)}};
   c10::InferenceMode guard;
   const double s = best_seconds(std::stoll(opt["--repeat"]), [&] { model->forward(inputs); });
+  if (!opt["--profile"].empty()) {
+    torch::autograd::profiler::RecordProfile profile(opt["--profile"]);
+    model->forward(inputs);
+  }
   const double flops = bert_flops(model->config(), batch, seq);
   json out = {{"engine", "plugformer"},       {"dtype", opt["--dtype"]}, {"batch", batch},
               {"seq", seq},                   {"ms", s * 1e3},           {"gflops", flops / s / 1e9},
@@ -262,7 +268,8 @@ int main(int argc, char** argv) {
     }
     if (command == "run" && argc >= 3) {
       std::map<std::string, std::string> opt = {
-          {"--dtype", "float32"}, {"--batch", "8"}, {"--seq", "128"}, {"--threads", ""}, {"--repeat", "10"}};
+          {"--dtype", "float32"}, {"--batch", "8"}, {"--seq", "128"}, {"--threads", ""}, {"--repeat", "10"},
+          {"--profile", ""}};
       for (int i = 3; i + 1 < argc; i += 2) {
         if (!opt.count(argv[i])) throw InvalidInputError(std::string("unknown option ") + argv[i]);
         opt[argv[i]] = argv[i + 1];

@@ -505,9 +505,14 @@ at::Tensor in_fp32(const at::Tensor& t) {
 
 }  // namespace
 
+bool attention_products_in_bf16(c10::ScalarType type) {
+  return type == at::kBFloat16 && effective_bf16_route() == Bf16Route::native;
+}
+
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b) {
   const bool grad = trains_through({a, b});
   if (!is_reduced(a.scalar_type())) return grad ? at::matmul(a, b) : fp32_matmul(a, b);
+  if (attention_products_in_bf16(a.scalar_type())) return at::matmul(a, b);
   const at::Tensor y = grad ? at::matmul(in_fp32(a), in_fp32(b)) : fp32_matmul(in_fp32(a), in_fp32(b));
   return y.to(a.scalar_type());
 }

@@ -49,8 +49,11 @@ at::Tensor int8_integer_product(const at::Tensor& x, const at::Tensor& weight, c
 // The per-row scales of an int8 weight of `layer` (quantization.cpp); undefined for other weights.
 at::Tensor int8_row_scale(const torch::nn::Module& layer, const at::Tensor& weight);
 
-// at::matmul, computed in fp32 (result rounded back) for 2-byte inputs on every route: attention's
-// products are per head and small, where libtorch's bf16 products are slow even on native CPUs.
+// Whether attention's products of this type are libtorch's in that type: bf16 on the native route,
+// where libtorch 1.13 hands batched bf16 products of every attention shape to oneDNN.
+bool attention_products_in_bf16(c10::ScalarType type);
+// at::matmul; for 2-byte inputs computed in fp32 (result rounded back) unless
+// attention_products_in_bf16.
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
 // One query position per head (decode), fp32 / bf16 / fp16, without autograd, keys/values with contiguous

@@ -252,6 +252,38 @@ TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
   }
 }
 
+// bf16 on the native route: libtorch's bf16 products over a few sequences and heads at a time
+// (fp32 scores of up to 4 MB a chunk). The shapes make chunks of two sequences and one left over
+// (3 x 256 x 256 scores per key/value head: 0.75 MB, five per chunk, two heads a sequence), and
+// of one key/value head of one sequence (3 x 600 x 600: 4.1 MB).
+TEST(ChunkedAttention, Bf16OnTheNativeRouteMatchesTheWholeTensorPathAcrossChunks) {
+  at::manual_seed(9);
+  RouteGuard guard(Bf16Route::native);
+  at::NoGradGuard no_grad;
+  const int64_t heads = 6, kv_heads = 2, dim = 8;
+  for (auto [batch, q_len] : {std::pair<int64_t, int64_t>{3, 256}, {2, 600}}) {
+    const int64_t past = 3, kv_len = past + q_len;
+    const at::Tensor q = split_heads(at::randn({batch, q_len, heads * dim}), heads).to(at::kBFloat16);
+    const at::Tensor k = at::randn({batch, kv_heads, kv_len + 2, dim}).narrow(2, 0, kv_len).to(at::kBFloat16);
+    const at::Tensor v = at::randn({batch, kv_heads, kv_len + 2, dim}).narrow(2, 0, kv_len).to(at::kBFloat16);
+    at::Tensor padding = at::ones({batch, kv_len}, at::kLong);
+    padding[batch - 1].narrow(0, 0, 7).zero_();
+    const at::Tensor causal = causal_attention_mask(padding, batch, q_len, past, at::kBFloat16);
+    const at::Tensor per_head_bias = at::randn({1, heads, q_len, kv_len}).to(at::kBFloat16);
+    for (const at::Tensor& mask : {causal, per_head_bias, at::Tensor()}) {
+      SCOPED_TRACE(std::to_string(batch) + " x " + std::to_string(q_len) + ", mask " +
+                   (mask.defined() ? c10::str(mask.sizes()) : "none"));
+      at::Tensor probs;
+      const at::Tensor whole = attention(q, k, v, mask, 0.3, &probs);  // asking for probabilities: whole tensors
+      const at::Tensor chunked = attention(q, k, v, mask, 0.3);
+      ASSERT_EQ(chunked.sizes(), whole.sizes());
+      ASSERT_EQ(chunked.scalar_type(), at::kBFloat16);
+      EXPECT_LE((chunked.to(at::kFloat) - whole.to(at::kFloat)).abs().max().item<double>(), 1.0 / 64);
+      EXPECT_EQ(merge_heads(chunked).data_ptr(), chunked.data_ptr()) << "merge_heads copied the chunked result";
+    }
+  }
+}
+
 // Decode products share their rows among the threads in chunks taken at run time, prompts of up
 // to 32 rows split them in ranges: whichever thread computes a row, each row is computed once and
 // gives the same bits.
