@@ -7,10 +7,13 @@
 #include <cmath>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "plugformer/distributed.h"
 #include "plugformer/error.h"
 #include "plugformer/heads.h"
+
+#include "matmul.h"
 
 namespace plugformer {
 
@@ -105,7 +108,26 @@ class DecoderMLP : public torch::nn::Module, public TensorParallelModule {
     intermediate_ = tensor_parallel_units(intermediate_, rank, world, "intermediate_size").second;
   }
 
+  // Long inputs without autograd (batched prompts) in chunks of rows whose fp32 intermediate
+  // stays within kChunkBytes: glibc maps every block above 32 MB afresh, and each of its pages
+  // faults on first touch.
   at::Tensor forward(const at::Tensor& x) const {
+    const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
+    const int64_t chunk = std::max<int64_t>(64, kChunkBytes / (4 * std::max<int64_t>(1, intermediate_)));
+    if (rows <= chunk || !inference_only()) return rows_forward(x);
+    const at::Tensor flat = x.reshape({rows, x.size(-1)});
+    std::vector<at::Tensor> parts;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) parts.push_back(rows_forward(flat.narrow(0, r0, std::min(chunk, rows - r0))));
+    at::Tensor out = at::cat(parts);
+    auto sizes = x.sizes().vec();
+    sizes.back() = out.size(-1);
+    return out.view(sizes);
+  }
+
+ private:
+  static constexpr int64_t kChunkBytes = 8 << 20;
+
+  at::Tensor rows_forward(const at::Tensor& x) const {
     if (gate_up_proj_) {
       const at::Tensor gate_up = gate_up_proj_->forward(x);
       return down_proj_->forward(span(gate_up, intermediate_, intermediate_) * act_(span(gate_up, 0, intermediate_)));
@@ -113,7 +135,6 @@ class DecoderMLP : public torch::nn::Module, public TensorParallelModule {
     return down_proj_->forward(act_(gate_proj_->forward(x)) * up_proj_->forward(x));
   }
 
- private:
   int64_t intermediate_;
   Activation act_;
   std::shared_ptr<Linear> gate_proj_, up_proj_, gate_up_proj_, down_proj_;

@@ -409,6 +409,8 @@ bool trains_through(std::initializer_list<at::Tensor> operands) {
   return false;
 }
 
+bool inference_only() { return !at::GradMode::is_enabled() && !training_pass; }
+
 TrainingPassGuard::TrainingPassGuard() : previous_(training_pass) { training_pass = true; }
 TrainingPassGuard::~TrainingPassGuard() { training_pass = previous_; }
 

@@ -17,6 +17,8 @@ bool products_in_fp32(c10::ScalarType type, int64_t rows, bool weight_in_out = f
 // Whether a product of these operands is part of a training computation: autograd records it,
 // or it runs under TrainingPassGuard. The inference-only kernels below apply only when not.
 bool trains_through(std::initializer_list<at::Tensor> operands);
+// Whether nothing computed now is part of a training computation: no autograd, no TrainingPassGuard.
+bool inference_only();
 // The gradient-free first pass of a checkpointed layer: the kernels are chosen as with autograd,
 // so that pass computes bit for bit what its recomputation in backward will.
 class TrainingPassGuard {

@@ -133,3 +133,27 @@ TEST(Stories260K, FastTokenizerMatchesTheRustLibrary) {
   }
   std::cout << "stories260K LlamaTokenizerFast (tokenizer.json): " << matched << "/" << total << " cases match\n";
 }
+
+// Long inputs without autograd run the MLP in chunks of rows (fp32 intermediate within 8 MB:
+// 512 rows of 4096 here), so 3 x 200 rows make a chunk of 512 and one of 88. With autograd the
+// MLP runs whole: both must give the same hidden states, in fp32 and in bf16.
+TEST(DecoderMLP, LongInputsInRowChunksMatchTheWholeInput) {
+  at::manual_seed(10);
+  auto config = AutoConfig::for_model("llama", json{{"hidden_size", 16}, {"intermediate_size", 4096},
+                                                    {"num_hidden_layers", 1}, {"num_attention_heads", 2},
+                                                    {"num_key_value_heads", 1}, {"vocab_size", 50}});
+  auto model = AutoModel::from_config(config);
+  const at::Tensor ids = at::randint(0, 50, {3, 200}, at::kLong);
+  for (c10::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    model->to_dtype(dtype);
+    const at::Tensor whole = model->forward({{"input_ids", ids}})["last_hidden_state"].detach().to(at::kFloat);
+    at::Tensor chunked;
+    {
+      c10::InferenceMode guard;
+      chunked = model->forward({{"input_ids", ids}})["last_hidden_state"].to(at::kFloat);
+    }
+    const double tolerance = dtype == at::kFloat ? 1e-5 : 1.0 / 16;
+    EXPECT_LE((chunked - whole).abs().max().item<double>(), tolerance * whole.abs().max().item<double>());
+  }
+}
