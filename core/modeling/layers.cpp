@@ -208,8 +208,23 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
   return out.transpose(1, 2);
 }
 
-// bf16 on the native route, inference: libtorch's batched bf16 products (oneDNN, as eager
-// PyTorch) over as many sequences and heads at a time as keep a chunk's fp32 scores within
+// Attention over whole tensors, grouped-query without copying k/v: each group of query heads
+// folded into rows. q [batch, heads, q_len, dim], k / v [batch, kv_heads, kv_len, dim] ->
+// [batch, heads, q_len, dim]; the probabilities into *probs when asked.
+at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                             double scale, double softcap, at::Tensor* probs) {
+  const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2), kv_heads = k.size(1);
+  const int64_t groups = heads / kv_heads, kv_len = k.size(2);
+  const at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, q.size(3)});
+  const at::Tensor scores = matmul_any_precision(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
+  const at::Tensor p = attention_probs(scores, mask, scale, softcap, q.scalar_type());
+  if (probs) *probs = p;
+  const at::Tensor out = matmul_any_precision(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
+  return out.view({batch, heads, q_len, v.size(3)});
+}
+
+// bf16 on the native route, inference: grouped_attention, whose products are then libtorch's
+// batched bf16 ones (oneDNN, as eager PyTorch), over as many sequences and heads at a time as keep a chunk's fp32 scores within
 // kChunkScoreBytes, written into the [batch, q_len, heads, dim] layout merge_heads wants. The
 // products of the whole tensor at once are as fast for bert-base's 8 x 128 (3.2 ms per layer
 // against 10-12 for the per-head path in fp32 on a Zen 4), but one 512-token prompt of 32 heads
@@ -230,14 +245,9 @@ at::Tensor attention_in_chunks(const at::Tensor& q, const at::Tensor& k, const a
     for (int64_t h0 = 0; h0 < kv_heads; h0 += chunk_heads) {
       const int64_t nb = std::min(chunk_batch, batch - b0), nh = std::min(chunk_heads, kv_heads - h0);
       auto part = [&](const at::Tensor& t, int64_t h, int64_t n) { return t.narrow(0, b0, nb).narrow(1, h, n); };
-      // Grouped-query attention without copying k/v: each group of query heads folded into rows.
-      const at::Tensor qc = part(q, h0 * groups, nh * groups).reshape({nb, nh, groups * q_len, dim});
-      const at::Tensor scores = at::matmul(qc, part(k, h0, nh).transpose(-1, -2));
-      const at::Tensor p = attention_probs(scores.view({nb, nh * groups, q_len, kv_len}),
-                                           m.defined() ? part(m, h0 * groups, nh * groups) : m, scale, softcap,
-                                           q.scalar_type());
-      const at::Tensor o = at::matmul(p.view({nb, nh, groups * q_len, kv_len}), part(v, h0, nh));
-      out.narrow(0, b0, nb).narrow(2, h0 * groups, nh * groups).copy_(o.view({nb, nh * groups, q_len, dim}).transpose(1, 2));
+      const at::Tensor o = grouped_attention(part(q, h0 * groups, nh * groups), part(k, h0, nh), part(v, h0, nh),
+                                             m.defined() ? part(m, h0 * groups, nh * groups) : m, scale, softcap, nullptr);
+      out.narrow(0, b0, nb).narrow(2, h0 * groups, nh * groups).copy_(o.transpose(1, 2));
     }
   return out.transpose(1, 2);
 }
@@ -250,21 +260,13 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (heads % kv_heads != 0)
     throw InvalidInputError("attention: " + std::to_string(heads) + " query heads are not a multiple of " +
                             std::to_string(kv_heads) + " key/value heads");
-  const int64_t groups = heads / kv_heads;
   try {
     if (!probs && single_query_attention_applies(q, k, v, mask))
       return single_query_attention(q, k, v, mask, scale, softcap);
     if (!probs && per_head_attention_applies(q, k, v, mask)) return per_head_attention(q, k, v, mask, scale, softcap);
     if (!probs && attention_products_in_bf16(q.scalar_type()) && !trains_through({q, k, v, mask}))
       return attention_in_chunks(q, k, v, mask, scale, softcap);
-    const int64_t batch = q.size(0), q_len = q.size(2), dim = q.size(3), kv_len = k.size(2);
-    // Grouped-query attention without copying k/v: fold each group of query heads into rows.
-    at::Tensor qg = q.reshape({batch, kv_heads, groups * q_len, dim});
-    at::Tensor scores = matmul_any_precision(qg, k.transpose(-1, -2)).view({batch, heads, q_len, kv_len});
-    at::Tensor p = attention_probs(scores, mask, scale, softcap, q.scalar_type());
-    if (probs) *probs = p;
-    at::Tensor out = matmul_any_precision(p.view({batch, kv_heads, groups * q_len, kv_len}), v);
-    return out.view({batch, heads, q_len, v.size(3)});
+    return grouped_attention(q, k, v, mask, scale, softcap, probs);
   } catch (const c10::Error& e) {
     throw_computation_error(e, "attention(" + std::to_string(heads) + " heads, " + std::to_string(kv_heads) + " key/value heads)",
                             q.scalar_type());
