@@ -1,6 +1,8 @@
-// Attention of one query position (decode) in fp32: for each head, one pass over its cached keys
-// and one over its values. The generic path's batched matmuls with a single query row land in
-// BLAS's gemm, which repacks the whole key cache on every call.
+// Attention in fp32, one query row at a time: for each row, one pass over its head's keys and one
+// over its values. Used for one query position (decode), where the generic path's batched matmuls
+// land in BLAS's gemm, which repacks the whole key cache on every call; and for heads with few
+// scores (short encoder inputs), where libtorch 1.13's batched matmul runs one small gemm per head
+// with its dispatch and threading around each.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -17,15 +19,15 @@ namespace {
 
 using simd::load8;
 
-// Scores of 8 consecutive keys (rows of `dim` floats, dim % 8 == 0) against the query, as one
-// vector: 8 accumulators reduced together instead of one horizontal sum per key.
+// Scores of 8 consecutive keys (rows of `dim` values, `stride` apart; dim % 8 == 0) against the
+// query, as one vector: 8 accumulators reduced together instead of one horizontal sum per key.
 template <class T>
-__attribute__((target("avx2,fma,f16c"))) __m256 dot8(const float* q, const T* keys, int64_t dim) {
+__attribute__((target("avx2,fma,f16c"))) __m256 dot8(const float* q, const T* keys, int64_t stride, int64_t dim) {
   __m256 acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
   for (int64_t d = 0; d < dim; d += 8) {
     const __m256 qv = _mm256_loadu_ps(q + d);
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8(keys + j * dim + d), acc[j]);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8(keys + j * stride + d), acc[j]);
   }
   const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
   const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
@@ -59,46 +61,50 @@ __attribute__((target("avx2,fma"))) __m256 exp_nonpositive(__m256 x) {
   return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(exponent)));
 }
 
-// out[0, 8 * C) = sum over l of p[l] * values[l][0, 8 * C), the partial sums kept in registers.
+// out[0, 8 * C) = sum over l of p[l] * values[l][0, 8 * C) (rows `stride` apart), the partial sums
+// kept in registers.
 template <int C, class T>
-__attribute__((target("avx2,fma,f16c"))) void weighted_sum(const float* p, const T* values, int64_t len, int64_t dim,
-                                                      float* out) {
+__attribute__((target("avx2,fma,f16c"))) void weighted_sum(const float* p, const T* values, int64_t len,
+                                                      int64_t stride, float* out) {
   __m256 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t l = 0; l < len; ++l) {
     const __m256 pv = _mm256_set1_ps(p[l]);
-    for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, load8(values + l * dim + 8 * c), acc[c]);
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, load8(values + l * stride + 8 * c), acc[c]);
   }
   for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
 }
 
 template <class T>
-void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t dim, float* out) {
+void weighted_sum_any(const float* p, const T* values, int64_t len, int64_t stride, int64_t dim, float* out) {
   for (int64_t d = 0; d < dim; d += 64) {  // blocks of up to 8 registers
     const T* v = values + d;
     switch (std::min<int64_t>(8, (dim - d) / 8)) {
-      case 8: weighted_sum<8, T>(p, v, len, dim, out + d); break;
-      case 7: weighted_sum<7, T>(p, v, len, dim, out + d); break;
-      case 6: weighted_sum<6, T>(p, v, len, dim, out + d); break;
-      case 5: weighted_sum<5, T>(p, v, len, dim, out + d); break;
-      case 4: weighted_sum<4, T>(p, v, len, dim, out + d); break;
-      case 3: weighted_sum<3, T>(p, v, len, dim, out + d); break;
-      case 2: weighted_sum<2, T>(p, v, len, dim, out + d); break;
-      default: weighted_sum<1, T>(p, v, len, dim, out + d); break;
+      case 8: weighted_sum<8, T>(p, v, len, stride, out + d); break;
+      case 7: weighted_sum<7, T>(p, v, len, stride, out + d); break;
+      case 6: weighted_sum<6, T>(p, v, len, stride, out + d); break;
+      case 5: weighted_sum<5, T>(p, v, len, stride, out + d); break;
+      case 4: weighted_sum<4, T>(p, v, len, stride, out + d); break;
+      case 3: weighted_sum<3, T>(p, v, len, stride, out + d); break;
+      case 2: weighted_sum<2, T>(p, v, len, stride, out + d); break;
+      default: weighted_sum<1, T>(p, v, len, stride, out + d); break;
     }
   }
 }
 
-// Scaled scores plus mask, softmax, weighted sum of the values: one head.
+// Scaled scores plus mask, softmax, weighted sum of the values: one query row of one head (key and
+// value rows `key_stride` / `value_stride` apart).
 template <class T>
-__attribute__((target("avx2,fma,f16c"))) void attend_head(const float* query, const T* keys, const T* values,
-                                                     const float* mask, int64_t mask_stride, int64_t len, int64_t dim,
-                                                     float scale, float softcap, float* scores, float* out) {
+__attribute__((target("avx2,fma,f16c"))) void attend_row(const float* query, const T* keys, int64_t key_stride,
+                                                    const T* values, int64_t value_stride, const float* mask,
+                                                    int64_t mask_stride, int64_t len, int64_t dim, float scale,
+                                                    float softcap, float* scores, float* out) {
   // As the generic path: each scaled score is rounded to fp32, then the mask is added.
   const __m256 sv = _mm256_set1_ps(scale);
   int64_t l = 0;
-  for (; l + 8 <= len; l += 8) _mm256_storeu_ps(scores + l, _mm256_mul_ps(dot8(query, keys + l * dim, dim), sv));
-  for (; l < len; ++l) scores[l] = dot(query, keys + l * dim, dim) * scale;
+  for (; l + 8 <= len; l += 8)
+    _mm256_storeu_ps(scores + l, _mm256_mul_ps(dot8(query, keys + l * key_stride, key_stride, dim), sv));
+  for (; l < len; ++l) scores[l] = dot(query, keys + l * key_stride, dim) * scale;
   if (softcap > 0)
     for (l = 0; l < len; ++l) scores[l] = std::tanh(scores[l] / softcap) * softcap;
   float max = -INFINITY;
@@ -117,18 +123,27 @@ __attribute__((target("avx2,fma,f16c"))) void attend_head(const float* query, co
   _mm256_storeu_ps(lanes, totals);
   float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
   for (; l < len; ++l) total += (scores[l] = std::exp(scores[l] - max));
-  const float inverse = 1.0f / total;
-  for (l = 0; l < len; ++l) scores[l] *= inverse;
-  weighted_sum_any(scores, values, len, dim, out);
+  // The values weighted by the unnormalised exponentials, then divided by their total: one
+  // rounding per output instead of one per probability and another per product.
+  weighted_sum_any(scores, values, len, value_stride, dim, out);
+  for (int64_t d = 0; d < dim; ++d) out[d] /= total;
 }
 
+// Many queries go through the kernel up to 128 x 128 scores per head. Measured against the
+// per-head gemms of layers.cpp on a Zen 5: level for bert-base's heads of 64 at 8 x 128 tokens,
+// faster at 8 x 32 / 64 (180 vs 190-200 ms, 345 vs 365-385), and for MiniLM's heads of 32 at
+// 32 x 128 (470 vs 660 ms); level again at 256 tokens, where longer inputs keep the gemms.
+constexpr int64_t kFusedScoresPerHead = 128 * 128;
+
+// q: fp32 with contiguous rows; the result is fp32 [batch, q_len, heads, dim] (the layout
+// merge_heads returns as a view), seen as [batch, heads, q_len, dim].
 template <class T>
-at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& mask, double scale, double softcap) {
-  const int64_t batch = q.size(0), heads = q.size(1), dim = q.size(3), kv_heads = k.size(1), len = k.size(2);
-  const int64_t groups = heads / kv_heads;
-  at::Tensor out = at::empty({batch, heads, 1, dim}, at::kFloat);
-  const at::Tensor m = mask.defined() ? mask.to(at::kFloat).expand({batch, heads, 1, len}) : at::Tensor();
+at::Tensor fused_attention_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                              double scale, double softcap) {
+  const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2), dim = q.size(3);
+  const int64_t kv_heads = k.size(1), len = k.size(2), groups = heads / kv_heads;
+  at::Tensor out = at::empty({batch, q_len, heads, dim}, at::kFloat);
+  const at::Tensor m = mask.defined() ? mask.to(at::kFloat).expand({batch, heads, q_len, len}) : at::Tensor();
   const float* qp = q.data_ptr<float>();
   const T* kp = k.data_ptr<T>();
   const T* vp = v.data_ptr<T>();
@@ -138,33 +153,39 @@ at::Tensor single_query_attention_in(const at::Tensor& q, const at::Tensor& k, c
     std::vector<float> scores(static_cast<size_t>(len));
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / heads, h = bh % heads, kvh = h / groups;
-      attend_head(qp + bh * dim, kp + b * k.stride(0) + kvh * k.stride(1), vp + b * v.stride(0) + kvh * v.stride(1),
-                  mp ? mp + b * m.stride(0) + h * m.stride(1) : nullptr, m.defined() ? m.stride(3) : 0, len, dim,
-                  float(scale), float(softcap), scores.data(), op + bh * dim);
+      const T* keys = kp + b * k.stride(0) + kvh * k.stride(1);
+      const T* values = vp + b * v.stride(0) + kvh * v.stride(1);
+      for (int64_t t = 0; t < q_len; ++t)
+        attend_row(qp + b * q.stride(0) + h * q.stride(1) + t * q.stride(2), keys, k.stride(2), values, v.stride(2),
+                   mp ? mp + b * m.stride(0) + h * m.stride(1) + t * m.stride(2) : nullptr,
+                   m.defined() ? m.stride(3) : 0, len, dim, float(scale), float(softcap), scores.data(),
+                   op + ((b * q_len + t) * heads + h) * dim);
     }
   });
-  return out;
+  return out.transpose(1, 2);
 }
 
 }  // namespace
 
-bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& mask) {
-  return q.size(2) == 1 && simd::is_kernel_type(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
-         v.scalar_type() == q.scalar_type() && (!mask.defined() || simd::is_kernel_type(mask.scalar_type())) &&
-         k.stride(3) == 1 && v.stride(3) == 1 && k.stride(2) == k.size(3) && v.stride(2) == v.size(3) &&
-         q.size(3) % 8 == 0 &&
-         !trains_through({q, k, v}) &&
-         cpu_has_avx2_fma();
+bool fused_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || q.size(3) % 8 != 0 || v.size(3) != q.size(3)) return false;
+  const bool types = q.size(2) == 1 ? simd::is_kernel_type(q.scalar_type()) && k.scalar_type() == q.scalar_type() &&
+                                          v.scalar_type() == q.scalar_type()
+                                    : q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat &&
+                                          v.scalar_type() == at::kFloat &&
+                                          q.size(2) * k.size(2) <= kFusedScoresPerHead;
+  return types && (!mask.defined() || simd::is_kernel_type(mask.scalar_type())) && q.stride(3) == 1 &&
+         k.stride(3) == 1 && v.stride(3) == 1 && !trains_through({q, k, v}) && cpu_has_avx2_fma();
 }
 
 // Keys and values are read in their own type (2-byte caches stay 2 bytes); the arithmetic is
 // fp32 throughout and the result is rounded once to the query's type.
-at::Tensor single_query_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale, double softcap) {
-  const at::Tensor q = q_in.to(at::kFloat).contiguous();
+at::Tensor fused_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                           double scale, double softcap) {
+  at::Tensor q = q_in.to(at::kFloat);
+  if (q.stride(3) != 1) q = q.contiguous();
   const at::Tensor out = simd::with_kernel_type(k.scalar_type(), [&](auto type) {
-    return single_query_attention_in<decltype(type)>(q, k, v, mask, scale, softcap);
+    return fused_attention_in<decltype(type)>(q, k, v, mask, scale, softcap);
   });
   return out.to(q_in.scalar_type());
 }

@@ -54,8 +54,9 @@ class BertSelfAttention : public torch::nn::Module {
   // names: the query, key and value projections' module names.
   BertSelfAttention(const BertStyleConfig& config, int64_t layer_idx, const std::array<const char*, 3>& names);
   // mask: additive [batch, 1, q_len or 1, kv_len] or undefined; head_mask: [heads] or undefined.
+  // first_position: queries of the first position only (keys and values of all).
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs);
+                     at::Tensor* probs, bool first_position);
   // Removes heads (numbered as in the unpruned layer); returns the kept rows of the
   // [heads * head_dim] projections so the output projection can drop the same inputs.
   at::Tensor prune_heads(const std::vector<int64_t>& heads);
@@ -85,7 +86,7 @@ class BertAttention : public torch::nn::Module {
  public:
   BertAttention(const BertStyleConfig& config, int64_t layer_idx, const EncoderLayout& layout);
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs);
+                     at::Tensor* probs, bool first_position);
   void prune_heads(const std::vector<int64_t>& heads) { prune_linear_layer(*dense_, self_->prune_heads(heads), 1); }
 
  private:
@@ -107,8 +108,9 @@ class BertIntermediate : public torch::nn::Module {
 class BertLayer : public torch::nn::Module {
  public:
   BertLayer(const BertStyleConfig& config, int64_t layer_idx, const EncoderLayout& layout);
+  // first_position: the output of the first position only, [batch, 1, hidden].
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs);
+                     at::Tensor* probs, bool first_position = false);
 
  private:
   std::shared_ptr<BertAttention> attention_;
@@ -223,8 +225,8 @@ at::Tensor BertSelfAttention::prune_heads(const std::vector<int64_t>& heads) {
 }
 
 at::Tensor BertSelfAttention::forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask,
-                                      KVCache* cache, at::Tensor* probs) {
-  at::Tensor q = split_heads(query_->forward(hidden), heads_);
+                                      KVCache* cache, at::Tensor* probs, bool first_position) {
+  at::Tensor q = split_heads(query_->forward(first_position ? hidden.narrow(1, 0, 1) : hidden), heads_);
   at::Tensor k = split_heads(key_->forward(hidden), heads_);
   at::Tensor v = split_heads(value_->forward(hidden), heads_);
   if (cache) std::tie(k, v) = cache->update(size_t(layer_idx_), k, v);
@@ -241,13 +243,14 @@ at::Tensor BertSelfAttention::forward(const at::Tensor& hidden, const at::Tensor
     rel = rel * scale;
     bias = mask.defined() ? rel + mask : rel;
   }
+  if (first_position && bias.defined() && bias.size(2) > 1) bias = bias.narrow(2, 0, 1);
   at::Tensor p;
-  at::Tensor out = attention(q, k, v, bias, scale, (probs || head_mask.defined()) ? &p : nullptr);
+  at::Tensor out = attention(q, k, v, bias, scale, probs ? &p : nullptr);
   if (head_mask.defined()) {
     // probs * head_mask, then probs @ v: the same as scaling each head's output.
     at::Tensor m = head_mask.to(out.scalar_type()).view({1, -1, 1, 1});
     out = out * m;
-    p = p * m;
+    if (probs) p = p * m;
   }
   if (probs) *probs = p;
   return merge_heads(out);
@@ -278,8 +281,10 @@ BertAttention::BertAttention(const BertStyleConfig& c, int64_t layer_idx, const 
 }
 
 at::Tensor BertAttention::forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask,
-                                  KVCache* cache, at::Tensor* probs) {
-  return layer_norm_->forward(dense_->forward(self_->forward(hidden, mask, head_mask, cache, probs)) + hidden);
+                                  KVCache* cache, at::Tensor* probs, bool first_position) {
+  const at::Tensor residual = first_position ? hidden.narrow(1, 0, 1) : hidden;
+  return layer_norm_->forward(dense_->forward(self_->forward(hidden, mask, head_mask, cache, probs, first_position)) +
+                              residual);
 }
 
 BertIntermediate::BertIntermediate(const BertStyleConfig& c) : act_(get_activation(c.hidden_act)) {
@@ -295,8 +300,8 @@ BertLayer::BertLayer(const BertStyleConfig& c, int64_t layer_idx, const EncoderL
 }
 
 at::Tensor BertLayer::forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask,
-                              KVCache* cache, at::Tensor* probs) {
-  at::Tensor h = attention_->forward(hidden, mask, head_mask, cache, probs);
+                              KVCache* cache, at::Tensor* probs, bool first_position) {
+  at::Tensor h = attention_->forward(hidden, mask, head_mask, cache, probs, first_position);
   return output_->forward(intermediate_->forward(h), h);
 }
 
@@ -360,7 +365,11 @@ std::pair<int64_t, int64_t> check_encoder_inputs(const ModelInputs& inputs, int6
   return {ref.size(0), ref.size(1)};
 }
 
-ModelOutput BertStyleModel::forward(const ModelInputs& inputs) {
+ModelOutput BertStyleModel::forward(const ModelInputs& inputs) { return forward(inputs, false); }
+
+ModelOutput BertStyleModel::forward_first_position(const ModelInputs& inputs) { return forward(inputs, true); }
+
+ModelOutput BertStyleModel::forward(const ModelInputs& inputs, bool first_position) {
   const at::Tensor input_ids = inputs.get("input_ids");
   const at::Tensor inputs_embeds = inputs.get("inputs_embeds");
   // A 2-D mask of a decoder also covers the cached positions: checked below, after the cache.
@@ -433,12 +442,16 @@ ModelOutput BertStyleModel::forward(const ModelInputs& inputs) {
 
   const bool want_hidden = inputs.output_hidden_states.value_or(cfg_.output_hidden_states);
   const bool want_attn = inputs.output_attentions.value_or(cfg_.output_attentions);
+  // Relative position scores take the query's position from the cache length: every query then.
+  first_position = first_position && !want_hidden && !want_attn && !cfg_.is_decoder &&
+                   cfg_.position_embedding_type == "absolute";
   ModelOutput out;
   for (size_t i = 0; i < encoder_->layers.size(); ++i) {
     if (want_hidden) out.hidden_states.push_back(hidden);
     at::Tensor probs;
     hidden = encoder_->layers[i]->forward(hidden, mask, head_mask.defined() ? head_mask[int64_t(i)] : at::Tensor(),
-                                          cache.get(), want_attn ? &probs : nullptr);
+                                          cache.get(), want_attn ? &probs : nullptr,
+                                          first_position && i + 1 == encoder_->layers.size());
     if (want_attn) out.attentions.push_back(probs);
   }
   if (want_hidden) out.hidden_states.push_back(hidden);
@@ -566,7 +579,7 @@ class RobertaHeadModel : public PreTrainedModel {
     ModelOutput out;
     if (head_ == RobertaHead::multiple_choice) {
       int64_t batch = 0, choices = 0;
-      ModelOutput base = roberta_->forward(flatten_choices(inputs, class_name(), batch, choices));
+      ModelOutput base = base_forward(flatten_choices(inputs, class_name(), batch, choices));
       at::Tensor logits = linear_->forward(base["pooler_output"]).view({batch, choices});
       if (inputs.has("labels")) out.set("loss", token_cross_entropy(logits, inputs.get("labels")));
       out.set("logits", logits);
@@ -574,7 +587,7 @@ class RobertaHeadModel : public PreTrainedModel {
       out.set("pooler_output", base["pooler_output"]);
       return out;
     }
-    ModelOutput base = roberta_->forward(inputs);
+    ModelOutput base = base_forward(inputs);
     const at::Tensor hidden = base["last_hidden_state"];
     const at::Tensor labels = inputs.get("labels");
     switch (head_) {
@@ -616,6 +629,11 @@ class RobertaHeadModel : public PreTrainedModel {
 
  protected:
   std::string output_embeddings_name() const override { return lm_head_ ? "lm_head.decoder" : ""; }
+  // Sequence classification and multiple choice read the first position only.
+  ModelOutput base_forward(const ModelInputs& inputs) {
+    const bool first = head_ == RobertaHead::sequence_classification || head_ == RobertaHead::multiple_choice;
+    return first && inputs.pooled_outputs_only ? roberta_->forward_first_position(inputs) : roberta_->forward(inputs);
+  }
   void resized_token_embeddings(int64_t vocab_size) override {
     if (lm_head_) lm_head_->resize_bias(vocab_size);
   }

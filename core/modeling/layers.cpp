@@ -175,7 +175,8 @@ at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double sca
 // heads, dim] layout merge_heads wants. The whole-tensor path instead copies q, k and v into
 // batched matmuls that libtorch 1.13 runs one head at a time, each product threaded on its own
 // (bert-base 8 x 128: 25 -> 10 ms per layer alone; llama prefill of 512 tokens ~+15% in all).
-// Below ~32 x 32 scores per head the ops per head cost more than they save.
+// Below ~32 x 32 scores per head the ops per head cost more than they save (fp32 heads of up to
+// 128 x 128 scores take the fused kernel before this, attention_kernel.cpp).
 bool per_head_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
   return q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(0) * q.size(1) >= at::get_num_threads() &&
          q.size(2) * k.size(2) >= 32 * 32 &&
@@ -261,8 +262,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     throw InvalidInputError("attention: " + std::to_string(heads) + " query heads are not a multiple of " +
                             std::to_string(kv_heads) + " key/value heads");
   try {
-    if (!probs && single_query_attention_applies(q, k, v, mask))
-      return single_query_attention(q, k, v, mask, scale, softcap);
+    if (!probs && fused_attention_applies(q, k, v, mask)) return fused_attention(q, k, v, mask, scale, softcap);
     if (!probs && per_head_attention_applies(q, k, v, mask)) return per_head_attention(q, k, v, mask, scale, softcap);
     if (!probs && attention_products_in_bf16(q.scalar_type()) && !trains_through({q, k, v, mask}))
       return attention_in_chunks(q, k, v, mask, scale, softcap);

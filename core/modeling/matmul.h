@@ -58,11 +58,12 @@ bool attention_products_in_bf16(c10::ScalarType type);
 // attention_products_in_bf16.
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 
-// One query position per head (decode), fp32 / bf16 / fp16, without autograd, keys/values with contiguous
-// rows: attention computed in one pass over the cache (attention_kernel.cpp); softcap as attention()'s.
-bool single_query_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const at::Tensor& mask);
-at::Tensor single_query_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const at::Tensor& mask, double scale, double softcap = 0.0);
+// Attention computed one query row at a time in one pass over the keys and one over the values
+// (attention_kernel.cpp), without autograd, rows of q / k / v contiguous: one query position
+// (decode) in fp32 / bf16 / fp16, or fp32 heads with few scores (short encoder inputs); softcap as
+// attention()'s. The result is a view of [batch, q_len, heads, dim].
+bool fused_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                           double scale, double softcap = 0.0);
 
 }  // namespace plugformer

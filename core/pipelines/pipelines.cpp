@@ -26,11 +26,14 @@ ModelInputs model_inputs(const Encoding& enc) {
   return inputs;
 }
 
-ModelOutput run_model(PreTrainedModel& model, const Encoding& enc) {
+// pooled_outputs_only: the caller reads per-sequence outputs only (ModelInputs::pooled_outputs_only).
+ModelOutput run_model(PreTrainedModel& model, const Encoding& enc, bool pooled_outputs_only = false) {
   if (enc.ids.empty()) throw InvalidInputError("the text gives no tokens");
   c10::InferenceMode guard;
   try {
-    return model.forward(model_inputs(enc));
+    ModelInputs inputs = model_inputs(enc);
+    inputs.pooled_outputs_only = pooled_outputs_only;
+    return model.forward(inputs);
   } catch (const c10::Error& e) {
     throw_computation_error(e, model.class_name(), model.dtype());
   }
@@ -111,7 +114,7 @@ std::vector<LabelScore> text_classification(PreTrainedModel& model, const Tokeni
   if (fn != "softmax" && fn != "sigmoid" && fn != "none")
     throw InvalidInputError("text-classification: function_to_apply must be softmax, sigmoid or none, got '" + fn + "'");
   const Encoding enc = text_pair.empty() ? tokenizer.encode(text) : tokenizer.encode_pair(text, text_pair);
-  const at::Tensor logits = run_model(model, enc)["logits"][0].to(at::kDouble);
+  const at::Tensor logits = run_model(model, enc, true)["logits"][0].to(at::kDouble);
   const at::Tensor scores = fn == "softmax" ? softmax(logits) : fn == "sigmoid" ? logits.sigmoid() : logits;
   std::vector<LabelScore> out;
   for (int64_t i = 0; i < scores.size(0); ++i) out.push_back({label_of(config, i), scores[i].item<double>()});

@@ -447,7 +447,9 @@ at::Tensor CrossEncoder::predict(const std::vector<std::pair<std::string, std::s
   for (size_t start = 0; start < order.size(); start += size_t(options.batch_size)) {
     const size_t end = std::min(order.size(), start + size_t(options.batch_size));
     const Batch b = pad(encodings, order, start, end, pad_id_of(*tokenizer_));
-    const at::Tensor logits = activate(activation, model_->forward(model_inputs(b, *model_))["logits"].to(at::kFloat));
+    ModelInputs inputs = model_inputs(b, *model_);
+    inputs.pooled_outputs_only = true;
+    const at::Tensor logits = activate(activation, model_->forward(inputs)["logits"].to(at::kFloat));
     for (size_t i = start; i < end; ++i) rows[order[i]] = logits[int64_t(i - start)];
   }
   at::Tensor scores = at::stack(rows);

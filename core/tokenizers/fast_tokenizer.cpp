@@ -128,35 +128,6 @@ size_t space_rightmost_at_start(std::string_view s) {
   return i;
 }
 
-std::string cleanup_tokenization(std::string s) {
-  auto rep = [&](std::string_view from, std::string_view to) {
-    std::string out;
-    size_t pos = 0;
-    bool any = false;
-    while (true) {
-      size_t f = s.find(from, pos);
-      if (f == std::string::npos) break;
-      any = true;
-      out.append(s, pos, f - pos);
-      out.append(to);
-      pos = f + from.size();
-    }
-    if (!any) return;
-    out.append(s, pos, std::string::npos);
-    s = std::move(out);
-  };
-  rep(" .", ".");
-  rep(" ?", "?");
-  rep(" !", "!");
-  rep(" ,", ",");
-  rep(" ' ", "'");
-  rep(" n't", "n't");
-  rep(" 'm", "'m");
-  rep(" 's", "'s");
-  rep(" 've", "'ve");
-  rep(" 're", "'re");
-  return s;
-}
 
 template <typename F>
 void parallel_for(size_t n, size_t threads, F&& f) {
@@ -194,6 +165,36 @@ void parallel_for(size_t n, size_t threads, F&& f) {
 const char* side_name(Side s) { return s == Side::Left ? "Left" : "Right"; }
 
 }  // namespace
+
+std::string clean_up_tokenization(std::string s) {
+  auto rep = [&](std::string_view from, std::string_view to) {
+    std::string out;
+    size_t pos = 0;
+    bool any = false;
+    while (true) {
+      size_t f = s.find(from, pos);
+      if (f == std::string::npos) break;
+      any = true;
+      out.append(s, pos, f - pos);
+      out.append(to);
+      pos = f + from.size();
+    }
+    if (!any) return;
+    out.append(s, pos, std::string::npos);
+    s = std::move(out);
+  };
+  rep(" .", ".");
+  rep(" ?", "?");
+  rep(" !", "!");
+  rep(" ,", ",");
+  rep(" ' ", "'");
+  rep(" n't", "n't");
+  rep(" 'm", "'m");
+  rep(" 's", "'s");
+  rep(" 've", "'ve");
+  rep(" 're", "'re");
+  return s;
+}
 
 struct FastTokenizer::Impl {
   std::string source;
@@ -722,7 +723,7 @@ std::vector<Encoding> FastTokenizer::encode_batch_pairs(const std::vector<std::p
 
 std::string FastTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
   std::string s = impl_->decode(ids, skip_special_tokens);
-  if (clean_up_tokenization_spaces) s = cleanup_tokenization(std::move(s));
+  if (clean_up_tokenization_spaces) s = clean_up_tokenization(std::move(s));
   return s;
 }
 

@@ -118,7 +118,7 @@ BertForNextSentencePrediction::BertForNextSentencePrediction(std::shared_ptr<Ber
 }
 
 ModelOutput BertForNextSentencePrediction::forward(const ModelInputs& inputs) {
-  ModelOutput base = base_forward(inputs);
+  ModelOutput base = pooled_base_forward(inputs);
   at::Tensor logits = cls_->seq_relationship->forward(base["pooler_output"]);
   ModelOutput out;
   if (inputs.has("labels")) out.set("loss", token_cross_entropy(logits, inputs.get("labels")));
@@ -133,7 +133,7 @@ BertForSequenceClassification::BertForSequenceClassification(std::shared_ptr<Ber
 }
 
 ModelOutput BertForSequenceClassification::forward(const ModelInputs& inputs) {
-  ModelOutput base = base_forward(inputs);
+  ModelOutput base = pooled_base_forward(inputs);
   at::Tensor logits = classifier_->forward(base["pooler_output"]);
   ModelOutput out;
   if (inputs.has("labels"))
@@ -149,7 +149,7 @@ BertForMultipleChoice::BertForMultipleChoice(std::shared_ptr<BertConfig> config)
 
 ModelOutput BertForMultipleChoice::forward(const ModelInputs& inputs) {
   int64_t batch = 0, choices = 0;
-  ModelOutput base = base_forward(flatten_choices(inputs, class_name(), batch, choices));
+  ModelOutput base = pooled_base_forward(flatten_choices(inputs, class_name(), batch, choices));
   at::Tensor logits = classifier_->forward(base["pooler_output"]).view({batch, choices});
   ModelOutput out;
   if (inputs.has("labels")) out.set("loss", token_cross_entropy(logits, inputs.get("labels")));

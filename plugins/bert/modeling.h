@@ -75,6 +75,11 @@ class BertHeadModel : public PreTrainedModel {
   }
   // Runs the base model; `out` gets nothing yet, the caller adds its fields then calls finish().
   ModelOutput base_forward(const ModelInputs& inputs) { return bert_->forward(inputs); }
+  // For the heads that read only the pooled first position: that position alone in the last layer
+  // when the caller reads pooled outputs only.
+  ModelOutput pooled_base_forward(const ModelInputs& inputs) {
+    return inputs.pooled_outputs_only ? bert_->forward_first_position(inputs) : bert_->forward(inputs);
+  }
   static void finish(ModelOutput& out, ModelOutput& base);
   const BertConfig& cfg_;
   bool pooling_;

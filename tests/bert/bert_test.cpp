@@ -52,6 +52,23 @@ ConfigPtr tiny_config(json extra = json::object()) {
 TEST(BertFixtures, MaskedLM) { plugformer::testing::check_model_fixture("bert-tiny-mlm"); }
 TEST(BertFixtures, MaskedLMLegacyKeys) { plugformer::testing::check_model_fixture("bert-tiny-mlm-legacy-keys"); }
 TEST(BertFixtures, SequenceClassification) { plugformer::testing::check_model_fixture("bert-tiny-seqcls"); }
+// Heads reading only the pooled first position, for a caller reading pooled outputs only (as
+// CrossEncoder): the last layer computes that position alone, with the same logits.
+TEST(BertFixtures, PooledHeadsComputeTheFirstPositionOnlyInTheLastLayer) {
+  for (const char* name : {"bert-tiny-seqcls", "bert-tiny-multichoice", "bert-tiny-nsp"})
+    plugformer::testing::check_first_position_only(name);
+}
+
+// A head reading every position ignores pooled_outputs_only.
+TEST(BertFixtures, TokenClassificationIgnoresPooledOutputsOnly) {
+  c10::InferenceMode guard;
+  auto model = AutoModelForTokenClassification::from_pretrained(fixture("bert-tiny-tokcls"));
+  ModelInputs inputs = main_inputs("bert-tiny-tokcls");
+  const at::Tensor plain = model->forward(inputs)["logits"];
+  inputs.pooled_outputs_only = true;
+  EXPECT_EQ(max_diff(model->forward(inputs)["logits"], plain), 0.0);
+}
+
 TEST(BertFixtures, TokenClassification) { plugformer::testing::check_model_fixture("bert-tiny-tokcls"); }
 TEST(BertFixtures, QuestionAnswering) { plugformer::testing::check_model_fixture("bert-tiny-qa"); }
 TEST(BertFixtures, MultipleChoice) { plugformer::testing::check_model_fixture("bert-tiny-multichoice"); }

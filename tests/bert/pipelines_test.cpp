@@ -105,6 +105,8 @@ TEST(FillMask, SeveralMasksKeepTheOthersVisibleAndNoMaskIsAnError) {
 TEST(TextClassification, SoftmaxByDefaultSigmoidForMultiLabel) {
   Fixture f("bert-tiny-seqcls", tasks::kSequenceClassification);
   const std::string text = "paris is the capital of france .";
+  // The pipeline reads pooled outputs only (its last layer computes the first position alone):
+  // the logits of a plain forward within fp32 rounding.
   const at::Tensor logits = f.forward(f.tokenizer->encode(text))["logits"][0].to(at::kDouble);
   const auto all = text_classification(*f.model, *f.tokenizer, text, std::nullopt);
   ASSERT_EQ(all.size(), 3u);
@@ -112,7 +114,7 @@ TEST(TextClassification, SoftmaxByDefaultSigmoidForMultiLabel) {
   for (const auto& l : all) {
     const int64_t i = l.label.back() - '0';
     EXPECT_EQ(l.label, "LABEL_" + std::to_string(i));
-    EXPECT_NEAR(l.score, logits.softmax(-1)[i].item<double>(), 1e-9);
+    EXPECT_NEAR(l.score, logits.softmax(-1)[i].item<double>(), 1e-6);
     sum += l.score;
   }
   EXPECT_NEAR(sum, 1.0, 1e-9);
@@ -124,7 +126,7 @@ TEST(TextClassification, SoftmaxByDefaultSigmoidForMultiLabel) {
   Fixture multi("bert-tiny-seqcls", tasks::kSequenceClassification,
                 [](json& c) { c["problem_type"] = "multi_label_classification"; });
   const auto sig = text_classification(*multi.model, *multi.tokenizer, text, std::nullopt);
-  for (const auto& l : sig) EXPECT_NEAR(l.score, logits.sigmoid()[l.label.back() - '0'].item<double>(), 1e-9);
+  for (const auto& l : sig) EXPECT_NEAR(l.score, logits.sigmoid()[l.label.back() - '0'].item<double>(), 1e-6);
   EXPECT_THROW(text_classification(*f.model, *f.tokenizer, text, 1, "tanh"), InvalidInputError);
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <plugformer/auto.h>
+#include <plugformer/config.h>
 #include <plugformer/error.h>
 
 #include "fixture_runner.h"
@@ -43,6 +44,46 @@ TEST_P(EncoderFamilyFixture, Bfloat16AndFloat16AgreeWithFloat32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, EncoderFamilyFixture, ::testing::ValuesIn(kEncoderFixtures), encoder_test_name);
+
+// Sequence-level heads of the RoBERTa family, for a caller reading pooled outputs only, and base
+// models through forward_first_position (MPNet's position bias joins the mask, cut to the first
+// query): the last layer computes the first position alone, with the same outputs.
+TEST(FirstPositionOnly, RobertaAndMpnetMatchTheGoldenOutputs) {
+  for (const char* name : {"roberta-tiny-seqcls", "roberta-tiny-multichoice", "roberta-tiny", "mpnet-tiny"})
+    plugformer::testing::check_first_position_only(name);
+}
+
+// The slow XLMRobertaTokenizer on a sentencepiece.bpe.model (tests/fixtures/xlm-roberta-spm):
+// ids, tokens, special-token masks and decodes of 65 texts (Unicode, whitespace, <mask> taking the
+// spaces before it, special tokens written in the text) and 3 pairs, as transformers' class gives
+// them (expected.json: its logic over the real SentencePiece library, make_expected.py).
+TEST(XLMRobertaTokenizer, SentencePieceWithFairseqIdsMatchesTransformers) {
+  using namespace plugformer;
+  const std::string dir = std::string(PLUGFORMER_FIXTURES_DIR) + "/xlm-roberta-spm";
+  auto tokenizer = AutoTokenizer::from_pretrained(dir);
+  const nlohmann::json expected = read_json_file(dir + "/expected.json");
+  EXPECT_EQ(tokenizer->vocab_size(), expected["vocab_size"].get<size_t>());
+  EXPECT_EQ(tokenizer->token_to_id("<pad>"), 1);
+  EXPECT_EQ(tokenizer->token_to_id("<unk>"), 3);
+  EXPECT_EQ(tokenizer->token_to_id("<mask>"), 1001);
+  EXPECT_EQ(tokenizer->id_to_token(1001), "<mask>");
+  EXPECT_EQ(tokenizer->id_to_token(4), "\u2581");  // SentencePiece's piece 3
+  EXPECT_FALSE(tokenizer->token_to_id("no such piece").has_value());
+  EXPECT_EQ(tokenizer->pad_token_id(), 1);
+  for (const auto& c : expected["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    SCOPED_TRACE(text + (c.contains("pair") ? " | " + c["pair"].get<std::string>() : ""));
+    const Encoding enc = c.contains("pair") ? tokenizer->encode_pair(text, c["pair"].get<std::string>())
+                                            : tokenizer->encode(text);
+    EXPECT_EQ(enc.ids, c["ids"].get<std::vector<int64_t>>());
+    EXPECT_EQ(enc.special_tokens_mask, c["special_tokens_mask"].get<std::vector<int64_t>>());
+    EXPECT_EQ(enc.type_ids, std::vector<int64_t>(enc.ids.size(), 0));
+    if (c.contains("pair")) continue;
+    EXPECT_EQ(enc.tokens, c["tokens"].get<std::vector<std::string>>());
+    EXPECT_EQ(tokenizer->decode(enc.ids), c["decode"].get<std::string>());
+    EXPECT_EQ(tokenizer->decode(enc.ids, true), c["decode_skip_special"].get<std::string>());
+  }
+}
 
 TEST(RobertaBadInput, PositionsStartAfterThePaddingIndex) {
   using namespace plugformer;

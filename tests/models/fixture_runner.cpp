@@ -6,6 +6,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <plugformer/auto.h>
+#include <plugformer/encoder.h>
 #include <plugformer/generation.h>
 #include <plugformer/safetensors.h>
 
@@ -171,6 +172,32 @@ void check_reduced_precision_agreement(const std::string& name, const std::set<s
     if (logits_outputs > 0)
       EXPECT_GT(confident_positions, 0) << name << " in " << dtype << " on the " << to_string(route)
                                         << " route: no position compared";
+  }
+}
+
+void check_first_position_only(const std::string& name) {
+  const std::string dir = fixture_dir(name);
+  const json spec = read_json_file(dir + "/expected.json");
+  auto tensors = SafetensorsFile::open(dir + "/expected.safetensors");
+  c10::InferenceMode guard;
+  for (const auto& [case_name, entry] : spec["cases"].items()) {
+    SCOPED_TRACE(name + " case " + case_name + ", first position only");
+    auto model = load_entry(dir, spec, entry);
+    ModelInputs inputs = entry_inputs(entry, *tensors);
+    inputs.pooled_outputs_only = true;
+    auto* base = dynamic_cast<BertStyleModel*>(model.get());
+    auto run = [&] { return base ? base->forward_first_position(inputs) : model->forward(inputs); };
+    const int64_t len = inputs.get("input_ids").size(-1);
+    ModelOutput out = run();
+    EXPECT_EQ(out["last_hidden_state"].size(1), 1) << "every position was computed";
+    for (const auto& [field, tensor] : entry["outputs"].items()) {
+      if (field == "last_hidden_state") continue;
+      const std::string how = entry["compare"].value(field, "all");
+      compare(case_name + "." + field, out[field], tensors->get(tensor.get<std::string>()),
+              how == "all" ? at::Tensor() : tensors->get(how), fixture_atol(name, spec));
+    }
+    inputs.output_hidden_states = true;
+    EXPECT_EQ(run()["last_hidden_state"].size(1), len) << "hidden states asked for: every position";
   }
 }
 

@@ -40,6 +40,13 @@ void check_model_fixture(const std::string& name);
 // top-2 margin exceeds 0.1 (at least one such position when the fixture has logits).
 void check_reduced_precision_agreement(const std::string& name, const std::set<std::string>& argmax_dtypes);
 
+// The forward cases of a BERT-style fixture with only the first position computed in the last
+// layer: heads with ModelInputs::pooled_outputs_only, a base model through
+// BertStyleModel::forward_first_position. Every output but last_hidden_state matches the fixture;
+// last_hidden_state holds one position (so the shortcut was taken), and all of them again when
+// hidden states are asked for.
+void check_first_position_only(const std::string& name);
+
 // The forward cases again, through `plugformer forward` (inputs written to a safetensors file,
 // the class passed with --class, every output read back).
 void check_model_fixture_through_cli(const std::string& name);

@@ -179,7 +179,7 @@ INSTANTIATE_TEST_SUITE_P(Types, ReducedPrecision,
                                   to_string(std::get<1>(info.param)) + "Route";
                          });
 
-TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
+TEST(FusedAttention, OneQueryMatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
   at::manual_seed(6);
   // Head sizes of one, two and more than eight registers; 33 keys (not a multiple of 8).
   for (int64_t dim : {24, 72, 128}) {
@@ -211,12 +211,45 @@ TEST(SingleQueryAttention, MatchesTheGenericPathWithMaskGroupsAndCacheStrides) {
   }
 }
 
+// Short inputs in fp32 (fewer than 32 x 32 scores per head, as a batch of short sentences or
+// query / passage pairs): the kernel row by row, q as split_heads leaves it, keys and values as a
+// cache or split_heads hands them out, the result in the layout merge_heads returns as a view.
+TEST(FusedAttention, ShortInputsMatchTheGenericPathForMasksGroupsAndStrides) {
+  at::manual_seed(10);
+  const int64_t batch = 3, heads = 6, kv_heads = 2, dim = 16;
+  for (auto [q_len, past] : {std::pair<int64_t, int64_t>{5, 0}, {27, 0}, {9, 4}}) {
+    const int64_t kv_len = past + q_len;
+    SCOPED_TRACE(std::to_string(q_len) + " queries, " + std::to_string(kv_len) + " keys");
+    const at::Tensor q = split_heads(at::randn({batch, q_len, heads * dim}), heads);
+    const at::Tensor k = at::randn({batch, kv_heads, kv_len + 3, dim}).narrow(2, 0, kv_len);
+    const at::Tensor v = split_heads(at::randn({batch, kv_len, kv_heads * dim}), kv_heads);
+    at::Tensor padding = at::ones({batch, kv_len}, at::kLong);
+    padding[1].narrow(0, kv_len - 2, 2).zero_();
+    const at::Tensor causal = causal_attention_mask(padding, batch, q_len, past, at::kFloat);  // [batch, 1, q, kv]
+    const at::Tensor per_head_bias = at::randn({1, heads, q_len, kv_len});                    // MPNet's / T5's bias
+    const at::Tensor key_padding = padding_attention_mask(padding, at::kFloat);               // [batch, 1, 1, kv]
+    at::NoGradGuard no_grad;
+    for (const at::Tensor& mask : {causal, per_head_bias, key_padding, at::Tensor()})
+      for (double softcap : {0.0, 5.0}) {
+        SCOPED_TRACE("mask " + (mask.defined() ? c10::str(mask.sizes()) : std::string("none")) + " softcap " +
+                     std::to_string(softcap));
+        at::Tensor probs;
+        const at::Tensor generic = attention(q, k, v, mask, 0.3, &probs, softcap);  // probabilities: whole tensors
+        const at::Tensor fused = attention(q, k, v, mask, 0.3, nullptr, softcap);
+        ASSERT_EQ(fused.sizes(), generic.sizes());
+        EXPECT_LE((fused - generic).abs().max().item<double>(), 1e-5);
+        EXPECT_EQ(merge_heads(fused).data_ptr(), fused.data_ptr()) << "not the fused kernel's layout";
+      }
+  }
+}
+
 // Many queries without autograd: each head computed on its own thread, written in the layout
 // merge_heads returns as a view. It runs the same ops as the whole-tensor path on each head.
 TEST(PerHeadAttention, MatchesTheWholeTensorPathForMasksGroupsAndTypes) {
   at::manual_seed(7);
-  // At least 32 x 32 scores per head (below, the whole-tensor path is faster and taken).
-  const int64_t batch = 2, heads = 6, kv_heads = 2, q_len = 37, past = 4, kv_len = past + q_len, dim = 12;
+  // At least 32 x 32 scores per head (below, the whole-tensor path is faster and taken), more than
+  // 128 x 128 (up to there fp32 takes the fused kernel).
+  const int64_t batch = 2, heads = 6, kv_heads = 2, q_len = 131, past = 4, kv_len = past + q_len, dim = 12;
   // q as split_heads leaves it (a strided view), keys/values as a cache hands them out.
   const at::Tensor packed = at::randn({batch, q_len, heads * dim});
   const at::Tensor q = split_heads(packed, heads);

@@ -75,12 +75,19 @@ class BertStyleModel : public PreTrainedModel {
   std::string base_model_prefix() const override { return layout_.prefix; }
   std::vector<std::string> ignored_unexpected_keys() const override { return {R"(embeddings\.position_ids)"}; }
   ModelOutput forward(const ModelInputs& inputs) override;
+  // As forward, but the last layer computes the first position's output alone (its queries,
+  // output projection and MLP; keys and values of every position): last_hidden_state is
+  // [batch, 1, hidden]. For heads that read only the first position when the caller asks for
+  // pooled outputs only (ModelInputs::pooled_outputs_only). Every position is computed where
+  // hidden states or attentions are asked for, for a decoder and for relative position embeddings.
+  ModelOutput forward_first_position(const ModelInputs& inputs);
 
  protected:
   std::string input_embeddings_name() const override { return "embeddings.word_embeddings"; }
   void prune_heads_impl(const std::map<int64_t, std::vector<int64_t>>& heads_to_prune) override;
 
  private:
+  ModelOutput forward(const ModelInputs& inputs, bool first_position);
   const BertStyleConfig& cfg_;
   std::string family_;
   EncoderLayout layout_;

@@ -83,6 +83,11 @@ struct ModelInputs {
   std::optional<bool> output_hidden_states, output_attentions;
   // Compute logits for the last N positions only (0: all), as transformers' logits_to_keep.
   int64_t logits_to_keep = 0;
+  // The caller reads per-sequence outputs only (a sequence classification or multiple choice
+  // head's logits, pooler_output), not last_hidden_state: a head whose outputs come from the first
+  // position alone may then skip the other positions where they are not needed (BERT-style heads
+  // compute only the first position in the last layer). CrossEncoder sets it.
+  bool pooled_outputs_only = false;
 
   ModelInputs() = default;
   ModelInputs(std::initializer_list<std::pair<const std::string, at::Tensor>> t) : tensors(t) {}

@@ -26,7 +26,15 @@ struct SentencePieceDefaults {
   bool add_bos_token = false;
   bool add_eos_token = false;
   SpecialTokens special_tokens;  // the class's defaults, for tokens the files do not name
+  // fairseq's vocabulary (XLMRobertaTokenizer): <s> <pad> </s> <unk> take ids 0-3, SentencePiece's
+  // pieces follow shifted by one, the mask token comes last and takes the spaces before it; a
+  // sequence is built as <s> A </s> and a pair as <s> A </s></s> B </s>, token types all 0.
+  bool fairseq_vocabulary = false;
 };
+
+// transformers' clean_up_tokenization: the spaces decoding leaves before punctuation and English
+// contractions (" ." -> ".", " n't" -> "n't", ...) removed.
+std::string clean_up_tokenization(std::string text);
 std::shared_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerFiles& files,
                                                         const SentencePieceDefaults& defaults);
 

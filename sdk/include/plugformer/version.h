@@ -5,8 +5,8 @@
 
 // The SDK major changes when a header changes incompatibly; a plugin built against another
 // major is refused. Minor additions keep old plugins loadable.
-#define PLUGFORMER_SDK_VERSION_MAJOR 2
-#define PLUGFORMER_SDK_VERSION_MINOR 1
+#define PLUGFORMER_SDK_VERSION_MAJOR 3
+#define PLUGFORMER_SDK_VERSION_MINOR 0
 
 #define PLUGFORMER_STRINGIFY_(x) #x
 #define PLUGFORMER_STRINGIFY(x) PLUGFORMER_STRINGIFY_(x)
