@@ -108,25 +108,12 @@ class DecoderMLP : public torch::nn::Module, public TensorParallelModule {
     intermediate_ = tensor_parallel_units(intermediate_, rank, world, "intermediate_size").second;
   }
 
-  // Long inputs without autograd (batched prompts) in chunks of rows whose fp32 intermediate
-  // stays within kChunkBytes: glibc maps every block above 32 MB afresh, and each of its pages
-  // faults on first touch.
+  // Long inputs (batched prompts) in chunks of rows (in_row_chunks, matmul.h).
   at::Tensor forward(const at::Tensor& x) const {
-    const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
-    const int64_t chunk = std::max<int64_t>(64, kChunkBytes / (4 * std::max<int64_t>(1, intermediate_)));
-    if (rows <= chunk || !inference_only()) return rows_forward(x);
-    const at::Tensor flat = x.reshape({rows, x.size(-1)});
-    std::vector<at::Tensor> parts;
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) parts.push_back(rows_forward(flat.narrow(0, r0, std::min(chunk, rows - r0))));
-    at::Tensor out = at::cat(parts);
-    auto sizes = x.sizes().vec();
-    sizes.back() = out.size(-1);
-    return out.view(sizes);
+    return in_row_chunks(x, intermediate_, [this](const at::Tensor& rows) { return rows_forward(rows); });
   }
 
  private:
-  static constexpr int64_t kChunkBytes = 8 << 20;
-
   at::Tensor rows_forward(const at::Tensor& x) const {
     if (gate_up_proj_) {
       const at::Tensor gate_up = gate_up_proj_->forward(x);

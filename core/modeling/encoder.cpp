@@ -11,6 +11,7 @@
 
 #include "plugformer/error.h"
 #include "plugformer/heads.h"
+#include "matmul.h"
 
 namespace plugformer {
 
@@ -113,6 +114,7 @@ class BertLayer : public torch::nn::Module {
                      at::Tensor* probs, bool first_position = false);
 
  private:
+  int64_t intermediate_size_;
   std::shared_ptr<BertAttention> attention_;
   std::shared_ptr<BertIntermediate> intermediate_;
   std::shared_ptr<BertResidualOutput> output_;
@@ -293,7 +295,8 @@ BertIntermediate::BertIntermediate(const BertStyleConfig& c) : act_(get_activati
 
 at::Tensor BertIntermediate::forward(const at::Tensor& hidden) const { return act_(dense_->forward(hidden)); }
 
-BertLayer::BertLayer(const BertStyleConfig& c, int64_t layer_idx, const EncoderLayout& layout) {
+BertLayer::BertLayer(const BertStyleConfig& c, int64_t layer_idx, const EncoderLayout& layout)
+    : intermediate_size_(c.intermediate_size) {
   attention_ = register_module("attention", std::make_shared<BertAttention>(c, layer_idx, layout));
   intermediate_ = register_module("intermediate", std::make_shared<BertIntermediate>(c));
   output_ = register_module("output", std::make_shared<BertResidualOutput>(c, c.intermediate_size));
@@ -301,8 +304,10 @@ BertLayer::BertLayer(const BertStyleConfig& c, int64_t layer_idx, const EncoderL
 
 at::Tensor BertLayer::forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask,
                               KVCache* cache, at::Tensor* probs, bool first_position) {
-  at::Tensor h = attention_->forward(hidden, mask, head_mask, cache, probs, first_position);
-  return output_->forward(intermediate_->forward(h), h);
+  const at::Tensor h = attention_->forward(hidden, mask, head_mask, cache, probs, first_position);
+  // Long inputs in chunks of rows (in_row_chunks): 32 x 256 tokens of MiniLM make a 50 MB intermediate.
+  return in_row_chunks(h, intermediate_size_,
+                       [this](const at::Tensor& rows) { return output_->forward(intermediate_->forward(rows), rows); });
 }
 
 BertEncoder::BertEncoder(const BertStyleConfig& c, const EncoderLayout& layout) {

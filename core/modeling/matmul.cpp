@@ -403,13 +403,30 @@ at::Tensor fp32_matmul(const at::Tensor& a, const at::Tensor& b) {
 }  // namespace
 
 bool trains_through(std::initializer_list<at::Tensor> operands) {
-  if (!at::GradMode::is_enabled() && !training_pass) return false;
+  // The first pass of a checkpointed layer computes without autograd what its recomputation will
+  // with it, where activations (attention's q, k, v) require grad: all of it counts as training.
+  if (training_pass) return true;
+  if (!at::GradMode::is_enabled()) return false;
   for (const auto& t : operands)
     if (t.defined() && t.requires_grad()) return true;
   return false;
 }
 
 bool inference_only() { return !at::GradMode::is_enabled() && !training_pass; }
+
+at::Tensor in_row_chunks(const at::Tensor& x, int64_t width, const std::function<at::Tensor(const at::Tensor&)>& f) {
+  constexpr int64_t kChunkBytes = 8 << 20;
+  const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
+  const int64_t chunk = std::max<int64_t>(64, kChunkBytes / (4 * std::max<int64_t>(1, width)));
+  if (rows <= chunk || !inference_only()) return f(x);
+  const at::Tensor flat = x.reshape({rows, x.size(-1)});
+  std::vector<at::Tensor> parts;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) parts.push_back(f(flat.narrow(0, r0, std::min(chunk, rows - r0))));
+  at::Tensor out = at::cat(parts);
+  auto sizes = x.sizes().vec();
+  sizes.back() = out.size(-1);
+  return out.view(sizes);
+}
 
 TrainingPassGuard::TrainingPassGuard() : previous_(training_pass) { training_pass = true; }
 TrainingPassGuard::~TrainingPassGuard() { training_pass = previous_; }

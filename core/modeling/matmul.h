@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <initializer_list>
 
 namespace plugformer {
@@ -19,6 +20,10 @@ bool products_in_fp32(c10::ScalarType type, int64_t rows, bool weight_in_out = f
 bool trains_through(std::initializer_list<at::Tensor> operands);
 // Whether nothing computed now is part of a training computation: no autograd, no TrainingPassGuard.
 bool inference_only();
+// f over the rows of x ([..., in] -> [..., out]); for inference on many rows, in chunks of rows whose
+// widest fp32 intermediate (`width` values a row) stays within 8 MB: glibc maps every block above
+// 32 MB afresh, and each of its pages faults on first touch.
+at::Tensor in_row_chunks(const at::Tensor& x, int64_t width, const std::function<at::Tensor(const at::Tensor&)>& f);
 // The gradient-free first pass of a checkpointed layer: the kernels are chosen as with autograd,
 // so that pass computes bit for bit what its recomputation in backward will.
 class TrainingPassGuard {

@@ -69,6 +69,22 @@ TEST(BertFixtures, TokenClassificationIgnoresPooledOutputsOnly) {
   EXPECT_EQ(max_diff(model->forward(inputs)["logits"], plain), 0.0);
 }
 
+// Long inputs without autograd run each layer's MLP in chunks of rows (fp32 intermediate within
+// 8 MB: 512 rows of 4096 here), so 3 x 200 rows make a chunk of 512 and one of 88. With autograd
+// it runs whole: both give the same hidden states.
+TEST(BertLayers, LongInputsInRowChunksMatchTheWholeInput) {
+  at::manual_seed(11);
+  auto config = AutoConfig::for_model("bert", json{{"hidden_size", 16}, {"intermediate_size", 4096},
+                                                   {"num_hidden_layers", 2}, {"num_attention_heads", 2},
+                                                   {"vocab_size", 50}});
+  auto model = AutoModel::from_config(config);
+  const at::Tensor ids = at::randint(0, 50, {3, 200}, at::kLong);
+  const at::Tensor whole = model->forward({{"input_ids", ids}})["last_hidden_state"].detach();
+  c10::InferenceMode guard;
+  const at::Tensor chunked = model->forward({{"input_ids", ids}})["last_hidden_state"];
+  EXPECT_LE(max_diff(chunked, whole), 1e-5 * whole.abs().max().item<double>());
+}
+
 TEST(BertFixtures, TokenClassification) { plugformer::testing::check_model_fixture("bert-tiny-tokcls"); }
 TEST(BertFixtures, QuestionAnswering) { plugformer::testing::check_model_fixture("bert-tiny-qa"); }
 TEST(BertFixtures, MultipleChoice) { plugformer::testing::check_model_fixture("bert-tiny-multichoice"); }
