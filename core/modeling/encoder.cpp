@@ -111,7 +111,7 @@ class BertLayer : public torch::nn::Module {
   BertLayer(const BertStyleConfig& config, int64_t layer_idx, const EncoderLayout& layout);
   // first_position: the output of the first position only, [batch, 1, hidden].
   at::Tensor forward(const at::Tensor& hidden, const at::Tensor& mask, const at::Tensor& head_mask, KVCache* cache,
-                     at::Tensor* probs, bool first_position = false);
+                     at::Tensor* probs, bool first_position);
 
  private:
   int64_t intermediate_size_;

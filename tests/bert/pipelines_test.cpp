@@ -49,10 +49,12 @@ struct Fixture {
         tokenizer(AutoTokenizer::from_pretrained(dir.string())) {}
   ~Fixture() { std::filesystem::remove_all(dir); }
 
-  ModelOutput forward(const Encoding& enc) const {
+  // pooled_outputs_only as the pipelines that read per-sequence outputs set it.
+  ModelOutput forward(const Encoding& enc, bool pooled_outputs_only = false) const {
     c10::InferenceMode guard;
     ModelInputs inputs{{"input_ids", at::tensor(enc.ids, at::kLong).unsqueeze(0)},
                        {"token_type_ids", at::tensor(enc.type_ids, at::kLong).unsqueeze(0)}};
+    inputs.pooled_outputs_only = pooled_outputs_only;
     return model->forward(inputs);
   }
 };
@@ -105,16 +107,15 @@ TEST(FillMask, SeveralMasksKeepTheOthersVisibleAndNoMaskIsAnError) {
 TEST(TextClassification, SoftmaxByDefaultSigmoidForMultiLabel) {
   Fixture f("bert-tiny-seqcls", tasks::kSequenceClassification);
   const std::string text = "paris is the capital of france .";
-  // The pipeline reads pooled outputs only (its last layer computes the first position alone):
-  // the logits of a plain forward within fp32 rounding.
-  const at::Tensor logits = f.forward(f.tokenizer->encode(text))["logits"][0].to(at::kDouble);
+  // The pipeline reads pooled outputs only (its last layer computes the first position alone).
+  const at::Tensor logits = f.forward(f.tokenizer->encode(text), true)["logits"][0].to(at::kDouble);
   const auto all = text_classification(*f.model, *f.tokenizer, text, std::nullopt);
   ASSERT_EQ(all.size(), 3u);
   double sum = 0;
   for (const auto& l : all) {
     const int64_t i = l.label.back() - '0';
     EXPECT_EQ(l.label, "LABEL_" + std::to_string(i));
-    EXPECT_NEAR(l.score, logits.softmax(-1)[i].item<double>(), 1e-6);
+    EXPECT_NEAR(l.score, logits.softmax(-1)[i].item<double>(), 1e-9);
     sum += l.score;
   }
   EXPECT_NEAR(sum, 1.0, 1e-9);
@@ -126,7 +127,7 @@ TEST(TextClassification, SoftmaxByDefaultSigmoidForMultiLabel) {
   Fixture multi("bert-tiny-seqcls", tasks::kSequenceClassification,
                 [](json& c) { c["problem_type"] = "multi_label_classification"; });
   const auto sig = text_classification(*multi.model, *multi.tokenizer, text, std::nullopt);
-  for (const auto& l : sig) EXPECT_NEAR(l.score, logits.sigmoid()[l.label.back() - '0'].item<double>(), 1e-6);
+  for (const auto& l : sig) EXPECT_NEAR(l.score, logits.sigmoid()[l.label.back() - '0'].item<double>(), 1e-9);
   EXPECT_THROW(text_classification(*f.model, *f.tokenizer, text, 1, "tanh"), InvalidInputError);
 }
 

@@ -8,8 +8,12 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <plugformer/auto.h>
 #include <plugformer/config.h>
@@ -83,6 +87,26 @@ TEST(XLMRobertaTokenizer, SentencePieceWithFairseqIdsMatchesTransformers) {
     EXPECT_EQ(tokenizer->decode(enc.ids), c["decode"].get<std::string>());
     EXPECT_EQ(tokenizer->decode(enc.ids, true), c["decode_skip_special"].get<std::string>());
   }
+}
+
+// A missing or broken sentencepiece.bpe.model is a TokenizerError naming the file.
+TEST(XLMRobertaTokenizer, MissingOrBrokenModelFileIsATypedError) {
+  using namespace plugformer;
+  const auto dir = std::filesystem::temp_directory_path() / ("xlmr_spm_bad_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(std::string(PLUGFORMER_FIXTURES_DIR) + "/xlm-roberta-spm/tokenizer_config.json",
+                             dir / "tokenizer_config.json");
+  for (bool broken : {false, true}) {
+    SCOPED_TRACE(broken ? "broken" : "missing");
+    if (broken) std::ofstream(dir / "sentencepiece.bpe.model") << "not a SentencePiece model";
+    try {
+      AutoTokenizer::from_pretrained(dir.string());
+      FAIL() << "no error";
+    } catch (const TokenizerError& e) {
+      EXPECT_NE(std::string(e.what()).find("sentencepiece.bpe.model"), std::string::npos) << e.what();
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(RobertaBadInput, PositionsStartAfterThePaddingIndex) {
