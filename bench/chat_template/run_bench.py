@@ -6,6 +6,7 @@ Usage (from the repository root): /usr/bin/python3 bench/chat_template/run_bench
 """
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -39,7 +40,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of both sides in turn; each ratio is of one round (a VM's speed drifts between "
                          "rounds), the table shows the round of the median render ratio")
+    ap.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
+                    help="the core both sides run on (a VM's cores can differ in speed for minutes: "
+                         "side by side means on the same one); -1 leaves placement to the scheduler")
     args = ap.parse_args()
+    if args.cpu >= 0:
+        os.sched_setaffinity(0, {args.cpu})  # the two sides are child processes: they inherit it
 
     common = ["--template", args.template, "--conversation", args.conversation, "--templates-dir", args.templates_dir]
     ours = [args.binary] + common
@@ -62,7 +68,8 @@ def main():
 
     version = run([args.python, "-c", "import jinja2; print(jinja2.__version__)"]).decode().strip()
     n = r_ours["templates"]
-    print(f"CPU: {cpu_model()}; conversation: {r_ours['output_chars']} characters rendered "
+    pinned = f"both sides on core {args.cpu}" if args.cpu >= 0 else "cores left to the scheduler"
+    print(f"CPU: {cpu_model()} ({pinned}); conversation: {r_ours['output_chars']} characters rendered "
           f"(identical on both sides); {n} templates parsed.\n")
     print(f"| engine | µs per render (median) | µs per render (mean) | parse all {n} templates (ms) |")
     print("|---|---|---|---|")

@@ -146,10 +146,14 @@ struct GetAttrExpr : Expr {
   std::string name;
   uint8_t methods = 0;  // method_kinds(name)
   Value eval(Interpreter& interp) const override;
+  // A named dict's item (x.key where key is no method name): the dict's own value.
+  const Value* peek(Interpreter& interp) const override;
 };
 struct GetItemExpr : Expr {
   ExprPtr object, key;
   Value eval(Interpreter& interp) const override;
+  // A named dict's item or a named list's element, in place.
+  const Value* peek(Interpreter& interp) const override;
 };
 struct SliceExpr : Expr {
   ExprPtr object, start, stop, step;

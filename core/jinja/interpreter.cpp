@@ -619,6 +619,26 @@ Value GetAttrExpr::eval(Interpreter& interp) const {
   return get_attribute(Operand(*object, interp).get(), name, methods);
 }
 
+const Value* GetAttrExpr::peek(Interpreter& interp) const {
+  // Methods and names starting with "_" (the sandbox's) take the general path.
+  if (methods != 0 || name.empty() || name[0] == '_') return nullptr;
+  const Value* o = object->peek(interp);
+  return o && o->is_dict() ? o->dict().find(std::string_view(name)) : nullptr;
+}
+
+const Value* GetItemExpr::peek(Interpreter& interp) const {
+  const Value* o = object->peek(interp);
+  if (!o || !(o->is_dict() || (o->is_list() && !o->is_generator()))) return nullptr;
+  const Value* k = key->peek(interp);
+  if (!k) return nullptr;
+  if (o->is_dict()) return o->dict().find(*k);
+  if (!(k->is_int() || k->is_bool())) return nullptr;
+  const auto& items = o->list().items;
+  int64_t i = k->as_int();
+  if (i < 0) i += static_cast<int64_t>(items.size());
+  return i >= 0 && i < static_cast<int64_t>(items.size()) ? &items[static_cast<size_t>(i)] : nullptr;
+}
+
 Value GetItemExpr::eval(Interpreter& interp) const {
   const Operand o(*object, interp);
   return get_item(o.get(), Operand(*key, interp).get());

@@ -372,7 +372,9 @@ bool python_isspace(char32_t c) {
          (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
-std::string_view strip_code_points(std::string_view s, bool left, bool right, const std::function<bool(char32_t)>& drop) {
+namespace {
+template <typename Drop>
+std::string_view strip_if(std::string_view s, bool left, bool right, const Drop& drop) {
   size_t a = 0, b = s.size();
   if (left)
     while (a < b) {
@@ -390,9 +392,14 @@ std::string_view strip_code_points(std::string_view s, bool left, bool right, co
     }
   return s.substr(a, b - a);
 }
+}  // namespace
+
+std::string_view strip_code_points(std::string_view s, bool left, bool right, const std::function<bool(char32_t)>& drop) {
+  return strip_if(s, left, right, drop);
+}
 
 std::string_view strip_whitespace(std::string_view s, bool left, bool right) {
-  return strip_code_points(s, left, right, python_isspace);
+  return strip_if(s, left, right, python_isspace);  // called directly: message contents are trimmed on every render
 }
 
 namespace {
@@ -402,6 +409,7 @@ constexpr std::array<uint8_t, 256> kJsonEscapes = [] {
   std::array<uint8_t, 256> t{};
   for (int c = 0; c < 0x20; ++c) t[c] = 1;
   t['"'] = t['\\'] = 1;
+  t[0x7F] = 2;  // Python's ensure_ascii escapes DEL too
   for (int c = 0x80; c < 0x100; ++c) t[c] = 2;
   return t;
 }();
@@ -492,6 +500,10 @@ class JsonWriter {
       finish();
       if (s.size() > sizeof buffer_) { out_.append(s); return; }
     }
+    if (s.size() <= 4) {  // separators and literals: no call
+      for (char c : s) buffer_[used_++] = c;
+      return;
+    }
     std::memcpy(buffer_ + used_, s.data(), s.size());
     used_ += s.size();
   }
@@ -505,48 +517,86 @@ class JsonWriter {
     put(std::string_view(text, 6));
   }
 
+  // A line break and `level` indents, copied in 16-byte blocks: line_break_ is kept at least 16
+  // bytes longer than any prefix taken from it.
   void newline(size_t level) {
     const std::string& unit = *f_.indent;
+    if (unit.empty()) return put('\n');
     const size_t length = 1 + level * unit.size();
-    while (line_break_.size() < length) line_break_ += unit;
-    put(std::string_view(line_break_.data(), length));
+    while (line_break_.size() < length + 16) line_break_ += unit;
+    if (used_ + length + 16 > sizeof buffer_) {
+      finish();
+      if (length + 16 > sizeof buffer_) return out_.append(line_break_.data(), length), void();
+    }
+    for (size_t i = 0; i < length; i += 16) std::memcpy(buffer_ + used_ + i, line_break_.data() + i, 16);
+    used_ += length;
   }
 
-  // A JSON string: runs that need no escape copied whole.
+  // A JSON string, 16 bytes at a time: each block is copied to the buffer's end, and the part
+  // before the first byte that needs an escape is kept.
   void string(const std::string& s) {
-    const uint8_t escaped = f_.ensure_ascii ? 3 : 1;
     put('"');
     for (size_t i = 0; i < s.size();) {
-      size_t run = i;
-      while (run < s.size() && !(kJsonEscapes[static_cast<unsigned char>(s[run])] & escaped)) ++run;
-      put(std::string_view(s.data() + i, run - i));
-      i = run;
-      if (i >= s.size()) break;
-      unsigned char b = static_cast<unsigned char>(s[i]);
-      if (b >= 0x80) {  // only with ensure_ascii
-        char32_t c = tok::utf8_next(s, i);
-        if (c >= 0x10000) {
-          c -= 0x10000;
-          put_hex(0xd800 + (c >> 10));
-          put_hex(0xdc00 + (c & 0x3ff));
-        } else {
-          put_hex(c);
-        }
-        continue;
-      }
-      ++i;
-      switch (b) {
-        case '"': put("\\\""); break;
-        case '\\': put("\\\\"); break;
-        case '\n': put("\\n"); break;
-        case '\r': put("\\r"); break;
-        case '\t': put("\\t"); break;
-        case '\b': put("\\b"); break;
-        case '\f': put("\\f"); break;
-        default: put_hex(b);  // the other control characters
-      }
+      const size_t n = std::min<size_t>(16, s.size() - i);
+      if (used_ + 16 > sizeof buffer_) finish();
+      const size_t clean = n == 16 ? copy_clean_block(s.data() + i) : copy_clean_prefix(s.data() + i, n);
+      used_ += clean;
+      i += clean;
+      if (clean < n) escape(s, i);
     }
     put('"');
+  }
+
+  // Copies bytes to the buffer's end (not yet counted as used) until one needs an escape; returns
+  // how many need none. The block form copies all 16 and counts.
+  size_t copy_clean_block(const char* block) {
+#if defined(__SSE2__)
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block));
+    const __m128i special = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(bytes, _mm_set1_epi8('"')), _mm_cmpeq_epi8(bytes, _mm_set1_epi8('\\'))),
+        _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1F)), bytes));  // control characters
+    unsigned stop = static_cast<unsigned>(_mm_movemask_epi8(special)) | 0x10000u;
+    if (f_.ensure_ascii)  // and everything from DEL up
+      stop |= static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(bytes, _mm_cmpeq_epi8(bytes, _mm_set1_epi8(0x7F)))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(buffer_ + used_), bytes);
+    return static_cast<size_t>(__builtin_ctz(stop));
+#else
+    return copy_clean_prefix(block, 16);
+#endif
+  }
+  size_t copy_clean_prefix(const char* text, size_t n) {
+    const uint8_t escaped = f_.ensure_ascii ? 3 : 1;
+    char* out = buffer_ + used_;
+    size_t clean = 0;
+    for (; clean < n && !(kJsonEscapes[static_cast<unsigned char>(text[clean])] & escaped); ++clean) out[clean] = text[clean];
+    return clean;
+  }
+
+  // The escape of the code point at s[i] (a byte JSON escapes, or non-ASCII under ensure_ascii); i moves past it.
+  void escape(const std::string& s, size_t& i) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    if (b >= 0x80) {
+      char32_t c = tok::utf8_next(s, i);
+      if (c >= 0x10000) {
+        c -= 0x10000;
+        put_hex(0xd800 + (c >> 10));
+        put_hex(0xdc00 + (c & 0x3ff));
+      } else {
+        put_hex(c);
+      }
+      return;
+    }
+    ++i;
+    switch (b) {
+      case '"': put("\\\""); break;
+      case '\\': put("\\\\"); break;
+      case '\n': put("\\n"); break;
+      case '\r': put("\\r"); break;
+      case '\t': put("\\t"); break;
+      case '\b': put("\\b"); break;
+      case '\f': put("\\f"); break;
+      default: put_hex(b);  // the other control characters
+    }
   }
 
   std::string& out_;
@@ -602,40 +652,39 @@ std::string from_code_points(std::u32string_view s) {
 }
 
 namespace {
-// How many bytes s starts with that are ASCII: 16 at a time (SSE2, every x86-64), then eight, then one.
-size_t ascii_prefix(std::string_view s) {
-  size_t i = 0;
+// Where the first non-ASCII byte of [p, end) is (end if none): 16 at a time (SSE2, every x86-64),
+// then eight, then one.
+const unsigned char* skip_ascii(const unsigned char* p, const unsigned char* end) {
 #if defined(__SSE2__)
-  for (; i + 16 <= s.size(); i += 16)
-    if (const int high = _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i))))
-      return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(high)));
+  for (; end - p >= 16; p += 16)
+    if (const int high = _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))
+      return p + __builtin_ctz(static_cast<unsigned>(high));
 #endif
-  for (; i + 8 <= s.size(); i += 8) {
+  for (; end - p >= 8; p += 8) {
     uint64_t word;
-    std::memcpy(&word, s.data() + i, 8);
+    std::memcpy(&word, p, 8);
     if (word & 0x8080808080808080ull) break;
   }
-  while (i < s.size() && static_cast<unsigned char>(s[i]) < 0x80) ++i;
-  return i;
+  while (p < end && *p < 0x80) ++p;
+  return p;
 }
 }  // namespace
 
 bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    i += ascii_prefix(s.substr(i));
-    if (i >= s.size()) break;
-    unsigned char b = static_cast<unsigned char>(s[i]);
-    size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    char32_t c = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while ((p = skip_ascii(p, end)) < end) {
+    const unsigned char b = *p;
+    const size_t n = (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || static_cast<size_t>(end - p) < n) return false;
+    char32_t c = n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
     for (size_t k = 1; k < n; ++k) {
-      unsigned char x = static_cast<unsigned char>(s[i + k]);
-      if ((x & 0xC0) != 0x80) return false;
-      c = (c << 6) | (x & 0x3F);
+      if ((p[k] & 0xC0) != 0x80) return false;
+      c = (c << 6) | (p[k] & 0x3F);
     }
     static const char32_t min_for_length[] = {0, 0, 0x80, 0x800, 0x10000};
     if (c < min_for_length[n] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    i += n;
+    p += n;
   }
   return true;
 }

@@ -141,6 +141,47 @@ TEST(JinjaValues, PrintsValuesAsPythonDoes) {
   EXPECT_EQ(render("{{ strftime_now('%d %b %Y') }} {{ strftime_now('%A %Y-%m-%d') }}"), "05 Jan 2025 Sunday 2025-01-05");
 }
 
+// tojson copies strings 16 bytes at a time and stops at the bytes JSON escapes: every length
+// around the block size, with each kind of special byte at every position, against nlohmann's
+// dump (the same escapes as Python's json.dumps: short forms, lowercase \u00XX, and with
+// ensure_ascii every code point from DEL up, astral ones as surrogate pairs).
+TEST(JinjaValues, TojsonEscapesStringsOfAnyLengthAsPythonDoes) {
+  const JinjaTemplate dumps("{{ x | tojson }}|{{ x | tojson(ensure_ascii=true) }}");
+  size_t checked = 0;
+  for (const std::string special : {"\"", "\\", "\n", "\x01", "\x1f", "\x7f", "\u00e9", "\U0001f600", "/"}) {
+    for (size_t length = 1; length <= 40; ++length) {
+      for (size_t at = 0; at < length; ++at) {
+        const std::string x = std::string(at, 'a') + special + std::string(length - at - 1, 'b');
+        const json j = x;
+        ASSERT_EQ(dumps.render(json{{"x", x}}), j.dump(-1, ' ', false) + "|" + j.dump(-1, ' ', true)) << length << " " << at;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 9u * 820u);
+  // Line breaks with indents of every width, also wider than the writer's buffer.
+  EXPECT_EQ(render("{{ [[1]] | tojson(indent=0) }}"), "[\n[\n1\n]\n]");
+  for (size_t indent : {1, 7, 16, 17, 3000}) {
+    const std::string unit(indent, ' ');
+    EXPECT_EQ(render("{{ [[1, {'k': 'v'}]] | tojson(indent=" + std::to_string(indent) + ") }}"),
+              "[\n" + unit + "[\n" + unit + unit + "1,\n" + unit + unit + "{\n" + unit + unit + unit + "\"k\": \"v\"\n" +
+                  unit + unit + "}\n" + unit + "]\n]");
+  }
+}
+
+// x.key, x[key] and x[i] read a named dict's or list's value in place where nothing else can
+// answer (a method of the same name, "_" names, misses and non-list receivers take the general path).
+TEST(JinjaValues, ItemsReadInPlaceKeepJinjasLookupOrder) {
+  const json vars = {{"d", {{"items", "v"}, {"role", "r"}, {"_p", "x"}, {"1", "s"}}}, {"xs", {"a", "b", "c"}}};
+  EXPECT_EQ(render("{{ d.items is callable }}|{{ d['items'] }}|{{ d.role == 'r' }}|{{ d._p }}|{{ d['1'] }}|{{ d[1] is defined }}", vars),
+            "True|v|True|x|s|False");
+  EXPECT_EQ(render("{{ '<' + d.role + d['role'] + xs[-1] + xs[0] + xs[true] + '>' }}|{{ xs[3] is defined }}|{{ xs[-4] is defined }}", vars),
+            "<rrcab>|False|False");
+  EXPECT_EQ(render("{{ d.missing is defined }}|{{ d.missing }}|{{ xs.role is defined }}|{{ xs['a'] is defined }}", vars), "False||False|False");
+  EXPECT_EQ(error_kind("{{ '<' + d.missing }}", vars), "UndefinedError");
+  EXPECT_EQ(error_kind("{{ d.missing.deeper }}", vars), "UndefinedError");
+}
+
 TEST(JinjaWhitespace, TrimAndLstripBlocksAsTransformersConfiguresThem) {
   EXPECT_EQ(render("{% if true %}\n  yes\n{% endif %}\n"), "  yes\n");
   EXPECT_EQ(render("a\n    {% if true %}b{% endif %}\nc"), "a\nbc");
