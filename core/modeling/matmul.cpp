@@ -69,6 +69,7 @@ namespace avx2 {
 struct Vec {
   using Reg = __m256;
   static constexpr int64_t kWidth = 8;
+  static constexpr int kBlockRows = 4;  // rows of x per dot_block (its accumulators fit 16 registers)
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg set1(float v) { return _mm256_set1_ps(v); }
   static Reg loadu(const float* p) { return _mm256_loadu_ps(p); }
@@ -89,6 +90,7 @@ namespace avx512 {
 struct Vec {
   using Reg = __m512;
   static constexpr int64_t kWidth = 16;
+  static constexpr int kBlockRows = 8;  // 32 registers: a decode step of 8 sequences in one block
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg set1(float v) { return _mm512_set1_ps(v); }
   static Reg loadu(const float* p) { return _mm512_loadu_ps(p); }
@@ -119,12 +121,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void dot_
   for (int64_t i = 0; i < vec_end; i += step) {
     if (prefetch)
       for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
-    for (int v = 0; v < V; ++v) {
-      __m512bh xv[R];
-      for (int r = 0; r < R; ++r) xv[r] = (__m512bh)_mm512_loadu_si512(x + r * in + i + 32 * v);
-      for (int k = 0; k < O; ++k) {
-        const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[k] + i + 32 * v);
-        for (int r = 0; r < R; ++r) acc[r][k][v] = _mm512_dpbf16_ps(acc[r][k][v], xv[r], wv);
+    for (int v = 0; v < V; ++v) {  // the order of dot_block (widening_kernels.inc), for the same reasons
+      __m512bh wv[O];
+      for (int k = 0; k < O; ++k) wv[k] = (__m512bh)_mm512_loadu_si512(wr[k] + i + 32 * v);
+      for (int r = 0; r < R; ++r) {
+        __m512bh xv = (__m512bh)_mm512_loadu_si512(x + r * in + i + 32 * v);
+        asm("" : "+v"(xv));
+        for (int k = 0; k < O; ++k) acc[r][k][v] = _mm512_dpbf16_ps(acc[r][k][v], xv, wv[k]);
       }
     }
   }
@@ -147,13 +150,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void dot_
 // dot_block for R rows of x (up to 8) against `count` weight rows from each of the O starts. The
 // O starts are far apart: O long sequential streams per core keep more prefetches in flight than
 // one, which reads DRAM faster here than a single stream or O adjacent rows (one core, bf16, one
-// row: 2 streams 22.5 GB/s, 3 streams 27.5). Rows beyond 4 are a second block over the same
-// weight rows, read again from L1. Each row's sum depends on V and its block's R only, not on
-// which stream reads it.
+// row: 2 streams 22.5 GB/s, 3 streams 27.5). Rows beyond the kernels' block (K::kBlockRows) are a
+// second block over the same weight rows, read again from L1. Each row's sum depends on V only,
+// not on its block or on which stream reads it.
 template <class K, int R, int O, int V, class X, class W>
 void dot_rows(const X* x, const W* w, const float* scale, int64_t in, const int64_t* start, int64_t count, float* y,
               int64_t y_stride) {
-  constexpr int first = R < 4 ? R : 4;
+  constexpr int first = R < K::kBlockRows ? R : K::kBlockRows;
   for (int64_t j = 0; j < count; ++j) {
     const W* wr[O];
     int64_t row[O];
@@ -162,7 +165,8 @@ void dot_rows(const X* x, const W* w, const float* scale, int64_t in, const int6
       wr[k] = w + row[k] * in;
     }
     K::template dot<first, O, V>(x, wr, row, scale, in, R > 2, y, y_stride);
-    if constexpr (R > 4) K::template dot<R - 4, O, V>(x + 4 * in, wr, row, scale, in, false, y + 4 * y_stride, y_stride);
+    if constexpr (R > first)
+      K::template dot<R - first, O, V>(x + first * in, wr, row, scale, in, false, y + first * y_stride, y_stride);
   }
 }
 
@@ -276,6 +280,7 @@ void accumulate_row_group(int64_t rows, Accumulate&& accumulate) {
 // [in, out] kernel: pairs run along `in`).
 struct Bf16PairKernels {
   using Input = c10::BFloat16;
+  static constexpr int kBlockRows = 8;
   template <int R, int O, int V>
   static void dot(const c10::BFloat16* x, const c10::BFloat16* const* wr, const int64_t* row, const float*, int64_t in,
                   bool prefetch, float* y, int64_t y_stride) {
