@@ -214,18 +214,22 @@ std::shared_ptr<TensorParallelGroup> TensorParallelGroup::init(const Distributed
   state->master = o.master_addr + ":" + std::to_string(state->port);
 
   // Every rank states its world size; each compares with rank 0's (rank 0 with everyone's), so
-  // ranks started with different sizes refuse instead of waiting for ranks that never come.
+  // ranks started with different sizes refuse instead of waiting for ranks that never come. The
+  // others read rank 0's size before stating theirs: rank 0 may refuse and close the store as soon
+  // as it sees a different one, and a read after that would fail without saying why.
   const std::string me = std::to_string(o.rank), world = std::to_string(o.world_size);
   try {
     if (store->add(kKeys + "joined/" + me, 1) != 1)
       throw DistributedError("two processes were started as rank " + me + " (master " + state->master + ")");
-    store->set(kKeys + "world/" + me, string_bytes(world));
     auto world_of = [&](int64_t r) { return bytes_to_string(store->get(kKeys + "world/" + std::to_string(r))); };
     auto refuse = [&](int64_t r, const std::string& theirs) {
       throw DistributedError("rank " + std::to_string(r) + " was started with world size " + theirs + " but rank " + me +
                              " with " + world + "; start every rank with the same --tensor-parallel / WORLD_SIZE");
     };
-    if (const std::string first = world_of(0); first != world) refuse(0, first);
+    if (o.rank == 0) store->set(kKeys + "world/0", string_bytes(world));
+    const std::string first = world_of(0);
+    if (o.rank != 0) store->set(kKeys + "world/" + me, string_bytes(world));
+    if (first != world) refuse(0, first);
     if (o.rank == 0)
       for (int64_t r = 1; r < o.world_size; ++r)
         if (const std::string theirs = world_of(r); theirs != world) refuse(r, theirs);
