@@ -129,14 +129,15 @@ const std::vector<std::string> kFixtures = {"llama-tiny", "qwen2-tiny", "qwen3-t
                                             "gemma2-tiny", "phi3-tiny-longrope", "phi3-tiny-seqcls", "llama-tiny-tied-seqcls",
                                             "gpt2-tiny-lm", "gpt2-tiny-seqcls"};
 
-void run_fixture_workers(int world, const std::vector<std::string>& fixtures = kFixtures, bool own_group = false) {
+// Runs tp_fixture_worker on `world` ranks with `args`; rank 0's report (one line per check).
+std::string run_workers(int world, const std::vector<std::string>& args, const std::map<std::string, std::string>& extra_env = {}) {
   const int port = plugformer::free_local_port();
   std::vector<std::unique_ptr<Child>> ranks;
   for (int r = 0; r < world; ++r) {
     std::vector<std::string> argv = {std::string(PLUGFORMER_BINARY_DIR) + "/bin/tp_fixture_worker"};
-    for (const auto& f : fixtures) argv.push_back(fixture(f));
+    argv.insert(argv.end(), args.begin(), args.end());
     auto env = rank_env(r, world, port);
-    if (own_group) env["PLUGFORMER_TP_OWN_GROUP"] = "1";
+    env.insert(extra_env.begin(), extra_env.end());
     ranks.push_back(std::make_unique<Child>(argv, env));
   }
   for (int r = world - 1; r >= 0; --r) {
@@ -145,6 +146,14 @@ void run_fixture_workers(int world, const std::vector<std::string>& fixtures = k
   }
   const std::string& report = ranks[0]->out();
   EXPECT_EQ(report.find("FAIL"), std::string::npos) << report;
+  return report;
+}
+
+void run_fixture_workers(int world, const std::vector<std::string>& fixtures = kFixtures, bool own_group = false) {
+  std::vector<std::string> dirs;
+  for (const auto& f : fixtures) dirs.push_back(fixture(f));
+  const std::string report = run_workers(world, dirs, own_group ? std::map<std::string, std::string>{{"PLUGFORMER_TP_OWN_GROUP", "1"}}
+                                                               : std::map<std::string, std::string>{});
   EXPECT_GE(std::count(report.begin(), report.end(), '\n'), int64_t(4 * fixtures.size())) << report;  // every fixture reported
 }
 
@@ -162,6 +171,19 @@ Generated generate(const std::vector<std::string>& extra, int ranks) {
   Generated g{child.wait(300), {}, child.err()};
   if (g.code == 0) g.ids = nlohmann::json::parse(child.out())["generated_ids"].get<std::vector<int64_t>>();
   return g;
+}
+
+TEST(TensorParallel, CollectivesAreExactForEverySizeSpinningOrSleeping) {
+  // Power-of-two groups exchange over Gloo pairs in synchronous mode, spinning or sleeping on the
+  // socket; messages above 32 KiB go in a fixed order (two 16 MiB writes at once block each other
+  // for good); three ranks reduce through ProcessGroupGloo; a host application's group goes
+  // through c10d throughout.
+  for (const auto& [world, spin] : std::vector<std::pair<int, std::string>>{{2, "1"}, {2, "0"}, {3, "0"}, {4, "0"}}) {
+    const std::string report = run_workers(world, {"--collectives"}, {{"PLUGFORMER_TP_BUSY_POLL", spin}});
+    EXPECT_EQ(std::count(report.begin(), report.end(), '\n'), 24) << world << " ranks, busy poll " << spin << ":\n" << report;
+  }
+  const std::string own = run_workers(2, {"--collectives"}, {{"PLUGFORMER_TP_OWN_GROUP", "1"}});
+  EXPECT_EQ(std::count(own.begin(), own.end(), '\n'), 24) << own;
 }
 
 TEST(TensorParallel, FixturesOnTwoRanksMatchOneProcessAndTransformers) { run_fixture_workers(2); }

@@ -2,7 +2,7 @@
 // with torchrun's variables). For each fixture named on the command line, every forward case runs
 // on the split model and on the whole model in this process: outputs within 1e-4 of the whole
 // model's and within the fixture's atol of Hugging Face's; every greedy generation gives
-// Hugging Face's tokens. Rank 0 prints one line per check ("ok ..." / "FAIL ...") and every rank
+// Hugging Face's tokens; `--collectives` checks the group's collectives alone. Rank 0 prints one line per check ("ok ..." / "FAIL ...") and every rank
 // exits 1 on a failure. With PLUGFORMER_TP_OWN_GROUP=1 the worker builds its own c10d store and
 // Gloo group, as a host application would, and hands them to TensorParallelGroup.
 #include <ATen/ATen.h>
@@ -87,6 +87,35 @@ void check_fixture(const std::string& dir, const std::shared_ptr<TensorParallelG
   }
 }
 
+// all-reduce / all-gather / broadcast of sizes on both sides of the transports' thresholds; every
+// rank checks the exact result (sums of small integers are exact in fp32 in any order).
+void check_collectives(TensorParallelGroup& group) {
+  c10::InferenceMode guard;
+  const int64_t world = group.size();
+  for (const int64_t n : {1, 7, 8192, 8193, 100000, 1 << 22}) {
+    const std::string size = std::to_string(n) + " elements on " + std::to_string(world) + " ranks";
+    auto values_of = [&](int64_t rank) { return at::arange(n, at::kFloat).remainder(97) + float(rank * 100); };
+    at::Tensor expected_sum = at::zeros({n}), expected_bf16_sum = at::zeros({n});  // bf16 travels as fp32
+    std::vector<at::Tensor> blocks;
+    for (int64_t r = 0; r < world; ++r) {
+      expected_sum += values_of(r);
+      expected_bf16_sum += values_of(r).to(at::kBFloat16).to(at::kFloat);
+      blocks.push_back(values_of(r).reshape({1, n}));
+    }
+    at::Tensor sum = values_of(group.rank());
+    group.all_reduce(sum);
+    report(at::equal(sum, expected_sum), "all-reduce of " + size);
+    at::Tensor half = values_of(group.rank()).to(at::kBFloat16);
+    group.all_reduce(half);
+    report(half.scalar_type() == at::kBFloat16 && at::equal(half, expected_bf16_sum.to(at::kBFloat16)), "bf16 all-reduce of " + size);
+    report(at::equal(group.all_gather(values_of(group.rank()).reshape({1, n})), at::cat(blocks, 1)), "all-gather of " + size);
+    at::Tensor sent = at::arange(n, at::kLong) * 3;
+    at::Tensor received = group.rank() == 0 ? sent.clone() : at::zeros({n}, at::kLong);
+    group.broadcast(received);
+    report(at::equal(received, sent), "broadcast of " + size);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -108,7 +137,10 @@ int main(int argc, char** argv) {
       group = TensorParallelGroup::init(*options);
     }
     leader = group->rank() == 0;
-    for (int i = 1; i < argc; ++i) check_fixture(argv[i], group);
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--collectives") check_collectives(*group);
+      else check_fixture(argv[i], group);
+    }
   } catch (const std::exception& e) {
     std::cerr << "rank " << (std::getenv("RANK") ? std::getenv("RANK") : "?") << ": error: " << e.what() << "\n";
     return 2;
