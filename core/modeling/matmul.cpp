@@ -119,8 +119,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void dot_
     for (int k = 0; k < O; ++k)
       for (int v = 0; v < V; ++v) acc[r][k][v] = _mm512_setzero_ps();
   for (int64_t i = 0; i < vec_end; i += step) {
+    // 2 KB ahead: a byte of bf16 weights holds twice the values of fp32 (1 KB ahead: 4-24% slower
+    // at 4 and 8 rows on a Zen 5).
     if (prefetch)
-      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 1024, _MM_HINT_T0);
+      for (int k = 0; k < O; ++k) _mm_prefetch(reinterpret_cast<const char*>(wr[k] + i) + 2048, _MM_HINT_T0);
     for (int v = 0; v < V; ++v) {  // the order of dot_block (widening_kernels.inc), for the same reasons
       __m512bh wv[O];
       for (int k = 0; k < O; ++k) wv[k] = (__m512bh)_mm512_loadu_si512(wr[k] + i + 32 * v);
