@@ -136,33 +136,48 @@ __attribute__((target("avx2,fma,f16c"))) void attend_row(const float* query, con
 constexpr int64_t kFusedScoresPerHead = 128 * 128;
 
 // q: fp32 with contiguous rows; the result is fp32 [batch, q_len, heads, dim] (the layout
-// merge_heads returns as a view), seen as [batch, heads, q_len, dim].
+// merge_heads returns as a view), seen as [batch, heads, q_len, dim]. `k` / `v` hold either one
+// tensor for the whole batch or one per batch row (a decode step of sequences with caches of
+// their own lengths, the mask then undefined).
 template <class T>
-at::Tensor fused_attention_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                              double scale, double softcap) {
+at::Tensor fused_attention_in(const at::Tensor& q, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+                              const at::Tensor& mask, double scale, double softcap) {
   const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2), dim = q.size(3);
-  const int64_t kv_heads = k.size(1), len = k.size(2), groups = heads / kv_heads;
+  const int64_t groups = heads / k[0].size(1);
+  int64_t longest = 0;
+  for (const auto& keys : k) longest = std::max(longest, keys.size(2));
   at::Tensor out = at::empty({batch, q_len, heads, dim}, at::kFloat);
-  const at::Tensor m = mask.defined() ? mask.to(at::kFloat).expand({batch, heads, q_len, len}) : at::Tensor();
+  const at::Tensor m = mask.defined() ? mask.to(at::kFloat).expand({batch, heads, q_len, longest}) : at::Tensor();
   const float* qp = q.data_ptr<float>();
-  const T* kp = k.data_ptr<T>();
-  const T* vp = v.data_ptr<T>();
   const float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
+  const bool one = k.size() == 1;
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(len));
+    std::vector<float> scores(static_cast<size_t>(longest));
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / heads, h = bh % heads, kvh = h / groups;
-      const T* keys = kp + b * k.stride(0) + kvh * k.stride(1);
-      const T* values = vp + b * v.stride(0) + kvh * v.stride(1);
+      const at::Tensor& kb = k[one ? 0 : size_t(b)];
+      const at::Tensor& vb = v[one ? 0 : size_t(b)];
+      const T* keys = kb.data_ptr<T>() + (one ? b : 0) * kb.stride(0) + kvh * kb.stride(1);
+      const T* values = vb.data_ptr<T>() + (one ? b : 0) * vb.stride(0) + kvh * vb.stride(1);
       for (int64_t t = 0; t < q_len; ++t)
-        attend_row(qp + b * q.stride(0) + h * q.stride(1) + t * q.stride(2), keys, k.stride(2), values, v.stride(2),
+        attend_row(qp + b * q.stride(0) + h * q.stride(1) + t * q.stride(2), keys, kb.stride(2), values, vb.stride(2),
                    mp ? mp + b * m.stride(0) + h * m.stride(1) + t * m.stride(2) : nullptr,
-                   m.defined() ? m.stride(3) : 0, len, dim, float(scale), float(softcap), scores.data(),
+                   m.defined() ? m.stride(3) : 0, kb.size(2), dim, float(scale), float(softcap), scores.data(),
                    op + ((b * q_len + t) * heads + h) * dim);
     }
   });
   return out.transpose(1, 2);
+}
+
+at::Tensor fused_attention_of(const at::Tensor& q_in, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+                              const at::Tensor& mask, double scale, double softcap) {
+  at::Tensor q = q_in.to(at::kFloat);
+  if (q.stride(3) != 1) q = q.contiguous();
+  const at::Tensor out = simd::with_kernel_type(k[0].scalar_type(), [&](auto type) {
+    return fused_attention_in<decltype(type)>(q, k, v, mask, scale, softcap);
+  });
+  return out.to(q_in.scalar_type());
 }
 
 }  // namespace
@@ -180,14 +195,22 @@ bool fused_attention_applies(const at::Tensor& q, const at::Tensor& k, const at:
 
 // Keys and values are read in their own type (2-byte caches stay 2 bytes); the arithmetic is
 // fp32 throughout and the result is rounded once to the query's type.
-at::Tensor fused_attention(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                            double scale, double softcap) {
-  at::Tensor q = q_in.to(at::kFloat);
-  if (q.stride(3) != 1) q = q.contiguous();
-  const at::Tensor out = simd::with_kernel_type(k.scalar_type(), [&](auto type) {
-    return fused_attention_in<decltype(type)>(q, k, v, mask, scale, softcap);
-  });
-  return out.to(q_in.scalar_type());
+  return fused_attention_of(q, {k}, {v}, mask, scale, softcap);
+}
+
+bool fused_attention_rows_applies(const at::Tensor& q, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v) {
+  if (q.dim() != 4 || q.size(2) != 1 || q.size(0) != int64_t(k.size()) || k.size() != v.size() || k.empty()) return false;
+  for (size_t i = 0; i < k.size(); ++i)
+    if (k[i].size(0) != 1 || v[i].size(0) != 1 || k[i].size(1) != k[0].size(1) || !fused_attention_applies(q, k[i], v[i], {}))
+      return false;
+  return true;
+}
+
+at::Tensor fused_attention_rows(const at::Tensor& q, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+                                double scale, double softcap) {
+  return fused_attention_of(q, k, v, at::Tensor(), scale, softcap);
 }
 
 }  // namespace plugformer

@@ -285,14 +285,19 @@ at::Tensor attention_over_cache_rows(size_t layer, const at::Tensor& q, const at
   if (q.size(0) != int64_t(rows.size()) || q.size(2) != 1)
     throw InvalidInputError("a cache batch of " + std::to_string(rows.size()) + " rows takes one new token per row, got [" +
                             std::to_string(q.size(0)) + " rows, " + std::to_string(q.size(2)) + " tokens]");
-  std::vector<at::Tensor> outputs;
-  outputs.reserve(rows.size());
+  std::vector<at::Tensor> keys(rows.size()), values(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     const int64_t r = int64_t(i);
-    auto [keys, values] = rows[i]->update(layer, k.narrow(0, r, 1), v.narrow(0, r, 1));
-    std::tie(keys, values) = keys_in_window(keys, values, window);
-    outputs.push_back(attention(q.narrow(0, r, 1), keys, values, at::Tensor(), scale, nullptr, softcap));
+    std::tie(keys[i], values[i]) = rows[i]->update(layer, k.narrow(0, r, 1), v.narrow(0, r, 1));
+    std::tie(keys[i], values[i]) = keys_in_window(keys[i], values[i], window);
   }
+  // All rows in one kernel call: per row, its dispatch and thread hand-offs cost more than the
+  // arithmetic of one query against a short cache.
+  if (fused_attention_rows_applies(q, keys, values)) return fused_attention_rows(q, keys, values, scale, softcap);
+  std::vector<at::Tensor> outputs;
+  outputs.reserve(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i)
+    outputs.push_back(attention(q.narrow(0, int64_t(i), 1), keys[i], values[i], at::Tensor(), scale, nullptr, softcap));
   return at::cat(outputs, 0);
 }
 

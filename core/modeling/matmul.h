@@ -70,5 +70,11 @@ at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b);
 bool fused_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
 at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                            double scale, double softcap = 0.0);
+// One decode query per batch row (q [rows, heads, 1, dim]) against that row's own keys / values
+// (k[i], v[i]: [1, kv_heads, len_i, dim]), every (row, head) pair in one parallel region; each
+// row's result is the one fused_attention gives it alone.
+bool fused_attention_rows_applies(const at::Tensor& q, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v);
+at::Tensor fused_attention_rows(const at::Tensor& q, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
+                                double scale, double softcap = 0.0);
 
 }  // namespace plugformer
