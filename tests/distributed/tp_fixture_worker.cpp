@@ -2,9 +2,10 @@
 // with torchrun's variables). For each fixture named on the command line, every forward case runs
 // on the split model and on the whole model in this process: outputs within 1e-4 of the whole
 // model's and within the fixture's atol of Hugging Face's; every greedy generation gives
-// Hugging Face's tokens; `--collectives` checks the group's collectives alone. Rank 0 prints one line per check ("ok ..." / "FAIL ...") and every rank
-// exits 1 on a failure. With PLUGFORMER_TP_OWN_GROUP=1 the worker builds its own c10d store and
-// Gloo group, as a host application would, and hands them to TensorParallelGroup.
+// Hugging Face's tokens; `--collectives` checks the group's collectives alone. Rank 0 prints one
+// line per check ("ok ..." / "FAIL ...") and every rank exits 1 on a failure. With
+// PLUGFORMER_TP_OWN_GROUP=1 the worker builds its own c10d store and Gloo group, as a host
+// application would, and hands them to TensorParallelGroup.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
