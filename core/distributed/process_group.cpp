@@ -16,7 +16,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <functional>
@@ -26,6 +25,7 @@
 #include <thread>
 
 #include "plugformer/log.h"
+#include "modeling/worker_team.h"
 
 namespace plugformer {
 
@@ -81,10 +81,7 @@ std::string address_towards(const std::string& master, int port) {
 // spinning rank takes the core a computing one needs. PLUGFORMER_TP_BUSY_POLL=0 / 1 decides instead.
 bool busy_poll_pays(int64_t ranks_on_this_host) {
   if (const char* chosen = std::getenv("PLUGFORMER_TP_BUSY_POLL"); chosen && *chosen) return std::string(chosen) != "0";
-  cpu_set_t usable;
-  const int64_t cores = ::sched_getaffinity(0, sizeof(usable), &usable) == 0 ? CPU_COUNT(&usable)
-                                                                              : int64_t(std::thread::hardware_concurrency());
-  return ranks_on_this_host * at::get_num_threads() <= cores;
+  return ranks_on_this_host * at::get_num_threads() <= usable_cores();
 }
 
 std::string host_name() {

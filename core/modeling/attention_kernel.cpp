@@ -4,7 +4,6 @@
 // scores (short encoder inputs), where libtorch 1.13's batched matmul runs one small gemm per head
 // with its dispatch and threading around each.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <cmath>
@@ -12,6 +11,7 @@
 
 #include "matmul.h"
 #include "simd.h"
+#include "worker_team.h"
 
 namespace plugformer {
 
@@ -152,7 +152,7 @@ at::Tensor fused_attention_in(const at::Tensor& q, const std::vector<at::Tensor>
   const float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   const bool one = k.size() == 1;
-  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+  team_parallel_for(batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(static_cast<size_t>(longest));
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / heads, h = bh % heads, kvh = h / groups;

@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "matmul.h"
+#include "worker_team.h"
 #include "plugformer/error.h"
 #include "plugformer/modeling.h"
 
@@ -101,18 +102,27 @@ bool PreTrainedModel::checkpointing_active() const {
 at::Tensor PreTrainedModel::run_layers(int64_t count, const LayerStep& layer, at::Tensor hidden, bool want_hidden,
                                        bool want_attn, ModelOutput& out) const {
   const bool checkpointed = !want_attn && checkpointing_active();
-  for (int64_t i = 0; i < count; ++i) {
-    if (want_hidden) out.hidden_states.push_back(hidden);
-    if (checkpointed) {
-      hidden = checkpoint([layer, i](const at::Tensor& h) { return layer(i, h, nullptr); }, hidden);
-    } else if (want_attn) {
-      at::Tensor probs;
-      hidden = layer(i, hidden, &probs);
-      out.attentions.push_back(probs);
-    } else {
-      hidden = layer(i, hidden, nullptr);
+  auto all_layers = [&] {
+    for (int64_t i = 0; i < count; ++i) {
+      if (want_hidden) out.hidden_states.push_back(hidden);
+      if (checkpointed) {
+        hidden = checkpoint([layer, i](const at::Tensor& h) { return layer(i, h, nullptr); }, hidden);
+      } else if (want_attn) {
+        at::Tensor probs;
+        hidden = layer(i, hidden, &probs);
+        out.attentions.push_back(probs);
+      } else {
+        hidden = layer(i, hidden, nullptr);
+      }
     }
-  }
+  };
+  // A decode step (up to 8 rows, every product streamed by the kernels) forks the threads once
+  // for all its layers instead of once per product (worker_team.h).
+  const int64_t rows = hidden.dim() > 0 ? hidden.numel() / std::max<int64_t>(1, hidden.size(-1)) : 0;
+  if (inference_only() && rows <= 8 && cpu_has_avx2_fma())
+    with_worker_team(all_layers);
+  else
+    all_layers();
   return hidden;
 }
 

@@ -1,12 +1,12 @@
 #include "fused_ops.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 
 #include "matmul.h"
 #include "simd.h"
+#include "worker_team.h"
 
 namespace plugformer {
 
@@ -86,7 +86,7 @@ __attribute__((target("avx2,fma,f16c"))) float sum_of_squares(const T* x, int64_
 
 template <class T>
 void rms_norm_rows(const T* x, const T* w, T* y, int64_t rows, int64_t dim, float eps, bool unit_offset) {
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / dim), [&](int64_t begin, int64_t end) {
+  team_parallel_for(rows, std::max<int64_t>(1, 16384 / dim), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * dim;
       T* yr = y + r * dim;
@@ -112,7 +112,7 @@ void rotate_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& s
   const int64_t xs0 = x.stride(0), xs1 = x.stride(1), xs2 = x.stride(2), xs3 = x.stride(3);
   const int64_t cs0 = cos.size(0) == 1 ? 0 : cos.stride(0), cs1 = cos.stride(1);
   const int64_t ss0 = sin.size(0) == 1 ? 0 : sin.stride(0), ss1 = sin.stride(1);
-  at::parallel_for(0, batch * len, std::max<int64_t>(1, 8192 / (heads * dim)), [&](int64_t begin, int64_t end) {
+  team_parallel_for(batch * len, std::max<int64_t>(1, 8192 / (heads * dim)), [&](int64_t begin, int64_t end) {
     for (int64_t bl = begin; bl < end; ++bl) {
       const int64_t b = bl / len, l = bl % len;
       const T* c = cp + b * cs0 + l * cs1;

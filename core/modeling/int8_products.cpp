@@ -6,7 +6,6 @@
 // value, finer than bf16's rounding) and the result stays that of the weight-only product.
 // Two vpdpbusd per four products still run about twice sgemm's rate.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <immintrin.h>
 
 #include <atomic>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "matmul.h"
+#include "worker_team.h"
 #include "plugformer/runtime.h"
 
 namespace plugformer {
@@ -79,7 +79,7 @@ bool split_rows(const float* x, int64_t rows, int64_t in, SplitRows& split) {
   split.high_sum.resize(size_t(rows));
   split.low_sum.resize(size_t(rows));
   std::atomic<bool> finite{true};
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+  team_parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
       if (!split_row(x + r * in, in, &split.high[r * split.padded], &split.low[r * split.padded], split.scale[r],
                      split.high_sum[r], split.low_sum[r]))
@@ -186,7 +186,7 @@ at::Tensor int8_integer_product(const at::Tensor& x, const at::Tensor& weight, c
   const int8_t* wp = weight.data_ptr<int8_t>();
   const float* sp = row_scale.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+  team_parallel_for(tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint32_t> packed(size_t(quads * kTileChannels));
     for (int64_t t = begin; t < end; ++t) {
       const int64_t first = t * kTileChannels;

@@ -15,6 +15,7 @@
 #include "fused_ops.h"
 #include "matmul.h"
 #include "torch_errors.h"
+#include "worker_team.h"
 
 namespace plugformer {
 
@@ -193,7 +194,7 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
   char* const base = static_cast<char*>(out.data_ptr());
   const int64_t row_bytes = dim * int64_t(out.element_size());
   const c10::ScalarType type = q.scalar_type();
-  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+  team_parallel_for(batch * heads, 1, [&](int64_t begin, int64_t end) {
     c10::InferenceMode no_autograd;  // per-thread state: the temporaries need no autograd bookkeeping
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / heads, h = i % heads;

@@ -18,6 +18,7 @@
 
 #include "matmul.h"
 #include "simd.h"
+#include "worker_team.h"
 #include "plugformer/error.h"
 #include "plugformer/runtime.h"
 
@@ -237,7 +238,7 @@ void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int
     stream[i].end = out * (i + 1) / streams;
   }
   auto has_rows = [&](int64_t i) { return stream[i].next.load(std::memory_order_relaxed) < stream[i].end; };
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+  team_parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       int64_t mine[O];  // the streams this thread reads side by side: its own, then others' in turn
       for (int k = 0; k < O; ++k) mine[k] = O * t + k;
@@ -301,7 +302,7 @@ void stream_out_in(const at::Tensor& x, const at::Tensor& w, const at::Tensor& s
   const int64_t in = x.size(-1), rows = x.numel() / in, out = w.size(0);
   if (rows <= kRowGroup)
     return with_row_kernel(rows, [&](auto r, auto o, auto v) { dot_rows_shared<K, r, o, v>(xp, wp, sp, in, out, yp, out); });
-  at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
+  team_parallel_for(out, 64, [&](int64_t begin, int64_t end) {
     for (int64_t ob = begin; ob < end; ob += kWeightTileRows)
       for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup)
         with_row_kernel(std::min<int64_t>(kRowGroup, rows - r0), [&](auto r, auto o, auto v) {
@@ -321,7 +322,7 @@ at::Tensor stream_in_out(const at::Tensor& x, const at::Tensor& w) {
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), in / 64));
   at::Tensor partial = at::zeros({parts, rows, out}, at::kFloat);
   float* pp = partial.data_ptr<float>();
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+  team_parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
       const int64_t ib = in * part / parts, ie = in * (part + 1) / parts;
       const int64_t tile = rows > 4 ? kWeightTileRows / 4 : ie - ib;  // [in, out] rows are wide: fewer per tile

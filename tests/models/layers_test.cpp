@@ -10,10 +10,16 @@
 #include <plugformer/layers.h>
 #include <plugformer/runtime.h>
 
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
 #include <optional>
 #include <tuple>
 
 #include "modeling/matmul.h"
+#include "modeling/worker_team.h"
 #include "models/fixture_runner.h"
 
 using namespace plugformer;
@@ -340,6 +346,89 @@ TEST(StreamingLinear, SameBitsOnAnyThreadCountAndEveryRowWritten) {
       EXPECT_TRUE(at::allclose(several, at::linear(x, linear.weight), 1e-5, 1e-5));
     }
   }
+}
+
+// A team piece runs on a thread of the region; the same product inside and outside a team (and
+// on any thread count) gives the same bits.
+TEST(WorkerTeam, PiecesCoverTheRangeOnceAsParallelForSplitsIt) {
+  const int threads = at::get_num_threads();
+  for (int team_threads : {1, 2, 3, 4}) {
+    at::set_num_threads(team_threads);
+    std::set<std::thread::id> workers;
+    with_worker_team([&] {
+      EXPECT_EQ(at::in_parallel_region(), team_threads > 1);  // main runs inside the team's region
+      for (int64_t n : {1, 2, 3, 7, 64, 1000})
+        for (int64_t grain : {1, 3, 16, 2000}) {
+          SCOPED_TRACE(std::to_string(team_threads) + " threads, n " + std::to_string(n) + ", grain " +
+                       std::to_string(grain));
+          std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+          std::mutex mutex;
+          std::vector<std::pair<int64_t, int64_t>> pieces;
+          team_parallel_for(n, grain, [&](int64_t begin, int64_t end) {
+            std::lock_guard<std::mutex> lock(mutex);
+            pieces.emplace_back(begin, end);
+            workers.insert(std::this_thread::get_id());
+            for (int64_t i = begin; i < end; ++i) ++hits[static_cast<size_t>(i)];
+          });
+          for (const auto& hit : hits) EXPECT_EQ(hit.load(), 1);
+          const int64_t parts = n <= grain ? 1 : std::min<int64_t>(team_threads, (n + grain - 1) / grain);
+          const int64_t chunk = (n + parts - 1) / parts;
+          EXPECT_LE(int64_t(pieces.size()), parts);
+          for (const auto& [begin, end] : pieces) {
+            EXPECT_EQ(begin % chunk, 0);
+            EXPECT_EQ(end, std::min(n, begin + chunk));
+          }
+        }
+    });
+    EXPECT_EQ(int64_t(workers.size()), team_threads);  // every thread of the region took pieces
+  }
+  at::set_num_threads(threads);
+}
+
+TEST(WorkerTeam, ErrorsReachTheCallerAndTheTeamCarriesOn) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  std::atomic<int> after{0};
+  with_worker_team([&] {
+    for (int64_t failing : {0, 1}) {  // the caller's piece, then the other thread's
+      EXPECT_THROW(team_parallel_for(2, 1,
+                                     [&](int64_t begin, int64_t) {
+                                       if (begin == failing) throw InvalidInputError("piece " + std::to_string(begin));
+                                     }),
+                   InvalidInputError);
+      team_parallel_for(2, 1, [&](int64_t begin, int64_t end) { after += int(end - begin); });
+    }
+    // A team inside a team is its main run directly; its pieces still all run.
+    with_worker_team([&] { team_parallel_for(10, 1, [&](int64_t begin, int64_t end) { after += int(end - begin); }); });
+  });
+  EXPECT_EQ(after.load(), 14);
+  EXPECT_THROW(with_worker_team([] { throw InvalidInputError("main"); }), InvalidInputError);
+  at::set_num_threads(threads);
+}
+
+TEST(WorkerTeam, StreamedProductsAndAttentionGiveTheSameBitsInsideATeam) {
+  at::manual_seed(9);
+  const int threads = at::get_num_threads();
+  at::NoGradGuard no_grad;
+  at::set_num_threads(std::max(2, threads));
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    Linear linear(200, 700, false);
+    linear.weight.set_data(at::randn({700, 200}).to(dtype));
+    const at::Tensor q = at::randn({1, 4, 1, 64}).to(dtype), k = at::randn({1, 2, 37, 64}).to(dtype),
+                     v = at::randn({1, 2, 37, 64}).to(dtype);
+    for (int64_t rows : {1, 3, 8}) {
+      const at::Tensor x = at::randn({rows, 200}).to(dtype);
+      const at::Tensor alone = linear.forward(x), attended = fused_attention(q, k, v, {}, 0.125, 0.0);
+      at::Tensor in_team, attended_in_team;
+      with_worker_team([&] {
+        in_team = linear.forward(x);
+        attended_in_team = fused_attention(q, k, v, {}, 0.125, 0.0);
+      });
+      EXPECT_TRUE(at::equal(alone, in_team)) << rows << " rows";
+      EXPECT_TRUE(at::equal(attended, attended_in_team));
+    }
+  }
+  at::set_num_threads(threads);
 }
 
 // Each kernel level (runtime.h's CpuIsa) this CPU has, chosen by capping the detected one; a

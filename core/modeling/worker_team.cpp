@@ -1,0 +1,150 @@
+#include "worker_team.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+namespace plugformer {
+
+namespace {
+
+// The caller (thread 0 of the region) runs piece 0 of every job, thread i piece i. Every thread
+// takes part in every job (those without a piece only acknowledge it), so the job's description
+// is never rewritten while a thread may still read it.
+class Team {
+ public:
+  void start(int64_t threads) {
+    threads_ = threads;
+    crowded_ = threads > usable_cores();
+  }
+
+  void run(int64_t n, int64_t grain, TeamBody body, const void* context) {
+    const int64_t used = std::min(threads_, (n + grain - 1) / grain);
+    job_ = {body, context, n, (n + used - 1) / used};
+    error_ = nullptr;
+    pending_.store(threads_ - 1, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    std::exception_ptr own;
+    try {
+      piece(0);
+    } catch (...) {
+      own = std::current_exception();
+    }
+    // The body and its context live on the caller's stack: wait for every thread even on error.
+    while (pending_.load(std::memory_order_acquire) > 0) pause();
+    if (own) std::rethrow_exception(own);
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  void finish() { finished_.store(true, std::memory_order_release); }
+
+  // Thread `index` of the region until finish(). After a millisecond without work (main busy
+  // with something long), or always when crowded, it yields its core between polls.
+  void serve(int64_t index) {
+    uint32_t seen = 0;
+    auto idle_since = std::chrono::steady_clock::now();
+    for (uint32_t polls = 1;; ++polls) {
+      if (generation_.load(std::memory_order_acquire) != seen) {
+        ++seen;  // the caller waits for every thread before it starts another job
+        try {
+          piece(index);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mutex_);
+          if (!error_) error_ = std::current_exception();
+        }
+        pending_.fetch_sub(1, std::memory_order_release);
+        idle_since = std::chrono::steady_clock::now();
+        continue;
+      }
+      if (finished_.load(std::memory_order_acquire)) return;
+      if (polls % 1024 == 0 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(1))
+        sched_yield();
+      else
+        pause();
+    }
+  }
+
+ private:
+  struct Job {
+    TeamBody body = nullptr;
+    const void* context = nullptr;
+    int64_t n = 0, chunk = 0;
+  };
+
+  void pause() const {
+    if (crowded_) sched_yield();
+    else _mm_pause();
+  }
+
+  void piece(int64_t index) const {
+    const int64_t begin = index * job_.chunk;
+    if (begin < job_.n) job_.body(job_.context, begin, std::min(job_.n, begin + job_.chunk));
+  }
+
+  int64_t threads_ = 1;
+  bool crowded_ = false;  // more threads than cores: a spinning thread would hold up a working one
+  Job job_;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+  alignas(64) std::atomic<uint32_t> generation_{0};
+  alignas(64) std::atomic<int64_t> pending_{0};
+  alignas(64) std::atomic<bool> finished_{false};
+};
+
+thread_local Team* leading = nullptr;  // the team whose main runs on this thread
+thread_local bool serving = false;     // this thread runs pieces for a team
+
+}  // namespace
+
+int64_t usable_cores() {
+  cpu_set_t usable;
+  return ::sched_getaffinity(0, sizeof(usable), &usable) == 0 ? CPU_COUNT(&usable)
+                                                              : int64_t(std::thread::hardware_concurrency());
+}
+
+void with_worker_team(const std::function<void()>& main) {
+  const int threads = at::get_num_threads();
+  if (threads <= 1 || leading || serving || at::in_parallel_region() || omp_in_parallel()) return main();
+  Team team;
+  std::exception_ptr error;
+#pragma omp parallel num_threads(threads)
+  {
+    if (omp_get_thread_num() == 0) {
+      team.start(omp_get_num_threads());
+      leading = &team;
+      try {
+        main();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      leading = nullptr;
+      team.finish();
+    } else {
+      serving = true;
+      team.serve(omp_get_thread_num());
+      serving = false;
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* context) {
+  grain = std::max<int64_t>(1, grain);
+  if (n <= 0) return;
+  if (leading) {
+    if (n <= grain) return body(context, 0, n);
+    return leading->run(n, grain, body, context);
+  }
+  if (serving) return body(context, 0, n);
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(context, begin, end); });
+}
+
+}  // namespace plugformer
