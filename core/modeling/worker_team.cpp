@@ -112,10 +112,12 @@ int64_t usable_cores() {
 
 void with_worker_team(const std::function<void()>& main) {
   const int threads = at::get_num_threads();
-  if (threads <= 1 || leading || serving || at::in_parallel_region() || omp_in_parallel()) return main();
+  if (threads <= 1 || leading || serving || at::in_parallel_region()) return main();
   Team team;
   std::exception_ptr error;
-#pragma omp parallel num_threads(threads)
+  // No num_threads clause, as at::parallel_for: the region is the team of libgomp's pool that
+  // at::get_num_threads() counts (libtorch avoids the clause for GOMP's thread pool, pytorch#32008).
+#pragma omp parallel
   {
     if (omp_get_thread_num() == 0) {
       team.start(omp_get_num_threads());
