@@ -47,8 +47,9 @@ class Team {
   void finish() { finished_.store(true, std::memory_order_release); }
 
   // Thread `index` of the region until finish(). After a millisecond without work (main busy
-  // with something long), or always when crowded, it yields its core between polls.
-  void serve(int64_t index) {
+  // with something long), or always when crowded (computed by each thread itself: start() may
+  // not have run yet), it yields its core between polls.
+  void serve(int64_t index, bool crowded) {
     uint32_t seen = 0;
     auto idle_since = std::chrono::steady_clock::now();
     for (uint32_t polls = 1;; ++polls) {
@@ -65,10 +66,10 @@ class Team {
         continue;
       }
       if (finished_.load(std::memory_order_acquire)) return;
-      if (polls % 1024 == 0 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(1))
+      if (crowded || (polls % 1024 == 0 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(1)))
         sched_yield();
       else
-        pause();
+        _mm_pause();
     }
   }
 
@@ -100,7 +101,6 @@ class Team {
 };
 
 thread_local Team* leading = nullptr;  // the team whose main runs on this thread
-thread_local bool serving = false;     // this thread runs pieces for a team
 
 }  // namespace
 
@@ -112,7 +112,8 @@ int64_t usable_cores() {
 
 void with_worker_team(const std::function<void()>& main) {
   const int threads = at::get_num_threads();
-  if (threads <= 1 || leading || serving || at::in_parallel_region()) return main();
+  // Inside a team, main's thread has `leading` set and the others are in a parallel region.
+  if (threads <= 1 || leading || at::in_parallel_region()) return main();
   Team team;
   std::exception_ptr error;
   // No num_threads clause, as at::parallel_for: the region is the team of libgomp's pool that
@@ -130,9 +131,7 @@ void with_worker_team(const std::function<void()>& main) {
       leading = nullptr;
       team.finish();
     } else {
-      serving = true;
-      team.serve(omp_get_thread_num());
-      serving = false;
+      team.serve(omp_get_thread_num(), omp_get_num_threads() > usable_cores());
     }
   }
   if (error) std::rethrow_exception(error);
@@ -145,7 +144,6 @@ void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* cont
     if (n <= grain) return body(context, 0, n);
     return leading->run(n, grain, body, context);
   }
-  if (serving) return body(context, 0, n);
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(context, begin, end); });
 }
 
