@@ -31,7 +31,8 @@ int find_blas(struct dl_phdr_info* info, size_t, void* data) {
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false, avx512f = false, avx512bw = false, avx512vl = false,
-       avx512dq = false, avx512_vnni = false, avx512_bf16 = false, amx_tile = false, amx_bf16 = false;
+       avx512dq = false, avx512_vnni = false, avx512_bf16 = false, avx_vnni = false, amx_tile = false,
+       amx_bf16 = false;
   bool ymm_state = false, zmm_state = false, tile_state = false;  // enabled by the OS (XCR0)
   bool tile_permission = false;                                   // granted by Linux (arch_prctl)
 };
@@ -60,7 +61,10 @@ CpuFeatures read_cpu_features() {
     f.amx_bf16 = d & (1u << 22);
     f.amx_tile = d & (1u << 24);
   }
-  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = a & (1u << 5);
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+    f.avx_vnni = a & (1u << 4);
+    f.avx512_bf16 = a & (1u << 5);
+  }
   // Linux hands out the AMX tile data state only on request (ARCH_REQ_XCOMP_PERM, XTILEDATA);
   // oneDNN asks for it too, the request is per process and idempotent.
   if (f.amx_tile && f.tile_state) f.tile_permission = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
@@ -194,6 +198,7 @@ std::string to_string(CpuIsa isa) {
 }
 
 bool cpu_has_avx512_vnni() { return detected_cpu_isa() >= CpuIsa::avx512 && cpu().avx512_vnni; }
+bool cpu_has_avx_vnni() { return detected_cpu_isa() >= CpuIsa::avx2 && cpu().avx_vnni; }
 
 std::string cpu_features() {
   const CpuFeatures& f = cpu();
@@ -201,7 +206,7 @@ std::string cpu_features() {
       {f.avx2, "avx2"},         {f.fma, "fma"},           {f.f16c, "f16c"},
       {f.avx512f, "avx512f"},   {f.avx512bw, "avx512bw"}, {f.avx512vl, "avx512vl"},
       {f.avx512dq, "avx512dq"}, {f.avx512_vnni, "avx512_vnni"}, {f.avx512_bf16, "avx512_bf16"},
-      {f.amx_tile, "amx_tile"}, {f.amx_bf16, "amx_bf16"}};
+      {f.avx_vnni, "avx_vnni"},     {f.amx_tile, "amx_tile"}, {f.amx_bf16, "amx_bf16"}};
   std::string out;
   for (const auto& [present, name] : named)
     if (present) out += (out.empty() ? "" : " ") + std::string(name);
@@ -214,10 +219,14 @@ std::string describe_cpu_kernels() {
   const CpuIsa isa = cpu_isa(), detected = detected_cpu_isa();
   std::string why = to_string(isa);
   if (isa < detected) why += " (capped by PLUGFORMER_CPU_ISA / set_cpu_isa_cap; the CPU has " + to_string(detected) + ")";
-  const std::string int8 = cpu_has_avx512_vnni() ? ", many-row int8 products in integers (vpdpbusd)" : "";
+  const std::string int8 = cpu_has_avx512_vnni() ? ", many-row int8 products in integers (AVX512-VNNI)"
+                           : cpu_has_avx_vnni()    ? ", many-row int8 products in integers (AVX-VNNI)"
+                                                   : "";
   switch (isa) {
     case CpuIsa::baseline: return why + ": libtorch's own kernels only";
-    case CpuIsa::avx2: return why + ": AVX2 + FMA decode kernels, fp32 arithmetic for every weight type";
+    case CpuIsa::avx2:
+      return why + ": AVX2 + FMA decode kernels, fp32 arithmetic for every weight type" +
+             (cpu_has_avx_vnni() ? ", many-row int8 products in integers (AVX-VNNI)" : "");
     case CpuIsa::avx512:
       return why + ": AVX-512 decode kernels, fp32 arithmetic for every weight type, many-row fp32 products by oneDNN" + int8;
     case CpuIsa::avx512_bf16:

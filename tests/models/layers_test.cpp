@@ -496,7 +496,7 @@ TEST_P(CpuKernels, LinearProductsEqualTheFp32ProductForEveryWeightTypeLayoutAndR
   }
 }
 
-// int8 weights times long inputs: where AVX512-VNNI runs, the activations are split into two
+// int8 weights times long inputs: where AVX512-VNNI or AVX-VNNI runs, the activations are split into two
 // int8 parts (x = s * (high + low / 254), s = the row's largest |x| / 127), elsewhere the
 // product is the dequantized weight's. Rows of 127 and 0.003s tell the two apart: 0.003 is
 // 0.762 of a low step, so the split reads it as 1/254 (0.12 apart at 1e-5 of fp32 sums' error).
@@ -505,7 +505,8 @@ TEST_P(CpuKernels, Int8ProductsOfLongInputsSplitTheActivationsWhereVnniRuns) {
   at::NoGradGuard no_grad;
   const int64_t rows = 41, in = 259, out = 50;
   const bool integers = int8_products_in_integers(in);
-  EXPECT_EQ(integers, GetParam() >= CpuIsa::avx512 && cpu_has_avx512_vnni());
+  EXPECT_EQ(integers, (GetParam() >= CpuIsa::avx512 && cpu_has_avx512_vnni()) ||
+                          (GetParam() >= CpuIsa::avx2 && cpu_has_avx_vnni()));
   at::Tensor x = at::full({rows, in}, 0.003f);
   x.select(1, 0).fill_(127.0f);
   x.narrow(0, 0, 7).neg_();

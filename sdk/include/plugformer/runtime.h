@@ -40,7 +40,8 @@ std::string to_string(Bf16Route route);
 // chosen when they run, from what this CPU and its OS allow (cpuid, XSAVE state, AMX tile
 // permission), never from the build machine.
 // - baseline: no kernels of plugformer's own; every product and attention step is libtorch's.
-// - avx2: AVX2 + FMA + F16C kernels (fp32 arithmetic on fp32 / bf16 / fp16 / int8 weights).
+// - avx2: AVX2 + FMA + F16C kernels (fp32 arithmetic on fp32 / bf16 / fp16 / int8 weights); with
+//   AVX-VNNI, int8-weight products of many rows in integers.
 // - avx512: the same kernels on 512-bit registers (AVX512 F, BW, VL, DQ); fp32 products of many
 //   rows by oneDNN's sgemm (AVX-512) instead of OpenBLAS; with AVX512-VNNI, int8-weight products
 //   of many rows in integers.
@@ -59,6 +60,10 @@ std::string to_string(CpuIsa isa);
 // Whether this CPU has AVX512-VNNI: from level avx512 up, int8-weight products of long inputs
 // (more than 32 rows) then multiply in integers (matmul.h's linear_product).
 bool cpu_has_avx512_vnni();
+// Whether this CPU has AVX-VNNI (vpdpbusd on 256-bit registers, in CPUs with or without
+// AVX-512): where AVX512-VNNI does not run (level avx2, or a CPU without it), int8-weight
+// products of long inputs multiply in integers with it.
+bool cpu_has_avx_vnni();
 // The CPU features plugformer checks, as /proc/cpuinfo names them ("avx2 fma f16c avx512f ..."),
 // and one line on the kernels chosen and why.
 std::string cpu_features();
