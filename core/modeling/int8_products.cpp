@@ -113,7 +113,7 @@ struct V {
   using Float = __m256;
   using Int = __m256i;
   static constexpr int64_t kLanes = 8;
-  static constexpr int kVectors = 2, kRows = 2;  // 8 accumulators of 16 registers (12 spilled)
+  static constexpr int kVectors = 2, kRows = 3;  // 12 accumulators of 16 registers
   static Float load(const float* p) { return _mm256_loadu_ps(p); }
   static Float set1(float v) { return _mm256_set1_ps(v); }
   static Float abs(Float v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
