@@ -219,14 +219,14 @@ std::string describe_cpu_kernels() {
   const CpuIsa isa = cpu_isa(), detected = detected_cpu_isa();
   std::string why = to_string(isa);
   if (isa < detected) why += " (capped by PLUGFORMER_CPU_ISA / set_cpu_isa_cap; the CPU has " + to_string(detected) + ")";
-  const std::string int8 = cpu_has_avx512_vnni() ? ", many-row int8 products in integers (AVX512-VNNI)"
-                           : cpu_has_avx_vnni()    ? ", many-row int8 products in integers (AVX-VNNI)"
-                                                   : "";
+  // The integer route int8_products.cpp takes at this level.
+  const char* vnni = isa >= CpuIsa::avx512 && cpu_has_avx512_vnni() ? "AVX512-VNNI"
+                     : isa >= CpuIsa::avx2 && cpu_has_avx_vnni()    ? "AVX-VNNI"
+                                                                    : nullptr;
+  const std::string int8 = vnni ? ", many-row int8 products in integers (" + std::string(vnni) + ")" : "";
   switch (isa) {
     case CpuIsa::baseline: return why + ": libtorch's own kernels only";
-    case CpuIsa::avx2:
-      return why + ": AVX2 + FMA decode kernels, fp32 arithmetic for every weight type" +
-             (cpu_has_avx_vnni() ? ", many-row int8 products in integers (AVX-VNNI)" : "");
+    case CpuIsa::avx2: return why + ": AVX2 + FMA decode kernels, fp32 arithmetic for every weight type" + int8;
     case CpuIsa::avx512:
       return why + ": AVX-512 decode kernels, fp32 arithmetic for every weight type, many-row fp32 products by oneDNN" + int8;
     case CpuIsa::avx512_bf16:

@@ -112,8 +112,8 @@ int64_t usable_cores() {
 
 void with_worker_team(const std::function<void()>& main) {
   const int threads = at::get_num_threads();
-  // Inside a team, main's thread has `leading` set and the others are in a parallel region.
-  if (threads <= 1 || leading || at::in_parallel_region()) return main();
+  // Inside a team (any thread of it) or another parallel region: inline.
+  if (threads <= 1 || at::in_parallel_region()) return main();
   Team team;
   std::exception_ptr error;
   // No num_threads clause, as at::parallel_for: the region is the team of libgomp's pool that
