@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <ATen/Parallel.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
 #include <atomic>
@@ -32,7 +33,7 @@ int find_blas(struct dl_phdr_info* info, size_t, void* data) {
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false, avx512f = false, avx512bw = false, avx512vl = false,
        avx512dq = false, avx512_vnni = false, avx512_bf16 = false, avx_vnni = false, amx_tile = false,
-       amx_bf16 = false;
+       amx_bf16 = false, amx_int8 = false;
   bool ymm_state = false, zmm_state = false, tile_state = false;  // enabled by the OS (XCR0)
   bool tile_permission = false;                                   // granted by Linux (arch_prctl)
 };
@@ -60,6 +61,7 @@ CpuFeatures read_cpu_features() {
     f.avx512_vnni = c & (1u << 11);
     f.amx_bf16 = d & (1u << 22);
     f.amx_tile = d & (1u << 24);
+    f.amx_int8 = d & (1u << 25);
   }
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
     f.avx_vnni = a & (1u << 4);
@@ -124,6 +126,20 @@ void keep_freed_memory() {
     kept_freed_bytes = 32 << 20;
     mallopt(M_TRIM_THRESHOLD, 32 << 20);
   }
+}
+
+// oneDNN (libtorch's, and the many-row products here) chooses its kernels from the CPU on its own.
+// A cap set by PLUGFORMER_CPU_ISA holds for it too, so that e.g. avx512_bf16 on an AMX CPU
+// compares without AMX tiles; oneDNN takes the cap only before its first primitive, so
+// set_cpu_isa_cap() at run time caps plugformer's own kernels only.
+void cap_onednn(CpuIsa cap) {
+  if (cap >= detected_cpu_isa()) return;
+  const dnnl_cpu_isa_t limit = cap == CpuIsa::avx512_bf16 ? dnnl_cpu_isa_avx512_core_bf16
+                               : cap == CpuIsa::avx512    ? dnnl_cpu_isa_avx512_core_vnni
+                               : cap == CpuIsa::avx2      ? dnnl_cpu_isa_avx2
+                                                          : dnnl_cpu_isa_sse41;
+  if (dnnl_set_max_cpu_isa(limit) != dnnl_success)
+    logger().debug("oneDNN already ran: PLUGFORMER_CPU_ISA={} does not cap its kernels", to_string(cap));
 }
 }  // namespace
 
@@ -199,6 +215,7 @@ std::string to_string(CpuIsa isa) {
 
 bool cpu_has_avx512_vnni() { return detected_cpu_isa() >= CpuIsa::avx512 && cpu().avx512_vnni; }
 bool cpu_has_avx_vnni() { return detected_cpu_isa() >= CpuIsa::avx2 && cpu().avx_vnni; }
+bool cpu_has_amx_int8() { return detected_cpu_isa() >= CpuIsa::amx && cpu().amx_int8; }
 
 std::string cpu_features() {
   const CpuFeatures& f = cpu();
@@ -206,7 +223,8 @@ std::string cpu_features() {
       {f.avx2, "avx2"},         {f.fma, "fma"},           {f.f16c, "f16c"},
       {f.avx512f, "avx512f"},   {f.avx512bw, "avx512bw"}, {f.avx512vl, "avx512vl"},
       {f.avx512dq, "avx512dq"}, {f.avx512_vnni, "avx512_vnni"}, {f.avx512_bf16, "avx512_bf16"},
-      {f.avx_vnni, "avx_vnni"},     {f.amx_tile, "amx_tile"}, {f.amx_bf16, "amx_bf16"}};
+      {f.avx_vnni, "avx_vnni"},     {f.amx_tile, "amx_tile"}, {f.amx_bf16, "amx_bf16"},
+      {f.amx_int8, "amx_int8"}};
   std::string out;
   for (const auto& [present, name] : named)
     if (present) out += (out.empty() ? "" : " ") + std::string(name);
@@ -220,9 +238,10 @@ std::string describe_cpu_kernels() {
   std::string why = to_string(isa);
   if (isa < detected) why += " (capped by PLUGFORMER_CPU_ISA / set_cpu_isa_cap; the CPU has " + to_string(detected) + ")";
   // The integer route int8_products.cpp takes at this level.
-  const char* vnni = isa >= CpuIsa::avx512 && cpu_has_avx512_vnni() ? "AVX512-VNNI"
-                     : isa >= CpuIsa::avx2 && cpu_has_avx_vnni()    ? "AVX-VNNI"
-                                                                    : nullptr;
+  const char* vnni = isa >= CpuIsa::amx && cpu_has_amx_int8()        ? "AMX tiles"
+                     : isa >= CpuIsa::avx512 && cpu_has_avx512_vnni() ? "AVX512-VNNI"
+                     : isa >= CpuIsa::avx2 && cpu_has_avx_vnni()      ? "AVX-VNNI"
+                                                                      : nullptr;
   const std::string int8 = vnni ? ", many-row int8 products in integers (" + std::string(vnni) + ")" : "";
   switch (isa) {
     case CpuIsa::baseline: return why + ": libtorch's own kernels only";
@@ -260,6 +279,7 @@ void init_runtime() {
     const char* chosen = std::getenv("OMP_NUM_THREADS");
     if (!(chosen && *chosen) && cores > 0 && at::get_num_threads() < int(cores)) at::set_num_threads(int(cores));
     keep_freed_memory();
+    cap_onednn(cpu_isa_cap());
     logger().debug("CPU features: {}; kernels: {}", cpu_features(), describe_cpu_kernels());
     if (reference_blas_active())
       logger().warn(

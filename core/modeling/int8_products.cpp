@@ -26,18 +26,20 @@ constexpr int kLowSteps = 254;  // low = round((x / s - high) * 254): |low| <= 1
 // Accumulators hold sum((w + 128) * part) <= in * 255 * 127 in int32.
 constexpr int64_t kMaxFeatures = 65536;
 
-// The rows of x in two int8 parts (zero-padded to whole groups of four), with each row's scale
-// and the sums of its parts (for the +128 that makes the weights unsigned).
+// The rows of x in two int8 parts, with each row's scale and the sums of its parts (for the +128
+// that makes the weights unsigned). The parts are zero-padded to whole steps of the kernel: groups
+// of four inputs (vpdpbusd), or 16 rows by 64 inputs (an AMX tile).
 struct SplitRows {
   int64_t padded = 0;
   std::vector<int8_t> high, low;
   std::vector<float> scale;
   std::vector<int32_t> high_sum, low_sum;
 
-  void resize(int64_t rows, int64_t in) {
-    padded = (in + 3) / 4 * 4;
-    high.assign(size_t(rows * padded), 0);
-    low.assign(size_t(rows * padded), 0);
+  void resize(int64_t rows, int64_t in, int64_t row_multiple, int64_t in_multiple) {
+    padded = (in + in_multiple - 1) / in_multiple * in_multiple;
+    const int64_t padded_rows = (rows + row_multiple - 1) / row_multiple * row_multiple;
+    high.assign(size_t(padded_rows * padded), 0);
+    low.assign(size_t(padded_rows * padded), 0);
     scale.resize(size_t(rows));
     high_sum.resize(size_t(rows));
     low_sum.resize(size_t(rows));
@@ -73,7 +75,7 @@ void pack_tile(const int8_t* w, int64_t in, int64_t out, int64_t first, int64_t 
 }
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")
 namespace vnni512 {
 struct V {
   using Float = __m512;
@@ -103,6 +105,66 @@ struct V {
   static void store_n(float* p, Float v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
 };
 #include "int8_kernels.inc"
+
+// AMX: one tdpbsud multiplies 16 rows x 64 inputs of x (signed) by 64 inputs x 16 channels of
+// the packed weights (unsigned): the packing and the integer sums are vpdpbusd's, and the same
+// store_sums turns them into the same floats. Tiles 0-3 sum the high / low parts for the tile's
+// channels 0-15 / 16-31, tiles 4 and 5 hold x's parts, tiles 6 and 7 the weights.
+namespace amx {
+constexpr int64_t kRows = 16, kChannels = 32, kInputs = 64;
+
+struct TileConfig {  // the 64-byte operand of ldtilecfg, palette 1
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void rows_against_tile(const SplitRows& x, int64_t rows, const uint32_t* packed, int64_t quads, const float* w_scale,
+                       int64_t first, int64_t valid, float* y, int64_t y_stride) {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = kRows;  // 16 rows of x, or 16 groups of four inputs of the weights
+    config.bytes_per_row[t] = 64;
+  }
+  _tile_loadconfig(&config);
+  alignas(64) int32_t sums[4][kRows * 16];
+  for (int64_t row = 0; row < rows; row += kRows) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const int8_t* high = x.high.data() + row * x.padded;
+    const int8_t* low = x.low.data() + row * x.padded;
+    for (int64_t q = 0; q < quads; q += kInputs / 4) {
+      _tile_loadd(4, high + 4 * q, x.padded);
+      _tile_loadd(6, packed + q * kChannels, kChannels * 4);
+      _tile_dpbsud(0, 4, 6);
+      _tile_loadd(7, packed + q * kChannels + 16, kChannels * 4);
+      _tile_dpbsud(1, 4, 7);
+      _tile_loadd(5, low + 4 * q, x.padded);
+      _tile_dpbsud(2, 5, 6);
+      _tile_dpbsud(3, 5, 7);
+    }
+    _tile_stored(0, sums[0], 64);
+    _tile_stored(1, sums[1], 64);
+    _tile_stored(2, sums[2], 64);
+    _tile_stored(3, sums[3], 64);
+    for (int64_t r = 0; r < std::min(kRows, rows - row); ++r)
+      for (int64_t n = 0; n < 2; ++n) {
+        const int64_t begin = 16 * n;
+        if (begin < valid)
+          store_sums(x, row + r, V::load_i(reinterpret_cast<const uint32_t*>(sums[n] + 16 * r)),
+                     V::load_i(reinterpret_cast<const uint32_t*>(sums[2 + n] + 16 * r)), w_scale + first + begin,
+                     std::min<int64_t>(16, valid - begin), y + (row + r) * y_stride + first + begin);
+      }
+  }
+  _tile_release();  // hands the tile state back: context switches save less
+}
+
+bool product(const float* x, int64_t rows, int64_t in, const int8_t* w, const float* w_scale, int64_t out, float* y) {
+  return product_on_tiles(x, rows, in, w, w_scale, out, y, kChannels, kRows, kInputs, rows_against_tile);
+}
+}  // namespace amx
 }  // namespace vnni512
 #pragma GCC pop_options
 
@@ -152,6 +214,7 @@ struct V {
 #pragma GCC pop_options
 
 bool avx512_vnni_runs() { return cpu_isa() >= CpuIsa::avx512 && cpu_has_avx512_vnni(); }
+bool amx_int8_runs() { return cpu_isa() >= CpuIsa::amx && cpu_has_amx_int8(); }
 
 }  // namespace
 
@@ -162,7 +225,9 @@ bool int8_products_in_integers(int64_t in) {
 at::Tensor int8_integer_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& row_scale) {
   const int64_t in = x.size(1), rows = x.size(0), out = weight.size(0);
   at::Tensor y = at::empty({rows, out}, at::kFloat);
-  const auto product = avx512_vnni_runs() ? vnni512::product : vnni256::product;
+  const auto product = amx_int8_runs()      ? vnni512::amx::product
+                       : avx512_vnni_runs() ? vnni512::product
+                                            : vnni256::product;
   if (!product(x.data_ptr<float>(), rows, in, weight.data_ptr<int8_t>(), row_scale.data_ptr<float>(), out,
                y.data_ptr<float>()))
     return at::Tensor();

@@ -89,6 +89,21 @@ TEST(Cli, CpuIsaCapIsReportedAndEveryLevelGenerates) {
       << bad.out;
 }
 
+// The environment's cap holds for oneDNN too: a bf16 prompt of 40 tokens (oneDNN's many-row
+// products) runs on AMX tiles only without a cap below amx (ONEDNN_VERBOSE names each kernel).
+TEST(Cli, CpuIsaCapFromTheEnvironmentCapsOnednn) {
+  if (detected_cpu_isa() < CpuIsa::amx) GTEST_SKIP() << "no AMX here (" << cpu_features() << ")";
+  std::string ids = "1";
+  for (int i = 0; i < 39; ++i) ids += "," + std::to_string(300 + i);
+  const std::string generate = "generate " + test::kStories + " --ids " + ids + " --max-new-tokens 1 --dtype bfloat16";
+  for (const std::string cap : {"amx", "avx512_bf16"}) {
+    auto r = test::run_cli(generate, "ONEDNN_VERBOSE=1 PLUGFORMER_CPU_ISA=" + cap + " ");
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("onednn_verbose,exec,cpu,matmul"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("_amx") != std::string::npos, cap == "amx") << cap << ": " << r.out;
+  }
+}
+
 TEST(Cli, ForwardWritesTransformersOutputNames) {
   test::TempDir dir("cli-forward");
   const std::string fixture = std::string(PLUGFORMER_FIXTURES_DIR) + "/models/llama-tiny";

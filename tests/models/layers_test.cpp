@@ -524,6 +524,34 @@ TEST_P(CpuKernels, Int8ProductsOfLongInputsSplitTheActivationsWhereVnniRuns) {
   EXPECT_TRUE(at::allclose(with_nan[40].to(at::kDouble), at::full({out}, weight_only, at::kDouble), 1e-5, 0));
 }
 
+// On AMX tiles the integer sums are vpdpbusd's and the same code turns them into floats: the
+// products equal AVX512-VNNI's bit for bit, across partial blocks of 16 rows, 64 inputs and 32
+// channels. A NaN in x still gives NaN in its row (the product falls back to the weight-only one).
+TEST(Int8OnAmx, ProductsEqualAvx512VnniBitForBit) {
+  if (!cpu_has_amx_int8()) GTEST_SKIP() << "no AMX int8 tiles granted here (" << cpu_features() << ")";
+  at::NoGradGuard no_grad;
+  at::manual_seed(12);
+  const CpuIsa previous = cpu_isa_cap();
+  const auto product_at = [](CpuIsa cap, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale) {
+    set_cpu_isa_cap(cap);
+    return linear_product(x, weight, at::Tensor(), scale);
+  };
+  for (int64_t rows : {33, 48, 67})
+    for (int64_t in : {7, 64, 259})
+      for (int64_t out : {5, 32, 77}) {
+        SCOPED_TRACE(std::to_string(rows) + " x " + std::to_string(in) + " -> " + std::to_string(out));
+        at::Tensor x = at::randn({rows, in}) * 3;
+        const at::Tensor weight = at::randint(-127, 128, {out, in}).to(at::kChar), scale = at::rand({out}) + 0.01;
+        const at::Tensor tiles = product_at(CpuIsa::amx, x, weight, scale);
+        ASSERT_NE(describe_cpu_kernels().find("(AMX tiles)"), std::string::npos) << describe_cpu_kernels();
+        const at::Tensor vnni = product_at(CpuIsa::avx512_bf16, x, weight, scale);
+        EXPECT_TRUE(at::equal(tiles, vnni)) << "max diff " << (tiles - vnni).abs().max().item<double>();
+        x[rows - 2][in / 2] = std::nanf("");
+        EXPECT_TRUE(product_at(CpuIsa::amx, x, weight, scale)[rows - 2].isnan().all().item<bool>());
+      }
+  set_cpu_isa_cap(previous);
+}
+
 // matmul_any_precision (attention's per-head products; oneDNN's sgemm from avx512 up) on
 // operands of every layout: rows contiguous, transposed views, strides of 2 in both dimensions
 // (copied), and empty sizes.

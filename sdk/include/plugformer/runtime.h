@@ -47,12 +47,15 @@ std::string to_string(Bf16Route route);
 //   of many rows in integers.
 // - avx512_bf16: bf16 decode products multiply bf16 pairs natively (vdpbf16ps); bf16 products
 //   of many rows go to oneDNN in bf16 (Bf16Route::native under `automatic`).
-// - amx: as avx512_bf16, with oneDNN's many-row bf16 products on AMX tiles.
+// - amx: as avx512_bf16, with oneDNN's many-row bf16 products on AMX tiles, and int8-weight
+//   products of many rows on AMX int8 tiles where the CPU has them.
 enum class CpuIsa { baseline, avx2, avx512, avx512_bf16, amx };
 // The highest level this CPU and OS support.
 CpuIsa detected_cpu_isa();
 // The level the kernels use: the detected one, capped by set_cpu_isa_cap / PLUGFORMER_CPU_ISA
 // (baseline|avx2|avx512|avx512_bf16|amx; unset: no cap), e.g. to compare or test lower paths.
+// PLUGFORMER_CPU_ISA caps oneDNN's kernels too (from init_runtime, before oneDNN first runs);
+// set_cpu_isa_cap only plugformer's own.
 CpuIsa cpu_isa();
 void set_cpu_isa_cap(CpuIsa cap);
 CpuIsa cpu_isa_cap();
@@ -64,6 +67,9 @@ bool cpu_has_avx512_vnni();
 // AVX-512): where AVX512-VNNI does not run (level avx2, or a CPU without it), int8-weight
 // products of long inputs multiply in integers with it.
 bool cpu_has_avx_vnni();
+// Whether this CPU has AMX tiles for int8 (and Linux grants them): at level amx, int8-weight
+// products of long inputs multiply on the tiles (tdpbsud) instead of AVX512-VNNI.
+bool cpu_has_amx_int8();
 // The CPU features plugformer checks, as /proc/cpuinfo names them ("avx2 fma f16c avx512f ..."),
 // and one line on the kernels chosen and why.
 std::string cpu_features();
