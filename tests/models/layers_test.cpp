@@ -472,7 +472,7 @@ TEST_P(CpuKernels, LinearProductsEqualTheFp32ProductForEveryWeightTypeLayoutAndR
         const at::Tensor reference_weight =
             (type == at::kChar ? weight.to(at::kFloat) * scale.unsqueeze(1) : weight.to(at::kFloat)).to(at::kDouble);
         const at::Tensor bias = at::randn({out}).to(x_type);
-        for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 35, 66}) {
+        for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 35, 66, 600}) {
           SCOPED_TRACE(std::string(c10::toString(type)) + (in_out ? " [in, out] " : " [out, in] ") + std::to_string(rows) +
                        " rows of " + std::to_string(in));
           const at::Tensor x = at::randn({rows, in}).to(x_type);
