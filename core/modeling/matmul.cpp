@@ -411,9 +411,9 @@ at::Tensor fp32_matmul(const at::Tensor& a, const at::Tensor& b) {
 // oneDNN 2.6's bf16 products on AMX tiles take their blocking from the row count, and many counts
 // get a poor one (Intel Xeon with AMX, 2 threads, [rows, 768] x [768, 3072]: 496 rows 590 GFLOP/s,
 // 682 rows 550, 976 rows 75, against 1790-1910 at 480 and 512; AVX512-BF16's kernels do not vary
-// so). Multiples of 64 rows up to 512 ran at 670-2100 on every Llama, BERT and Qwen shape
-// measured, so products of more rows go to oneDNN in pieces of up to 512 rows, each a multiple of
-// 64 (the last one zero-padded). x2d [rows, in] and weight [out, in] in bf16, no autograd.
+// so). Multiples of 32 rows from 64 to 512 ran at 670-2100 on every Llama, BERT and Qwen shape
+// measured, so products go to oneDNN in pieces of up to 512 rows, each a multiple of 32 (the last
+// one zero-padded). x2d [rows, in] and weight [out, in] in bf16, no autograd.
 at::Tensor bf16_linear_on_amx(const at::Tensor& x2d, const at::Tensor& weight, const at::Tensor& bias) {
   constexpr int64_t kPieceRows = 512, kRowStep = 32;
   const int64_t rows = x2d.size(0);
