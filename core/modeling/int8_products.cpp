@@ -1,5 +1,6 @@
-// int8-weight products of long inputs (prompts) in integer arithmetic on AVX512-VNNI or AVX-VNNI
-// (the same instruction on 256-bit registers, in CPUs without AVX-512). Widening the weight to
+// int8-weight products of long inputs (prompts) in integer arithmetic on AMX int8 tiles,
+// AVX512-VNNI or AVX-VNNI (the same instruction on 256-bit registers, in CPUs without AVX-512),
+// all three with the same integer sums and so the same results. Widening the weight to
 // fp32 for sgemm (the other CPUs' route) leaves int8 at fp32's speed; vpdpbusd multiplies 64
 // (32) byte pairs per instruction. As llama.cpp's Q8 path does, the activations are
 // quantized on the fly, but in two int8 parts per row — x = s * (high + low / 254), s = the row's
