@@ -3,7 +3,17 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
+
 namespace plugformer {
+
+// Whether rows_in_fp32 takes x: bf16, contiguous, large (a prompt's activations), no autograd.
+bool rows_in_fp32_apply(const at::Tensor& x);
+// f(x in fp32) rounded to bf16, over blocks of x's rows (its last dimension), each widened, f'd and
+// rounded while it sits in L2, in parallel: one pass over memory instead of three (bert-base's
+// 1024 x 3072 GELU in bf16: ~2.7 ms as two libtorch conversions around it). f must treat the rows
+// independently (elementwise, or over the last dimension) and return fp32 of its input's size.
+at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f);
 
 // f(x) for fp32 / fp64 x; for bf16 / fp16 x, f computed in fp32 and rounded once to x's type, as
 // PyTorch 2 computes norms and activations of 2-byte types. libtorch 1.13's own bf16 kernels round
@@ -12,6 +22,7 @@ namespace plugformer {
 template <class F>
 at::Tensor computed_in_fp32(const at::Tensor& x, F&& f) {
   if (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) return f(x);
+  if (rows_in_fp32_apply(x)) return rows_in_fp32(x, f);
   return f(x.to(at::kFloat)).to(x.scalar_type());
 }
 

@@ -449,7 +449,9 @@ bool inference_only() { return !at::GradMode::is_enabled() && !training_pass; }
 at::Tensor in_row_chunks(const at::Tensor& x, int64_t width, const std::function<at::Tensor(const at::Tensor&)>& f) {
   constexpr int64_t kChunkBytes = 8 << 20;
   const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
-  const int64_t chunk = std::max<int64_t>(64, kChunkBytes / (4 * std::max<int64_t>(1, width)));
+  // Whole pieces of the bf16 products on AMX (bf16_linear_on_amx): 512 rows, or a multiple of 64 below.
+  const int64_t fit = kChunkBytes / (4 * std::max<int64_t>(1, width));
+  const int64_t chunk = fit >= 512 ? fit / 512 * 512 : std::max<int64_t>(64, fit / 64 * 64);
   if (rows <= chunk || !inference_only()) return f(x);
   const at::Tensor flat = x.reshape({rows, x.size(-1)});
   std::vector<at::Tensor> parts;

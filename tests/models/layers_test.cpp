@@ -163,6 +163,19 @@ TEST_P(ReducedPrecision, NormsAndActivationsAreComputedInFp32AndRoundedOnce) {
     EXPECT_TRUE(at::equal(out, at::layer_norm(x32, {40}, norm.weight.to(at::kFloat), bias32, 1e-5).to(type)))
         << "bias " << with_bias;
   }
+  // A prompt's activations without autograd (bf16: blocks of rows widened, computed and rounded
+  // in one pass): the same bits, across partial blocks and vector tails (rows of 257).
+  at::NoGradGuard no_grad;
+  const at::Tensor large = (at::randn({3, 301, 257}) * 3).to(type), large32 = large.to(at::kFloat);
+  for (const char* name : {"gelu", "gelu_new", "silu", "relu"})
+    EXPECT_TRUE(at::equal(get_activation(name)(large), get_activation(name)(large32).to(type))) << name;
+  EXPECT_TRUE(at::equal(get_activation("quick_gelu")(large),
+                        large * at::sigmoid((1.702 * large).to(at::kFloat)).to(type)));
+  LayerNorm norm(257, 1e-5, true);
+  norm.weight = at::randn({257}).to(type);
+  norm.bias = at::randn({257}).to(type);
+  EXPECT_TRUE(at::equal(norm.forward(large), at::layer_norm(large32, {257}, norm.weight.to(at::kFloat),
+                                                            norm.bias.to(at::kFloat), 1e-5).to(type)));
 }
 
 TEST(ReducedPrecisionGrad, LinearStaysDifferentiable) {
