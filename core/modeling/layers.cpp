@@ -168,6 +168,8 @@ at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double sca
   // In fp32 and rounded once, as the norms and activations (libtorch 1.13 has no fp16 tanh).
   if (softcap > 0) scores = (at::tanh(scores.to(at::kFloat) / softcap) * softcap).to(scores.scalar_type());
   if (mask.defined()) scores = scores + mask;
+  // Softmax in fp32, rounded once to the query's type (by blocks of rows for a prompt's bf16 scores).
+  if (scores.scalar_type() == type) return computed_in_fp32(scores, [](const at::Tensor& h) { return at::softmax(h, -1); });
   return at::softmax(scores, -1, at::kFloat).to(type);
 }
 

@@ -136,6 +136,14 @@ TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
   ASSERT_EQ(out.scalar_type(), type);
   // Scores and probabilities are rounded to the reduced type on the way, as in PyTorch.
   EXPECT_LE((out.to(at::kFloat) - fp32).abs().max().item<double>(), type == at::kBFloat16 ? 0.05 : 0.01);
+  // A prompt without autograd, with a padding mask: its softmax runs by blocks of rows in bf16.
+  at::NoGradGuard no_grad;
+  const at::Tensor lq = at::randn({2, 12, 128, 64}).to(type), lk = at::randn({2, 12, 128, 64}).to(type),
+                   lv = at::randn({2, 12, 128, 64}).to(type);
+  const at::Tensor mask = at::zeros({2, 1, 1, 128}).index_put_({1, 0, 0, at::indexing::Slice(100)}, -1e4).to(type);
+  const at::Tensor long_out = attention(lq, lk, lv, mask, 0.125);
+  const at::Tensor long_fp32 = attention(lq.to(at::kFloat), lk.to(at::kFloat), lv.to(at::kFloat), mask.to(at::kFloat), 0.125);
+  EXPECT_LE((long_out.to(at::kFloat) - long_fp32).abs().max().item<double>(), type == at::kBFloat16 ? 0.05 : 0.01);
 }
 
 // PyTorch 2 computes norms and activations of 2-byte types in fp32 and rounds once; libtorch
