@@ -14,6 +14,15 @@ bool rows_in_fp32_apply(const at::Tensor& x);
 // 1024 x 3072 GELU in bf16: ~2.7 ms as two libtorch conversions around it). f must treat the rows
 // independently (elementwise, or over the last dimension) and return fp32 of its input's size.
 at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f);
+// The same, with the rows put in fp32 by widen_rows(first row, rows, width, fp32 destination).
+at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f,
+                        const std::function<void(int64_t, int64_t, int64_t, float*)>& widen_rows);
+
+// Attention's softmax(scores * scale + mask) of bf16 scores [batch, heads, q_len, kv_len] (mask
+// bf16, expanded to their shape, or undefined): each op rounded to bf16 as the libtorch ops on
+// bf16 tensors round it, the softmax in fp32 rounded once, all in one pass by blocks of rows.
+bool scaled_masked_softmax_applies(const at::Tensor& scores, const at::Tensor& mask);
+at::Tensor scaled_masked_softmax(const at::Tensor& scores, double scale, const at::Tensor& mask);
 
 // f(x) for fp32 / fp64 x; for bf16 / fp16 x, f computed in fp32 and rounded once to x's type, as
 // PyTorch 2 computes norms and activations of 2-byte types. libtorch 1.13's own bf16 kernels round

@@ -112,10 +112,12 @@ LayerNorm::LayerNorm(int64_t dim, double eps_, bool with_bias) : eps(eps_) {
 
 at::Tensor LayerNorm::forward(const at::Tensor& x) const {
   try {
-    return computed_in_fp32(x, [&](const at::Tensor& h) {
-      const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias.to(h.scalar_type())) : c10::nullopt;
-      return at::layer_norm(h, {weight.size(0)}, weight.to(h.scalar_type()), b, eps);
-    });
+    // The weights in the type the norm computes in (fp32 for 2-byte x), converted once rather than
+    // for each block of rows.
+    const c10::ScalarType type = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf ? at::kFloat : x.scalar_type();
+    const at::Tensor w = weight.to(type);
+    const c10::optional<at::Tensor> b = bias.defined() ? c10::optional<at::Tensor>(bias.to(type)) : c10::nullopt;
+    return computed_in_fp32(x, [&](const at::Tensor& h) { return at::layer_norm(h, {weight.size(0)}, w, b, eps); });
   } catch (const c10::Error& e) {
     throw_computation_error(e, "LayerNorm((" + std::to_string(weight.size(0)) + ",))", x.scalar_type());
   }
@@ -164,12 +166,14 @@ namespace {
 // attention, shared by the whole-tensor and the per-head paths so both compute the same.
 at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double scale, double softcap,
                            c10::ScalarType type) {
+  if (softcap <= 0 && scores.scalar_type() == type) {  // a prompt's bf16 scores: one pass instead of four
+    const at::Tensor m = mask.defined() ? mask.expand(scores.sizes()) : mask;
+    if (scaled_masked_softmax_applies(scores, m)) return scaled_masked_softmax(scores, scale, m);
+  }
   if (scale != 1.0) scores = scores * scale;
   // In fp32 and rounded once, as the norms and activations (libtorch 1.13 has no fp16 tanh).
   if (softcap > 0) scores = (at::tanh(scores.to(at::kFloat) / softcap) * softcap).to(scores.scalar_type());
   if (mask.defined()) scores = scores + mask;
-  // Softmax in fp32, rounded once to the query's type (by blocks of rows for a prompt's bf16 scores).
-  if (scores.scalar_type() == type) return computed_in_fp32(scores, [](const at::Tensor& h) { return at::softmax(h, -1); });
   return at::softmax(scores, -1, at::kFloat).to(type);
 }
 

@@ -18,6 +18,7 @@
 #include <optional>
 #include <tuple>
 
+#include "modeling/fp32.h"
 #include "modeling/matmul.h"
 #include "modeling/worker_team.h"
 #include "models/fixture_runner.h"
@@ -144,6 +145,27 @@ TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
   const at::Tensor long_out = attention(lq, lk, lv, mask, 0.125);
   const at::Tensor long_fp32 = attention(lq.to(at::kFloat), lk.to(at::kFloat), lv.to(at::kFloat), mask.to(at::kFloat), 0.125);
   EXPECT_LE((long_out.to(at::kFloat) - long_fp32).abs().max().item<double>(), type == at::kBFloat16 ? 0.05 : 0.01);
+}
+
+// A prompt's bf16 attention probabilities in one pass: the same bits as libtorch's ops on bf16
+// (scores * scale, + mask, softmax in fp32 rounded once), for scales bf16 can and cannot hold,
+// padding and causal masks, rows of 600 (vector tails) and several blocks of rows.
+TEST(ScaledMaskedSoftmax, EqualsTheBf16OpSequenceBitForBit) {
+  at::NoGradGuard no_grad;
+  at::manual_seed(13);
+  const at::Tensor scores = (at::randn({2, 3, 40, 600}) * 20).to(at::kBFloat16);
+  const at::Tensor padding = at::zeros({2, 1, 1, 600}).index_put_({1, 0, 0, at::indexing::Slice(500)}, -1e4);
+  const at::Tensor causal = at::full({40, 600}, -3.0e38).triu(561).expand({2, 1, 40, 600});
+  for (double scale : {0.125, 1 / std::sqrt(80.0), 1.0})
+    for (const at::Tensor& mask : {at::Tensor(), padding.to(at::kBFloat16), causal.to(at::kBFloat16)}) {
+      SCOPED_TRACE("scale " + std::to_string(scale) + (mask.defined() ? ", mask " + c10::str(mask.sizes()) : ""));
+      const at::Tensor m = mask.defined() ? mask.expand(scores.sizes()) : mask;
+      ASSERT_TRUE(scaled_masked_softmax_applies(scores, m));
+      at::Tensor expected = scores * scale;
+      if (mask.defined()) expected = expected + mask;
+      expected = at::softmax(expected, -1, at::kFloat).to(at::kBFloat16);
+      EXPECT_TRUE(at::equal(scaled_masked_softmax(scores, scale, m), expected));
+    }
 }
 
 // PyTorch 2 computes norms and activations of 2-byte types in fp32 and rounds once; libtorch
