@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
-#include "matmul.h"
 #include "simd.h"
 #include "plugformer/error.h"
 #include "plugformer/runtime.h"
@@ -68,8 +67,10 @@ __attribute__((target("avx2,fma"))) void widen_scaled_masked(const c10::BFloat16
 }  // namespace
 
 bool rows_in_fp32_apply(const at::Tensor& x) {
+  // Without autograd only (no graph to keep); a checkpointed layer's first pass may take it too, as
+  // its results are the same bits.
   return x.scalar_type() == at::kBFloat16 && x.dim() >= 1 && x.numel() >= kMinValues && x.is_contiguous() &&
-         !x.requires_grad() && inference_only() && cpu_isa() >= CpuIsa::avx2;
+         !at::GradMode::is_enabled() && cpu_isa() >= CpuIsa::avx2;
 }
 
 at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
