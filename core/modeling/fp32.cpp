@@ -47,7 +47,7 @@ __attribute__((target("avx2,fma"))) void round_to_bf16(const float* src, int64_t
 }
 
 // One row of bf16 scores as `scores * scale + mask` leaves it in bf16 (each op rounding its
-// result; libtorch 1.13 rounds the scalar to bf16 first), widened to fp32.
+// result), widened to fp32.
 __attribute__((target("avx2,fma"))) void widen_scaled_masked(const c10::BFloat16* s, const c10::BFloat16* mask, float scale,
                                                              int64_t n, float* dst) {
   const __m256 factor = _mm256_set1_ps(scale);
@@ -88,11 +88,12 @@ at::Tensor scaled_masked_softmax(const at::Tensor& scores, double scale, const a
   const int64_t heads = scores.size(1), q_len = scores.size(2);
   const c10::BFloat16* src = scores.data_ptr<c10::BFloat16>();
   const c10::BFloat16* m = mask.defined() ? mask.data_ptr<c10::BFloat16>() : nullptr;
+  const float factor = float(c10::BFloat16(float(scale)));  // libtorch 1.13 rounds the scalar to bf16 first
   const auto prepare = [&](int64_t row, int64_t n, int64_t width, float* dst) {
     for (int64_t r = row; r < row + n; ++r, dst += width) {
       const int64_t b = r / (heads * q_len), h = r / q_len % heads, q = r % q_len;
       widen_scaled_masked(src + r * width, m ? m + b * mask.stride(0) + h * mask.stride(1) + q * mask.stride(2) : nullptr,
-                          float(c10::BFloat16(float(scale))), width, dst);
+                          factor, width, dst);
     }
   };
   return rows_in_fp32(scores, [](const at::Tensor& h) { return at::softmax(h, -1); }, prepare);
