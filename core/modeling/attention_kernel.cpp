@@ -19,12 +19,26 @@ namespace {
 
 using simd::load8;
 
+// Keys are asked for this many rows ahead (every line of them), and each block's values while
+// its keys are scored, so both are in flight at once: a decode step reads each head's keys and
+// values once, in streams of a few tens of KB, too short for the hardware prefetcher to get going.
+// 64 caches of 12 heads x 577 bf16 keys and values, one query: 12-13 -> 17-19 GB/s (Intel Xeon;
+// 32 or 64 rows ahead: slower).
+constexpr int64_t kRowsAhead = 16;
+
+template <class T>
+void prefetch_row(const T* row, int64_t values) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < values * int64_t(sizeof(T)); b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+}
+
 // Scores of 8 consecutive keys (rows of `dim` values, `stride` apart; dim % 8 == 0) against the
 // query, as one vector: 8 accumulators reduced together instead of one horizontal sum per key.
 template <class T>
 __attribute__((target("avx2,fma,f16c"))) __m256 dot8(const float* q, const T* keys, int64_t stride, int64_t dim) {
   __m256 acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int j = 0; j < 8; ++j) prefetch_row(keys + (kRowsAhead + j) * stride, dim);
   for (int64_t d = 0; d < dim; d += 8) {
     const __m256 qv = _mm256_loadu_ps(q + d);
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8(keys + j * stride + d), acc[j]);
@@ -69,6 +83,7 @@ __attribute__((target("avx2,fma,f16c"))) void weighted_sum(const float* p, const
   __m256 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t l = 0; l < len; ++l) {
+    prefetch_row(values + (l + kRowsAhead) * stride, 8 * C);
     const __m256 pv = _mm256_set1_ps(p[l]);
     for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, load8(values + l * stride + 8 * c), acc[c]);
   }
@@ -102,8 +117,10 @@ __attribute__((target("avx2,fma,f16c"))) void attend_row(const float* query, con
   // As the generic path: each scaled score is rounded to fp32, then the mask is added.
   const __m256 sv = _mm256_set1_ps(scale);
   int64_t l = 0;
-  for (; l + 8 <= len; l += 8)
+  for (; l + 8 <= len; l += 8) {
+    for (int64_t j = 0; j < 8; ++j) prefetch_row(values + (l + j) * value_stride, dim);
     _mm256_storeu_ps(scores + l, _mm256_mul_ps(dot8(query, keys + l * key_stride, key_stride, dim), sv));
+  }
   for (; l < len; ++l) scores[l] = dot(query, keys + l * key_stride, dim) * scale;
   if (softcap > 0)
     for (l = 0; l < len; ++l) scores[l] = std::tanh(scores[l] / softcap) * softcap;

@@ -12,15 +12,9 @@ namespace plugformer {
 
 namespace {
 
-// 256 KB of fp32 a block, in L2 from its widening to its rounding. Smaller tensors (decode) take
-// libtorch's conversions: one call each costs less there than the blocks' setup.
+// 256 KB of fp32 a block, in L2 from its widening to its rounding. Smaller tensors (decode) are
+// converted whole, on the calling thread: the blocks' setup costs more there than it saves.
 constexpr int64_t kBlockValues = 1 << 16, kMinValues = 1 << 16;
-
-__attribute__((target("avx2,fma"))) void widen(const c10::BFloat16* src, int64_t n, float* dst) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, simd::load8(src + i));
-  for (; i < n; ++i) dst[i] = float(src[i]);
-}
 
 // Eight fp32 rounded as c10::BFloat16 rounds them (to nearest even, NaN to 0x7FC0), as the
 // bf16 bit patterns in the low halves of the lanes.
@@ -36,14 +30,20 @@ __attribute__((target("avx2,fma"))) inline __m256 rounded_to_bf16(__m256 v) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
 }
 
-__attribute__((target("avx2,fma"))) void round_to_bf16(const float* src, int64_t n, c10::BFloat16* dst) {
+// src[i] (+ bias[i] when given, added in fp32 as libtorch adds a bf16 / fp16 bias to fp32)
+// rounded to bf16.
+template <class B = float>
+__attribute__((target("avx2,fma,f16c"))) void round_to_bf16(const float* src, int64_t n, c10::BFloat16* dst,
+                                                             const B* bias = nullptr) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i rounded = bf16_bits(_mm256_loadu_ps(src + i));
+    __m256 v = _mm256_loadu_ps(src + i);
+    if (bias) v = _mm256_add_ps(v, simd::load8(bias + i));
+    const __m256i rounded = bf16_bits(v);
     const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), packed);
   }
-  for (; i < n; ++i) dst[i] = c10::BFloat16(src[i]);
+  for (; i < n; ++i) dst[i] = c10::BFloat16(bias ? src[i] + float(bias[i]) : src[i]);
 }
 
 // One row of bf16 scores as `scores * scale + mask` leaves it in bf16 (each op rounding its
@@ -73,9 +73,45 @@ bool rows_in_fp32_apply(const at::Tensor& x) {
          !at::GradMode::is_enabled() && cpu_isa() >= CpuIsa::avx2;
 }
 
+bool small_conversion_applies(const at::Tensor& t) {
+  return (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf || t.scalar_type() == at::kFloat) &&
+         t.numel() > 0 && t.numel() <= kMinValues && t.is_contiguous() && !at::GradMode::is_enabled() &&
+         cpu_isa() >= CpuIsa::avx2;
+}
+
+at::Tensor widened_to_fp32(const at::Tensor& x) {
+  at::Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  simd::with_kernel_type(x.scalar_type(), [&](auto zero) {
+    using T = decltype(zero);
+    simd::widen_rows(static_cast<const T*>(x.data_ptr()), 1, x.numel(), 0, out.data_ptr<float>());
+  });
+  return out;
+}
+
+at::Tensor rounded_from_fp32(const at::Tensor& y, const at::Tensor& bias, c10::ScalarType type) {
+  const int64_t width = y.size(-1), rows = y.numel() / width;
+  at::Tensor out = at::empty(y.sizes(), y.options().dtype(type));
+  const float* src = y.data_ptr<float>();
+  simd::with_kernel_type(bias.defined() ? bias.scalar_type() : at::kFloat, [&](auto zero) {
+    using B = decltype(zero);
+    const B* b = bias.defined() ? static_cast<const B*>(bias.data_ptr()) : nullptr;
+    if (type == at::kBFloat16) {
+      c10::BFloat16* dst = out.data_ptr<c10::BFloat16>();
+      if (!b) return round_to_bf16(src, rows * width, dst);
+      for (int64_t r = 0; r < rows; ++r) round_to_bf16(src + r * width, width, dst + r * width, b);
+    } else {
+      c10::Half* dst = out.data_ptr<c10::Half>();
+      for (int64_t i = 0; i < rows * width; ++i) dst[i] = c10::Half(b ? src[i] + float(b[i % width]) : src[i]);
+    }
+  });
+  return out;
+}
+
 at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
   const c10::BFloat16* src = x.data_ptr<c10::BFloat16>();
-  return rows_in_fp32(x, f, [src](int64_t row, int64_t n, int64_t width, float* dst) { widen(src + row * width, n * width, dst); });
+  return rows_in_fp32(x, f, [src](int64_t row, int64_t n, int64_t width, float* dst) {
+    simd::widen_rows(src + row * width, 1, n * width, 0, dst);
+  });
 }
 
 bool scaled_masked_softmax_applies(const at::Tensor& scores, const at::Tensor& mask) {

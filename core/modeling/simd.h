@@ -48,6 +48,17 @@ __attribute__((target("avx2,fma"))) inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
+// rows x cols values (rows row_stride apart, unit stride within) into contiguous fp32 (exact).
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) inline void widen_rows(const T* src, int64_t rows, int64_t cols,
+                                                                 int64_t row_stride, float* dst) {
+  for (int64_t r = 0; r < rows; ++r, src += row_stride, dst += cols) {
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) _mm256_storeu_ps(dst + c, load8(src + c));
+    for (; c < cols; ++c) dst[c] = float(src[c]);
+  }
+}
+
 __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -196,6 +196,15 @@ TEST_P(ReducedPrecision, NormsAndActivationsAreComputedInFp32AndRoundedOnce) {
   // A prompt's activations without autograd (bf16: blocks of rows widened, computed and rounded
   // in one pass): the same bits, across partial blocks and vector tails (rows of 257).
   at::NoGradGuard no_grad;
+  // Decode-sized ones (one loop each way instead of libtorch's conversions): the same values, for
+  // infinities, NaN and a tail beyond the vectors (rows of 43).
+  at::Tensor small = (at::randn({3, 43}) * 3).to(type);
+  small[0][0] = INFINITY, small[1][42] = -INFINITY, small[2][5] = NAN;
+  for (const char* name : {"gelu", "silu", "relu", "tanh"}) {
+    const at::Tensor out = get_activation(name)(small);
+    ASSERT_EQ(out.scalar_type(), type) << name;
+    EXPECT_TRUE(at::allclose(out, get_activation(name)(small.to(at::kFloat)).to(type), 0, 0, true)) << name;
+  }
   const at::Tensor large = (at::randn({3, 301, 257}) * 3).to(type), large32 = large.to(at::kFloat);
   for (const char* name : {"gelu", "gelu_new", "silu", "relu"})
     EXPECT_TRUE(at::equal(get_activation(name)(large), get_activation(name)(large32).to(type))) << name;
