@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include "plugformer/error.h"
@@ -150,11 +151,16 @@ class Stepper {
       inputs.tensors["attention_mask"] = encoder_.attention_mask;
       inputs.tensors["decoder_input_ids"] = sequences.narrow(1, sequences.size(1) - fed, fed);
     } else {
-      // Positions count only real tokens, so left padding does not shift them.
-      at::Tensor positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1);
       inputs.tensors["input_ids"] = sequences.narrow(1, sequences.size(1) - fed, fed);
-      inputs.tensors["attention_mask"] = mask;
-      inputs.tensors["position_ids"] = positions.narrow(1, positions.size(1) - fed, fed);
+      // Without padding (checked once: the mask only grows by ones) the model's defaults are the
+      // same mask and positions, and a decode step then builds no mask at all.
+      if (!padded_) padded_ = (mask == 0).any().item<bool>();
+      if (*padded_) {
+        // Positions count only real tokens, so left padding does not shift them.
+        at::Tensor positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1);
+        inputs.tensors["attention_mask"] = mask;
+        inputs.tensors["position_ids"] = positions.narrow(1, positions.size(1) - fed, fed);
+      }
     }
     inputs.past_key_values = cache_;
     inputs.use_cache = bool(cache_);
@@ -168,7 +174,8 @@ class Stepper {
     if (encoder_.defined() && !encoded_.defined()) encoded_ = out["encoder_last_hidden_state"];
     at::Tensor logits = out["logits"];
     seen_ = sequences.size(1);
-    return logits.select(1, logits.size(1) - 1).to(at::kFloat).clone();
+    const at::Tensor last = logits.select(1, logits.size(1) - 1);
+    return last.scalar_type() == at::kFloat ? last.clone() : last.to(at::kFloat);
   }
   void reorder(const at::Tensor& rows) {
     if (cache_) cache_->reorder(rows);
@@ -191,6 +198,7 @@ class Stepper {
   EncoderInputs encoder_;
   at::Tensor encoded_;
   int64_t seen_ = 0;
+  std::optional<bool> padded_;
 };
 
 // Stop strings: a row is done when its decoded continuation ends with one of them.

@@ -10,11 +10,13 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <memory>
 #include <type_traits>
+#include <unordered_map>
 
 #include "matmul.h"
 #include "fp32.h"
@@ -225,6 +227,35 @@ void with_row_kernel(int64_t rows, Fn&& fn) {
 
 constexpr int64_t kStreamChunkRows = 16;
 
+// A decode step runs the same products in the same order every step: the product that followed
+// each weight last time is announced to the team (team_read_ahead) once that weight's product is
+// done, so the other threads fetch the beginnings of their streams of it while main runs the ops
+// in between alone. bf16 Llama decode, 512-token context, Intel Xeon: 65-71% -> 72-76% of the
+// bandwidth bound.
+class ProductOrder {
+ public:
+  void ran(const RowStreams& product) {
+    if (successor_.size() > 4096) successor_.clear();  // weights of models long gone
+    if (previous_) successor_[previous_] = product;
+    previous_ = product.data;
+    if (const auto next = successor_.find(product.data); next != successor_.end())
+      team_read_ahead(next->second, read_ahead_bytes());
+  }
+
+ private:
+  // Half the L2 cache of a core: the rows wait there for their product (1 MB on the Intel Xeon,
+  // where 2 MB measured no better).
+  static int64_t read_ahead_bytes() {
+    static const int64_t bytes = std::max<int64_t>(::sysconf(_SC_LEVEL2_CACHE_SIZE), 512 * 1024) / 2;
+    return bytes;
+  }
+
+  std::unordered_map<const void*, RowStreams> successor_;
+  const void* previous_ = nullptr;
+};
+
+thread_local ProductOrder product_order;
+
 // Decode (one group of rows): every thread starts on O far-apart streams of its own and reads
 // them in chunks; one that runs out takes chunks from the streams of the others, so a core slowed
 // down by another process on the machine no longer holds up the whole product.
@@ -268,6 +299,7 @@ void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int
       }
     }
   });
+  product_order.ran({w, out, in * int64_t(sizeof(W)), threads, O});
 }
 
 // Up to 4 rows of x added into y over the weight rows [ib, ie) by `accumulate` (one of the

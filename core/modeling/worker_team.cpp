@@ -46,11 +46,19 @@ class Team {
 
   void finish() { finished_.store(true, std::memory_order_release); }
 
+  void read_ahead(const RowStreams& next, int64_t bytes_per_thread) {
+    if (crowded_) return;
+    std::lock_guard<std::mutex> lock(read_ahead_mutex_);
+    read_ahead_ = next;
+    read_ahead_bytes_ = bytes_per_thread;
+    read_ahead_generation_.fetch_add(1, std::memory_order_release);
+  }
+
   // Thread `index` of the region until finish(). After a millisecond without work (main busy
   // with something long), or always when crowded (computed by each thread itself: start() may
   // not have run yet), it yields its core between polls.
   void serve(int64_t index, bool crowded) {
-    uint32_t seen = 0;
+    uint32_t seen = 0, seen_read_ahead = 0;
     auto idle_since = std::chrono::steady_clock::now();
     for (uint32_t polls = 1;; ++polls) {
       if (generation_.load(std::memory_order_acquire) != seen) {
@@ -66,6 +74,11 @@ class Team {
         continue;
       }
       if (finished_.load(std::memory_order_acquire)) return;
+      if (const uint32_t g = read_ahead_generation_.load(std::memory_order_acquire); g != seen_read_ahead) {
+        seen_read_ahead = g;
+        if (!crowded) read_ahead(index, seen);
+        continue;
+      }
       if (crowded || (polls % 1024 == 0 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(1)))
         sched_yield();
       else
@@ -85,6 +98,34 @@ class Team {
     else _mm_pause();
   }
 
+  // Thread `index`'s streams of the announced rows, line by line side by side, until they are read
+  // or main hands out the job after `seen`.
+  void read_ahead(int64_t index, uint32_t seen) {
+    RowStreams next;
+    int64_t budget;
+    {
+      std::lock_guard<std::mutex> lock(read_ahead_mutex_);
+      next = read_ahead_;
+      budget = read_ahead_bytes_;
+    }
+    constexpr int64_t kMaxStreams = 8;
+    const int64_t streams = std::min(next.streams_per_thread, kMaxStreams), all = next.threads * next.streams_per_thread;
+    if (index >= next.threads || streams <= 0) return;
+    const char* start[kMaxStreams];
+    int64_t bytes[kMaxStreams], longest = 0;
+    for (int64_t k = 0; k < streams; ++k) {
+      const int64_t i = index * next.streams_per_thread + k, first = next.rows * i / all;
+      start[k] = static_cast<const char*>(next.data) + first * next.row_bytes;
+      bytes[k] = std::min((next.rows * (i + 1) / all - first) * next.row_bytes, budget / streams);
+      longest = std::max(longest, bytes[k]);
+    }
+    for (int64_t b = 0; b < longest; b += 64) {
+      for (int64_t k = 0; k < streams; ++k)
+        if (b < bytes[k]) _mm_prefetch(start[k] + b, _MM_HINT_T0);
+      if (b % 2048 == 0 && generation_.load(std::memory_order_acquire) != seen) return;
+    }
+  }
+
   void piece(int64_t index) const {
     const int64_t begin = index * job_.chunk;
     if (begin < job_.n) job_.body(job_.context, begin, std::min(job_.n, begin + job_.chunk));
@@ -98,6 +139,10 @@ class Team {
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int64_t> pending_{0};
   alignas(64) std::atomic<bool> finished_{false};
+  alignas(64) std::atomic<uint32_t> read_ahead_generation_{0};
+  std::mutex read_ahead_mutex_;
+  RowStreams read_ahead_;
+  int64_t read_ahead_bytes_ = 0;
 };
 
 thread_local Team* leading = nullptr;  // the team whose main runs on this thread
@@ -135,6 +180,10 @@ void with_worker_team(const std::function<void()>& main) {
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+void team_read_ahead(const RowStreams& next, int64_t bytes_per_thread) {
+  if (leading) leading->read_ahead(next, bytes_per_thread);
 }
 
 void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* context) {

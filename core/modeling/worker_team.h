@@ -24,6 +24,18 @@ void with_worker_team(const std::function<void()>& main);
 using TeamBody = void (*)(const void* context, int64_t begin, int64_t end);
 void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* context);
 
+// A weight's rows as a decode product streams them: cut into threads x streams_per_thread equal
+// streams, thread t reading streams t * streams_per_thread onwards.
+struct RowStreams {
+  const void* data = nullptr;
+  int64_t rows = 0, row_bytes = 0, threads = 0, streams_per_thread = 0;
+};
+// Called by main between team_parallel_for calls, with the product it is about to start: while
+// main runs the ops in between alone, each other thread of its team asks for the beginnings of its
+// own streams (up to bytes_per_thread in all), until main hands out the next piece. Memory would
+// otherwise sit idle then. Outside a team, or with more threads than cores: nothing.
+void team_read_ahead(const RowStreams& next, int64_t bytes_per_thread);
+
 template <class F>
 void team_parallel_for(int64_t n, int64_t grain, const F& f) {
   team_parallel_for(

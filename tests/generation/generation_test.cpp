@@ -159,6 +159,11 @@ TEST(Generation, LeftPaddedBatchEqualsSinglePrompts) {
   EXPECT_EQ(row(both.sequences, 0), row(first.sequences));
   auto r1 = row(both.sequences, 1);
   EXPECT_EQ(std::vector<int64_t>(r1.begin() + 2, r1.end()), row(second.sequences));
+  // The padded row's scores too, step by step (its greedy tokens alone could survive a pad that is
+  // attended to, or positions shifted by it).
+  ASSERT_EQ(both.scores.size(), second.scores.size());
+  for (size_t step = 0; step < both.scores.size(); ++step)
+    EXPECT_TRUE(at::allclose(both.scores[step][1], second.scores[step][0], 1e-4, 1e-4)) << "step " << step;
 }
 
 TEST(Generation, InvalidSettingsAndPrompts) {

@@ -483,6 +483,39 @@ TEST(WorkerTeam, StreamedProductsAndAttentionGiveTheSameBitsInsideATeam) {
   at::set_num_threads(threads);
 }
 
+// Between the pieces of a team, its other threads read ahead the rows announced by main (a decode
+// step's next product, learned as the products run): nothing it reads changes, every piece still
+// runs once, and the products keep their bits, whatever was announced.
+TEST(WorkerTeam, ReadingAheadChangesNoResult) {
+  at::manual_seed(10);
+  const int threads = at::get_num_threads();
+  at::NoGradGuard no_grad;
+  at::set_num_threads(std::max(2, threads));
+  std::vector<Linear> layers;
+  for (int64_t out : {300, 700, 90}) {
+    layers.emplace_back(200, out, false);
+    layers.back().weight.set_data(at::randn({out, 200}).to(at::kBFloat16));
+  }
+  const at::Tensor x = at::randn({1, 200}).to(at::kBFloat16);
+  std::vector<at::Tensor> alone;
+  for (const auto& layer : layers) alone.push_back(layer.forward(x));
+  const std::vector<char> far(size_t(64) << 20, 1);  // more than the read-ahead reads before the next piece
+  with_worker_team([&] {
+    for (int step = 0; step < 3; ++step)  // from the second step on, each product announces the next
+      for (size_t i = 0; i < layers.size(); ++i) EXPECT_TRUE(at::equal(layers[i].forward(x), alone[i])) << step << " " << i;
+    team_read_ahead({far.data(), 1 << 16, 1024, 2, 4}, int64_t(far.size()));
+    std::atomic<int64_t> covered{0};
+    team_parallel_for(1000, 1, [&](int64_t begin, int64_t end) { covered += end - begin; });
+    EXPECT_EQ(covered.load(), 1000);
+    team_read_ahead({nullptr, 0, 0, 0, 0}, 0);  // nothing to read
+    team_read_ahead({far.data(), 8, 64, 64, 100}, 1 << 20);  // more threads and streams than the team has
+    team_parallel_for(2, 1, [&](int64_t begin, int64_t end) { covered += end - begin; });
+    EXPECT_EQ(covered.load(), 1002);
+  });
+  EXPECT_EQ(std::count(far.begin(), far.end(), 1), int64_t(far.size()));
+  at::set_num_threads(threads);
+}
+
 // Each kernel level (runtime.h's CpuIsa) this CPU has, chosen by capping the detected one; a
 // level it lacks is reported as skipped, with the reason. Every level must give the fp32
 // reference product of every weight type and layout, for odd sizes and 1-33 rows.
