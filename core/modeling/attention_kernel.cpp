@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "fp32.h"
 #include "matmul.h"
 #include "simd.h"
 #include "worker_team.h"
@@ -153,7 +154,7 @@ __attribute__((target("avx2,fma,f16c"))) void attend_row(const float* query, con
 constexpr int64_t kFusedScoresPerHead = 128 * 128;
 
 // q: fp32 with contiguous rows; the result is fp32 [batch, q_len, heads, dim] (the layout
-// merge_heads returns as a view), seen as [batch, heads, q_len, dim]. `k` / `v` hold either one
+// merge_heads returns as a view; fused_attention_of shows it as [batch, heads, q_len, dim]). `k` / `v` hold either one
 // tensor for the whole batch or one per batch row (a decode step of sequences with caches of
 // their own lengths, the mask then undefined).
 template <class T>
@@ -184,17 +185,18 @@ at::Tensor fused_attention_in(const at::Tensor& q, const std::vector<at::Tensor>
                    op + ((b * q_len + t) * heads + h) * dim);
     }
   });
-  return out.transpose(1, 2);
+  return out;
 }
 
 at::Tensor fused_attention_of(const at::Tensor& q_in, const std::vector<at::Tensor>& k, const std::vector<at::Tensor>& v,
                               const at::Tensor& mask, double scale, double softcap) {
-  at::Tensor q = q_in.to(at::kFloat);
+  const bool small = q_in.scalar_type() != at::kFloat && small_conversion_applies(q_in);
+  at::Tensor q = small ? widened_to_fp32(q_in) : q_in.to(at::kFloat);
   if (q.stride(3) != 1) q = q.contiguous();
   const at::Tensor out = simd::with_kernel_type(k[0].scalar_type(), [&](auto type) {
     return fused_attention_in<decltype(type)>(q, k, v, mask, scale, softcap);
   });
-  return out.to(q_in.scalar_type());
+  return (small ? rounded_from_fp32(out, {}, q_in.scalar_type()) : out.to(q_in.scalar_type())).transpose(1, 2);
 }
 
 }  // namespace

@@ -234,6 +234,9 @@ constexpr int64_t kStreamChunkRows = 16;
 // bandwidth bound.
 class ProductOrder {
  public:
+  // Before a product: what was announced is being read by it now.
+  void starting() const { team_read_ahead({}, 0); }
+  // After it: learn it as its predecessor's successor, announce its own.
   void ran(const RowStreams& product) {
     if (successor_.size() > 4096) successor_.clear();  // weights of models long gone
     if (previous_) successor_[previous_] = product;
@@ -274,6 +277,7 @@ void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int
     stream[i].end = out * (i + 1) / streams;
   }
   auto has_rows = [&](int64_t i) { return stream[i].next.load(std::memory_order_relaxed) < stream[i].end; };
+  product_order.starting();
   team_parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       int64_t mine[O];  // the streams this thread reads side by side: its own, then others' in turn

@@ -59,6 +59,7 @@ class Team {
   // not have run yet), it yields its core between polls.
   void serve(int64_t index, bool crowded) {
     uint32_t seen = 0, seen_read_ahead = 0;
+    int64_t read_ahead_done = -1;  // bytes of each stream of the announced rows read so far; -1: all
     auto idle_since = std::chrono::steady_clock::now();
     for (uint32_t polls = 1;; ++polls) {
       if (generation_.load(std::memory_order_acquire) != seen) {
@@ -74,9 +75,12 @@ class Team {
         continue;
       }
       if (finished_.load(std::memory_order_acquire)) return;
-      if (const uint32_t g = read_ahead_generation_.load(std::memory_order_acquire); g != seen_read_ahead) {
+      // Announced rows, or the rest of them after a piece that came first.
+      if (const uint32_t g = read_ahead_generation_.load(std::memory_order_acquire);
+          !crowded && (g != seen_read_ahead || read_ahead_done >= 0)) {
+        if (g != seen_read_ahead) read_ahead_done = 0;
         seen_read_ahead = g;
-        if (!crowded) read_ahead(index, seen);
+        read_ahead_done = read_ahead(index, seen, read_ahead_done);
         continue;
       }
       if (crowded || (polls % 1024 == 0 && std::chrono::steady_clock::now() - idle_since > std::chrono::milliseconds(1)))
@@ -98,9 +102,10 @@ class Team {
     else _mm_pause();
   }
 
-  // Thread `index`'s streams of the announced rows, line by line side by side, until they are read
-  // or main hands out the job after `seen`.
-  void read_ahead(int64_t index, uint32_t seen) {
+  // Thread `index`'s streams of the announced rows from `done` bytes each, line by line side by
+  // side, until they are read (returns -1) or main hands out the job after `seen` (returns how far
+  // it got).
+  int64_t read_ahead(int64_t index, uint32_t seen, int64_t done) {
     RowStreams next;
     int64_t budget;
     {
@@ -110,7 +115,7 @@ class Team {
     }
     constexpr int64_t kMaxStreams = 8;
     const int64_t streams = std::min(next.streams_per_thread, kMaxStreams), all = next.threads * next.streams_per_thread;
-    if (index >= next.threads || streams <= 0) return;
+    if (index >= next.threads || streams <= 0) return -1;
     const char* start[kMaxStreams];
     int64_t bytes[kMaxStreams], longest = 0;
     for (int64_t k = 0; k < streams; ++k) {
@@ -119,11 +124,12 @@ class Team {
       bytes[k] = std::min((next.rows * (i + 1) / all - first) * next.row_bytes, budget / streams);
       longest = std::max(longest, bytes[k]);
     }
-    for (int64_t b = 0; b < longest; b += 64) {
+    for (int64_t b = done; b < longest; b += 64) {
       for (int64_t k = 0; k < streams; ++k)
         if (b < bytes[k]) _mm_prefetch(start[k] + b, _MM_HINT_T0);
-      if (b % 2048 == 0 && generation_.load(std::memory_order_acquire) != seen) return;
+      if (b % 2048 == 0 && generation_.load(std::memory_order_acquire) != seen) return b + 64;
     }
+    return -1;
   }
 
   void piece(int64_t index) const {

@@ -30,9 +30,10 @@ struct RowStreams {
   const void* data = nullptr;
   int64_t rows = 0, row_bytes = 0, threads = 0, streams_per_thread = 0;
 };
-// Called by main between team_parallel_for calls, with the product it is about to start: while
+// Called by main between team_parallel_for calls, with the product it is going to start: while
 // main runs the ops in between alone, each other thread of its team asks for the beginnings of its
-// own streams (up to bytes_per_thread in all), until main hands out the next piece. Memory would
+// own streams (up to bytes_per_thread in all), leaving them for any piece main hands out and
+// going on after it, until main announces other rows (none: an empty RowStreams). Memory would
 // otherwise sit idle then. Outside a team, or with more threads than cores: nothing.
 void team_read_ahead(const RowStreams& next, int64_t bytes_per_thread);
 
