@@ -44,7 +44,8 @@ class TrainingPassGuard {
 // fp16 inputs, and bf16 ones off the native route (runtime.h's Bf16Route), are multiplied in
 // fp32 (result rounded to x's type, as PyTorch's arithmetic); int8 weights (always [out, in])
 // carry per-row scales in row_scale, and longer inputs multiply them in integers where
-// int8_products_in_integers says so (else sgemm on the dequantized weight).
+// int8_products_in_integers says so (else sgemm on the dequantized weight). On AMX, bf16 inputs
+// beyond 32 rows, and prompts (more than one position per sequence) beyond 8, go to oneDNN's tiles.
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& row_scale = at::Tensor(), bool weight_in_out = false);
 // Whether int8-weight products with `in` input features multiply in integers here (AVX512-VNNI
