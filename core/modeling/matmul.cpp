@@ -364,6 +364,7 @@ at::Tensor stream_in_out(const at::Tensor& x, const at::Tensor& w) {
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), in / 64));
   at::Tensor partial = at::zeros({parts, rows, out}, at::kFloat);
   float* pp = partial.data_ptr<float>();
+  product_order.starting();
   team_parallel_for(parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
       const int64_t ib = in * part / parts, ie = in * (part + 1) / parts;
@@ -376,6 +377,7 @@ at::Tensor stream_in_out(const at::Tensor& x, const at::Tensor& w) {
           });
     }
   });
+  if (rows <= kRowGroup) product_order.ran({wp, in, out * int64_t(sizeof(W)), parts, rows <= 2 ? 4 : 2});  // accumulate_row_group's streams
   return parts == 1 ? partial[0] : partial.sum(0);
 }
 
