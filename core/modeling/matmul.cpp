@@ -535,9 +535,9 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   // On AMX, bf16 prompts beyond the decode rows go to oneDNN's tiles (a 32-token prompt of the small
   // Llama on an Intel Xeon: 42 -> 28 ms); decode steps of many sequences (one position each) keep
   // the streaming kernels, whose rows sum alike at any row count.
-  const bool prompt_on_amx = !grad && cpu_isa() >= CpuIsa::amx && same_type && x.scalar_type() == at::kBFloat16 &&
-                             rows > kRowGroup && x.dim() >= 2 && x.size(-2) > 1 &&
-                             effective_bf16_route() == Bf16Route::native;
+  const bool bf16_on_amx = !grad && cpu_isa() >= CpuIsa::amx && same_type && x.scalar_type() == at::kBFloat16 &&
+                           effective_bf16_route() == Bf16Route::native;
+  const bool prompt_on_amx = bf16_on_amx && rows > kRowGroup && x.dim() >= 2 && x.size(-2) > 1;
   if (!prompt_on_amx && !grad && rows <= streaming_rows && cpu_has_avx2_fma() && x.is_floating_point() &&
       (quantized || (same_type && (reduced || weight.scalar_type() == at::kFloat)))) {
     // Decode: every op here costs more than its arithmetic, so none is spent on no-op
@@ -564,8 +564,7 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   const at::Tensor x2d = x.reshape({rows, in});
   // Beyond the streaming rows (or a prompt beyond the decode rows) on AMX, bf16 products go to
   // oneDNN's tiles in either weight layout.
-  if (prompt_on_amx || (!grad && cpu_isa() >= CpuIsa::amx && same_type && x.scalar_type() == at::kBFloat16 &&
-                        rows > kStreamingRows && effective_bf16_route() == Bf16Route::native))
+  if (prompt_on_amx || (bf16_on_amx && rows > kStreamingRows))
     return bf16_linear_on_amx(x2d, in_out ? weight : weight.t(), bias).view(sizes);
   at::Tensor y;
   if (quantized && !grad && int8_products_in_integers(in))

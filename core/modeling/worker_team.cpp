@@ -46,7 +46,7 @@ class Team {
 
   void finish() { finished_.store(true, std::memory_order_release); }
 
-  void read_ahead(const RowStreams& next, int64_t bytes_per_thread) {
+  void announce_read_ahead(const RowStreams& next, int64_t bytes_per_thread) {
     if (crowded_) return;
     std::lock_guard<std::mutex> lock(read_ahead_mutex_);
     read_ahead_ = next;
@@ -189,7 +189,7 @@ void with_worker_team(const std::function<void()>& main) {
 }
 
 void team_read_ahead(const RowStreams& next, int64_t bytes_per_thread) {
-  if (leading) leading->read_ahead(next, bytes_per_thread);
+  if (leading) leading->announce_read_ahead(next, bytes_per_thread);
 }
 
 void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* context) {
