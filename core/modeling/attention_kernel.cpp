@@ -84,7 +84,6 @@ __attribute__((target("avx2,fma,f16c"))) void weighted_sum(const float* p, const
   __m256 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t l = 0; l < len; ++l) {
-    prefetch_row(values + (l + kRowsAhead) * stride, 8 * C);
     const __m256 pv = _mm256_set1_ps(p[l]);
     for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, load8(values + l * stride + 8 * c), acc[c]);
   }
