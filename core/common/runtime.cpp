@@ -251,7 +251,7 @@ std::string describe_cpu_kernels() {
     case CpuIsa::avx512_bf16:
       return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row fp32 / bf16 products by oneDNN" + int8;
     default:
-      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps, many-row fp32 / bf16 products by oneDNN (bf16 on AMX tiles)" + int8;
+      return why + ": AVX-512 decode kernels, bf16 weights multiplied by vdpbf16ps (2-32 rows on AMX tiles), many-row fp32 / bf16 products by oneDNN (bf16 on AMX tiles)" + int8;
   }
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "matmul.h"
+#include "simd.h"
 #include "worker_team.h"
 #include "plugformer/runtime.h"
 
@@ -114,20 +115,14 @@ struct V {
 namespace amx {
 constexpr int64_t kRows = 16, kChannels = 32, kInputs = 64;
 
-struct TileConfig {  // the 64-byte operand of ldtilecfg, palette 1
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
 void rows_against_tile(const SplitRows& x, int64_t rows, const uint32_t* packed, int64_t quads, const float* w_scale,
                        int64_t first, int64_t valid, float* y, int64_t y_stride) {
-  TileConfig config;
+  simd::TileConfig config;
   for (int t = 0; t < 8; ++t) {
     config.rows[t] = kRows;  // 16 rows of x, or 16 groups of four inputs of the weights
     config.bytes_per_row[t] = 64;
   }
-  _tile_loadconfig(&config);
+  simd::load_tile_config(config);
   alignas(64) int32_t sums[4][kRows * 16];
   for (int64_t row = 0; row < rows; row += kRows) {
     _tile_zero(0);

@@ -259,50 +259,64 @@ class ProductOrder {
 
 thread_local ProductOrder product_order;
 
-// Decode (one group of rows): every thread starts on O far-apart streams of its own and reads
-// them in chunks; one that runs out takes chunks from the streams of the others, so a core slowed
-// down by another process on the machine no longer holds up the whole product.
-template <class K, int R, int O, int V, class X, class W>
-void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
-                     int64_t y_stride) {
+// Decode (one group of rows): `units` (weight rows, or tile steps) cut into O far-apart streams
+// per thread; every thread starts on its own and reads them in chunks of `chunk` units, calling
+// run(start[O], count[O]) for each set; one that runs out takes chunks from the streams of the
+// others, so a core slowed down by another process on the machine no longer holds up the whole
+// product. around(work) runs each thread's share (a kernel's per-thread setup). Returns the
+// threads it used (at most one per min_units).
+template <int O, class Run, class Around>
+int64_t shared_streams(int64_t units, int64_t min_units, int64_t chunk, Run&& run, Around&& around) {
   struct alignas(64) Stream {
     std::atomic<int64_t> next;
     int64_t end;
   };
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), out / 64));
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), units / min_units));
   const int64_t streams = O * threads;
   std::unique_ptr<Stream[]> stream(new Stream[size_t(streams)]);
   for (int64_t i = 0; i < streams; ++i) {
-    stream[i].next.store(out * i / streams, std::memory_order_relaxed);
-    stream[i].end = out * (i + 1) / streams;
+    stream[i].next.store(units * i / streams, std::memory_order_relaxed);
+    stream[i].end = units * (i + 1) / streams;
   }
   auto has_rows = [&](int64_t i) { return stream[i].next.load(std::memory_order_relaxed) < stream[i].end; };
-  product_order.starting();
   team_parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      int64_t mine[O];  // the streams this thread reads side by side: its own, then others' in turn
-      for (int k = 0; k < O; ++k) mine[k] = O * t + k;
-      while (true) {
-        int64_t start[O], count[O];
-        bool any = false;
-        for (int k = 0; k < O; ++k) {
-          if (!has_rows(mine[k]))
-            for (int64_t d = 0; d < streams; ++d) {
-              const int64_t i = (O * t + d) % streams;
-              if (has_rows(i) && std::find(mine, mine + O, i) == mine + O) {
-                mine[k] = i;
-                break;
+    around([&] {
+      for (int64_t t = begin; t < end; ++t) {
+        int64_t mine[O];  // the streams this thread reads side by side: its own, then others' in turn
+        for (int k = 0; k < O; ++k) mine[k] = O * t + k;
+        while (true) {
+          int64_t start[O], count[O];
+          bool any = false;
+          for (int k = 0; k < O; ++k) {
+            if (!has_rows(mine[k]))
+              for (int64_t d = 0; d < streams; ++d) {
+                const int64_t i = (O * t + d) % streams;
+                if (has_rows(i) && std::find(mine, mine + O, i) == mine + O) {
+                  mine[k] = i;
+                  break;
+                }
               }
-            }
-          start[k] = stream[mine[k]].next.fetch_add(kStreamChunkRows, std::memory_order_relaxed);
-          count[k] = std::clamp<int64_t>(stream[mine[k]].end - start[k], 0, kStreamChunkRows);
-          any = any || count[k] > 0;
+            start[k] = stream[mine[k]].next.fetch_add(chunk, std::memory_order_relaxed);
+            count[k] = std::clamp<int64_t>(stream[mine[k]].end - start[k], 0, chunk);
+            any = any || count[k] > 0;
+          }
+          if (!any) break;
+          run(start, count);
         }
-        if (!any) break;
-        dot_streams<K, R, O, V>(x, w, scale, in, start, count, y, y_stride);
       }
-    }
+    });
   });
+  return threads;
+}
+
+template <class K, int R, int O, int V, class X, class W>
+void dot_rows_shared(const X* x, const W* w, const float* scale, int64_t in, int64_t out, float* y,
+                     int64_t y_stride) {
+  product_order.starting();
+  const int64_t threads = shared_streams<O>(
+      out, 64, kStreamChunkRows,
+      [&](const int64_t* start, const int64_t* count) { dot_streams<K, R, O, V>(x, w, scale, in, start, count, y, y_stride); },
+      [](auto&& work) { work(); });
   product_order.ran({w, out, in * int64_t(sizeof(W)), threads, O});
 }
 
@@ -332,6 +346,148 @@ struct Bf16PairKernels {
     dot_block_bf16_pairs<R, O, V>(x, wr, row, in, prefetch, y, y_stride);
   }
 };
+
+// bf16 rows of x (up to 32) against a bf16 [out, in] weight on AMX tiles, for decode. On Intel's
+// AMX Xeons vdpbf16ps runs about one per two cycles (~80 GFLOP/s a core), which held the
+// bf16-pair kernel to 17-20 GB/s at 8 rows; a tile product does 16 weight rows x 32 inputs x 16
+// rows of x at once. The weight is the A operand as it lies in memory: its rows form 16 lanes of
+// `lane` rows, and a tile takes one row of each lane (16 sequential streams, which the prefetchers
+// follow better than 16 adjacent rows: 1 GB read by 2 threads, 1 / 8 rows of x, 31-32 / 28-30
+// GB/s against 26-27 / 24-29). x is the B operand, packed once per product. Each column of a tile
+// product is summed alone, in the same order at any row count: a row's result does not depend on
+// the rows decoded with it. Needs an even `in` (pairs); the remainder rows (out % 16) are one
+// tile of fewer rows.
+namespace amx_bf16 {
+constexpr int64_t kTileRows = 16, kInputs = 32;
+constexpr int64_t kMaxRows = 2 * kTileRows;  // x's rows in the two column groups of a product
+
+// x as B tiles: for each group of up to 16 rows of x, every 32 inputs (then the tail of `in`)
+// as rows of pairs, row p holding inputs 2p and 2p + 1 of each row of x. One row of x is its own
+// packing.
+struct PackedRows {
+  std::vector<uint32_t> pairs;
+  int64_t groups = 0, cols[2] = {}, full = 0, tail = 0;  // full 32-input chunks, then tail inputs
+  const uint32_t* group[2] = {};
+};
+
+PackedRows pack(const c10::BFloat16* x, int64_t rows, int64_t in) {
+  PackedRows p;
+  p.groups = (rows + kTileRows - 1) / kTileRows;
+  p.full = in / kInputs, p.tail = in % kInputs;
+  const uint32_t* x_pairs = reinterpret_cast<const uint32_t*>(x);
+  const int64_t pairs = in / 2;
+  if (rows == 1) {
+    p.cols[0] = 1, p.group[0] = x_pairs;
+    return p;
+  }
+  p.pairs.resize(size_t(rows * pairs));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const int64_t cols = p.cols[g] = std::min(kTileRows, rows - g * kTileRows);
+    uint32_t* dst = p.pairs.data() + g * kTileRows * pairs;
+    p.group[g] = dst;
+    for (int64_t n = 0; n < cols; ++n)
+      for (int64_t pair = 0; pair < pairs; ++pair) dst[pair * cols + n] = x_pairs[(g * kTileRows + n) * pairs + pair];
+  }
+  return p;
+}
+
+__attribute__((target("amx-tile,amx-bf16"))) void configure(const PackedRows& p, int64_t a_rows) {
+  simd::TileConfig c;
+  for (int64_t g = 0; g < p.groups; ++g) {
+    c.rows[g] = uint8_t(a_rows), c.bytes_per_row[g] = uint16_t(4 * p.cols[g]);  // tiles 0, 1: the sums
+    c.rows[4 + g] = kInputs / 2, c.bytes_per_row[4 + g] = uint16_t(4 * p.cols[g]);  // 4, 5: x's chunk
+    if (p.tail) c.rows[6 + g] = uint8_t(p.tail / 2), c.bytes_per_row[6 + g] = uint16_t(4 * p.cols[g]);  // 6, 7: its tail
+  }
+  c.rows[2] = uint8_t(a_rows), c.bytes_per_row[2] = 2 * kInputs;  // 2: the weight's chunk
+  if (p.tail) c.rows[3] = uint8_t(a_rows), c.bytes_per_row[3] = uint16_t(2 * p.tail);  // 3: its tail
+  simd::load_tile_config(c);
+}
+
+// The weight rows first + m * lane (m below the configured rows) against every row of x: sums
+// [group][m][row of x in the group], 16 x 16 per group.
+template <int G>
+__attribute__((target("amx-tile,amx-bf16"))) void tile_step(const PackedRows& p, const c10::BFloat16* w, int64_t in,
+                                                            int64_t first, int64_t lane, int64_t a_rows, float* sums) {
+  const char* a = reinterpret_cast<const char*>(w + first * in);
+  const int64_t stride = lane * in * 2;
+  const int64_t b_chunk[2] = {kInputs / 2 * p.cols[0], kInputs / 2 * p.cols[1]};  // pairs
+  _tile_zero(0);
+  if constexpr (G > 1) _tile_zero(1);
+  for (int64_t c = 0; c < p.full; ++c) {
+    // 512 bytes ahead in each lane (from a row's end into the lane's next row): 28.6-29.7 GB/s at
+    // 8 rows of x against 27.0-28.5 without, 27.4-29.8 at 2 KB.
+    for (int64_t m = 0; m < a_rows; ++m) _mm_prefetch(a + m * stride + 2 * kInputs * c + 512, _MM_HINT_T0);
+    _tile_loadd(2, a + 2 * kInputs * c, stride);
+    _tile_loadd(4, p.group[0] + c * b_chunk[0], int(4 * p.cols[0]));
+    _tile_dpbf16ps(0, 2, 4);
+    if constexpr (G > 1) {
+      _tile_loadd(5, p.group[1] + c * b_chunk[1], int(4 * p.cols[1]));
+      _tile_dpbf16ps(1, 2, 5);
+    }
+  }
+  if (p.tail) {
+    _tile_loadd(3, a + 2 * kInputs * p.full, stride);
+    _tile_loadd(6, p.group[0] + p.full * b_chunk[0], int(4 * p.cols[0]));
+    _tile_dpbf16ps(0, 3, 6);
+    if constexpr (G > 1) {
+      _tile_loadd(7, p.group[1] + p.full * b_chunk[1], int(4 * p.cols[1]));
+      _tile_dpbf16ps(1, 3, 7);
+    }
+  }
+  _tile_stored(0, sums, int(4 * p.cols[0]));
+  if constexpr (G > 1) _tile_stored(1, sums + kTileRows * kTileRows, int(4 * p.cols[1]));
+}
+
+__attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
+
+// Tile steps a thread takes at a time from a stream, and writes out together.
+constexpr int64_t kChunkSteps = 8;
+
+template <int G>
+void product(const PackedRows& p, const c10::BFloat16* w, int64_t in, int64_t out, float* y) {
+  const int64_t lane = out / kTileRows, rest = out % kTileRows;
+  constexpr int64_t kTile = kTileRows * kTileRows;
+  if (lane > 0) {
+    product_order.starting();
+    const int64_t threads = shared_streams<1>(
+        lane, 64 / kTileRows, kChunkSteps,
+        [&](const int64_t* start, const int64_t* count) {
+          alignas(64) float staged[kChunkSteps][G][kTile];
+          for (int64_t s = 0; s < count[0]; ++s) tile_step<G>(p, w, in, start[0] + s, lane, kTileRows, staged[s][0]);
+          // Adjacent steps are adjacent rows of every lane: each row of x gets runs of count[0]
+          // values. A step's 16 x 8 values written where they go were 128 stores to scattered
+          // lines (768 x 768 weights, 8 rows of x: 48 -> 39 us a product).
+          for (int64_t g = 0; g < G; ++g)
+            for (int64_t n = 0; n < p.cols[g]; ++n)
+              for (int64_t m = 0; m < kTileRows; ++m) {
+                float* dst = y + (g * kTileRows + n) * out + m * lane + start[0];
+                for (int64_t s = 0; s < count[0]; ++s) dst[s] = staged[s][g][m * p.cols[g] + n];
+              }
+        },
+        [&](auto&& work) {
+          configure(p, kTileRows);
+          work();
+          release_tiles();  // hands the tile state back: context switches save less
+        });
+    product_order.ran({w, kTileRows * lane, in * 2, threads, 1, kTileRows});
+  }
+  if (rest > 0) {
+    alignas(64) float sums[G][kTile];
+    configure(p, rest);
+    tile_step<G>(p, w, in, kTileRows * lane, 1, rest, sums[0]);
+    release_tiles();
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t n = 0; n < p.cols[g]; ++n)
+        for (int64_t m = 0; m < rest; ++m) y[(g * kTileRows + n) * out + kTileRows * lane + m] = sums[g][m * p.cols[g] + n];
+  }
+}
+
+// x [rows, in] (rows <= kMaxRows, even in) times w [out, in] into y [rows, out], all contiguous.
+void product(const c10::BFloat16* x, int64_t rows, int64_t in, const c10::BFloat16* w, int64_t out, float* y) {
+  const PackedRows p = pack(x, rows, in);
+  p.groups == 1 ? product<1>(p, w, in, out, y) : product<2>(p, w, in, out, y);
+}
+}  // namespace amx_bf16
 
 // x [rows, in] (K::Input, contiguous) times an [out, in] weight (int8 ones with their per-row
 // scale) into y [rows, out] (fp32).
@@ -533,8 +689,9 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
   const int64_t streaming_rows =
       weight.scalar_type() != at::kFloat || fp32_streams_prompts ? kStreamingRows : kRowGroup;
   // On AMX, bf16 prompts beyond the decode rows go to oneDNN's tiles (a 32-token prompt of the small
-  // Llama on an Intel Xeon: 42 -> 28 ms); decode steps of many sequences (one position each) keep
-  // the streaming kernels, whose rows sum alike at any row count.
+  // Llama on an Intel Xeon: 42 -> 28 ms); decode steps of 2-32 sequences (one position each) to
+  // amx_bf16's streamed tiles, whose rows sum alike at any of those row counts; one row keeps the
+  // bf16-pair kernel (1-5% faster there).
   const bool bf16_on_amx = !grad && cpu_isa() >= CpuIsa::amx && same_type && x.scalar_type() == at::kBFloat16 &&
                            effective_bf16_route() == Bf16Route::native;
   const bool prompt_on_amx = bf16_on_amx && rows > kRowGroup && x.dim() >= 2 && x.size(-2) > 1;
@@ -544,7 +701,11 @@ at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const a
     // conversions or reshapes.
     const CpuIsa isa = cpu_isa();
     at::Tensor y;
-    if (isa >= CpuIsa::avx512_bf16 && !in_out && weight.scalar_type() == at::kBFloat16) {
+    if (bf16_on_amx && !in_out && in % 2 == 0 && rows >= 2 && rows <= amx_bf16::kMaxRows) {
+      y = at::empty(sizes, at::kFloat);
+      const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
+      amx_bf16::product(xc.data_ptr<c10::BFloat16>(), rows, in, wc.data_ptr<c10::BFloat16>(), out, y.data_ptr<float>());
+    } else if (isa >= CpuIsa::avx512_bf16 && !in_out && weight.scalar_type() == at::kBFloat16) {
       y = streaming_linear<Bf16PairKernels>(x.contiguous(), weight.contiguous(), row_scale, in_out, sizes);
     } else {
       const at::Tensor xc = x.contiguous();

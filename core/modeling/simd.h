@@ -12,6 +12,17 @@
 
 namespace plugformer::simd {
 
+// The 64-byte operand of ldtilecfg, palette 1: the rows and bytes per row of each AMX tile
+// (unused tiles: zero).
+struct TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+// ldtilecfg with the whole configuration as its operand: GCC 12's _tile_loadconfig names only its
+// first 8 bytes as read, so the compiler may drop the stores of the rest as dead (it did).
+inline void load_tile_config(const TileConfig& config) { asm volatile("ldtilecfg %0" : : "m"(config)); }
+
 // fp32, bf16 and fp16: the activation / cache types the kernels read (arithmetic in fp32).
 inline bool is_kernel_type(c10::ScalarType t) {
   return t == c10::kFloat || t == c10::kBFloat16 || t == c10::kHalf;

@@ -113,15 +113,17 @@ class Team {
       next = read_ahead_;
       budget = read_ahead_bytes_;
     }
-    constexpr int64_t kMaxStreams = 8;
-    const int64_t streams = std::min(next.streams_per_thread, kMaxStreams), all = next.threads * next.streams_per_thread;
+    constexpr int64_t kMaxStreams = 16;
+    const int64_t per_lane = std::min(next.streams_per_thread, kMaxStreams / std::max<int64_t>(1, next.lanes));
+    const int64_t streams = per_lane * next.lanes, all = next.threads * next.streams_per_thread;
     if (index >= next.threads || streams <= 0) return -1;
+    const int64_t lane_rows = next.rows / next.lanes;
     const char* start[kMaxStreams];
     int64_t bytes[kMaxStreams], longest = 0;
     for (int64_t k = 0; k < streams; ++k) {
-      const int64_t i = index * next.streams_per_thread + k, first = next.rows * i / all;
-      start[k] = static_cast<const char*>(next.data) + first * next.row_bytes;
-      bytes[k] = std::min((next.rows * (i + 1) / all - first) * next.row_bytes, budget / streams);
+      const int64_t i = index * next.streams_per_thread + k % per_lane, first = lane_rows * i / all;
+      start[k] = static_cast<const char*>(next.data) + (k / per_lane * lane_rows + first) * next.row_bytes;
+      bytes[k] = std::min((lane_rows * (i + 1) / all - first) * next.row_bytes, budget / streams);
       longest = std::max(longest, bytes[k]);
     }
     for (int64_t b = done; b < longest; b += 64) {

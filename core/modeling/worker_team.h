@@ -24,11 +24,12 @@ void with_worker_team(const std::function<void()>& main);
 using TeamBody = void (*)(const void* context, int64_t begin, int64_t end);
 void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* context);
 
-// A weight's rows as a decode product streams them: cut into threads x streams_per_thread equal
-// streams, thread t reading streams t * streams_per_thread onwards.
+// A weight's rows as a decode product streams them: cut into `lanes` equal parts, each cut into
+// threads x streams_per_thread equal streams, thread t reading streams t * streams_per_thread
+// onwards of every lane.
 struct RowStreams {
   const void* data = nullptr;
-  int64_t rows = 0, row_bytes = 0, threads = 0, streams_per_thread = 0;
+  int64_t rows = 0, row_bytes = 0, threads = 0, streams_per_thread = 0, lanes = 1;
 };
 // Called by main between team_parallel_for calls, with the product it is going to start: while
 // main runs the ops in between alone, each other thread of its team asks for the beginnings of its

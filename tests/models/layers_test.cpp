@@ -581,6 +581,40 @@ TEST_P(CpuKernels, LinearProductsEqualTheFp32ProductForEveryWeightTypeLayoutAndR
   }
 }
 
+// At the amx level, bf16 decode products of 2-32 rows (one position each) run on AMX tiles: every
+// row comes out the same bits at any row count (batching does not change a sequence's logits),
+// within the bound of fp32 accumulation. `in` with a tail below 32 inputs, and weights with fewer
+// than 16 rows or a remainder below 16. Rows 0 and 1 cancel 2^23 against -2^23 with halves in
+// between, which the order of the sums decides: the bf16-pair kernel, whose order depends on the
+// row count, fails the first check with them.
+TEST_P(CpuKernels, Bf16DecodeRowsOnAmxTilesAreSummedAlikeAtAnyRowCount) {
+  if (GetParam() != CpuIsa::amx) GTEST_SKIP() << "bf16 decode products run on AMX tiles at the amx level only";
+  at::manual_seed(12);
+  at::NoGradGuard no_grad;
+  for (int64_t in : {64, 100, 770})
+    for (int64_t out : {5, 131, 1000}) {
+      const at::Tensor weight = at::randn({out, in}).to(at::kBFloat16), bias = at::randn({out}).to(at::kBFloat16);
+      at::Tensor x = at::randn({32, 1, in});
+      for (int64_t row : {0, 1}) {
+        x[row].fill_(0.5);
+        x[row][0][row] = 16777216.0;  // 2^24 and -2^24, a chunk of 32 apart
+        x[row][0][row + 32] = -16777216.0;
+      }
+      weight.narrow(0, 0, std::min<int64_t>(out, 4)).fill_(0.5);
+      x = x.to(at::kBFloat16);
+      const at::Tensor all = linear_product(x, weight, bias, {});
+      const at::Tensor random = x.narrow(0, 2, 30).to(at::kDouble), w = weight.to(at::kDouble).t();
+      const at::Tensor exact = at::matmul(random, w) + bias.to(at::kDouble);
+      const at::Tensor magnitude = at::matmul(random.abs(), w.abs()) + bias.to(at::kDouble).abs();
+      EXPECT_LE(((all.narrow(0, 2, 30).to(at::kDouble) - exact).abs() - (exact.abs() / 128 + magnitude * 4e-6)).max().item<double>(), 0.0)
+          << in << " x " << out;
+      for (int64_t rows : {2, 3, 8, 9, 16, 17, 31}) {
+        SCOPED_TRACE(std::to_string(rows) + " rows of " + std::to_string(in) + " against " + std::to_string(out));
+        EXPECT_TRUE(at::equal(linear_product(x.narrow(0, 0, rows), weight, bias, {}), all.narrow(0, 0, rows)));
+      }
+    }
+}
+
 // int8 weights times long inputs: where AVX512-VNNI or AVX-VNNI runs, the activations are split into two
 // int8 parts (x = s * (high + low / 254), s = the row's largest |x| / 127), elsewhere the
 // product is the dequantized weight's. Rows of 127 and 0.003s tell the two apart: 0.003 is
