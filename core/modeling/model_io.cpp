@@ -1,11 +1,39 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "plugformer/error.h"
 #include "plugformer/modeling.h"
 
 namespace plugformer {
+
+namespace {
+
+// storage[:, :, at : at + fresh.size(2)] = fresh. A decode step writes one position per layer and
+// sequence, and a continuous-batching step of 8 sequences did it through 2 x 96 narrow + copy_
+// op pairs (dispatch and TensorIterator setup for 64 values each): rows of the same type are
+// copied directly when nothing records autograd.
+void write_positions(const at::Tensor& storage, int64_t at, const at::Tensor& fresh) {
+  const bool direct = fresh.scalar_type() == storage.scalar_type() && storage.is_contiguous() && fresh.is_cpu() &&
+                      fresh.dim() == 4 && fresh.size(0) == storage.size(0) && fresh.size(1) == storage.size(1) &&
+                      fresh.size(3) == storage.size(3) && fresh.stride(3) == 1 && !fresh.requires_grad() &&
+                      !storage.requires_grad() && at + fresh.size(2) <= storage.size(2);
+  if (!direct) {  // copy_ converts, records autograd, or says what does not match
+    storage.narrow(2, at, fresh.size(2)).copy_(fresh);
+    return;
+  }
+  const int64_t element = int64_t(fresh.element_size()), width = fresh.size(3) * element;
+  char* dst = static_cast<char*>(storage.data_ptr());
+  const char* src = static_cast<const char*>(fresh.data_ptr());
+  for (int64_t b = 0; b < fresh.size(0); ++b)
+    for (int64_t h = 0; h < fresh.size(1); ++h)
+      for (int64_t p = 0; p < fresh.size(2); ++p)
+        std::memcpy(dst + (((b * storage.size(1) + h) * storage.size(2)) + at + p) * width,
+                    src + (b * fresh.stride(0) + h * fresh.stride(1) + p * fresh.stride(2)) * element, size_t(width));
+}
+
+}  // namespace
 
 std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor& k, const at::Tensor& v) {
   if (is_batch()) throw InvalidInputError("a KVCache::batch_of cache is extended row by row (attention_over_cache_rows)");
@@ -58,8 +86,8 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor
       l.values = grow(l.values);
     }
   }
-  l.keys.narrow(2, l.begin + l.length, add).copy_(k);
-  l.values.narrow(2, l.begin + l.length, add).copy_(v);
+  write_positions(l.keys, l.begin + l.length, k);
+  write_positions(l.values, l.begin + l.length, v);
   l.length += add;
   std::pair<at::Tensor, at::Tensor> all = {l.keys.narrow(2, l.begin, l.length), l.values.narrow(2, l.begin, l.length)};
   drop_beyond_window();
