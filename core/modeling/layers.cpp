@@ -13,6 +13,7 @@
 
 #include "fp32.h"
 #include "fused_ops.h"
+#include "inference_views.h"
 #include "matmul.h"
 #include "torch_errors.h"
 #include "worker_team.h"
@@ -295,7 +296,7 @@ at::Tensor attention_over_cache_rows(size_t layer, const at::Tensor& q, const at
   std::vector<at::Tensor> keys(rows.size()), values(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     const int64_t r = int64_t(i);
-    std::tie(keys[i], values[i]) = rows[i]->update(layer, k.narrow(0, r, 1), v.narrow(0, r, 1));
+    std::tie(keys[i], values[i]) = rows[i]->update(layer, narrow_view(k, 0, r, 1), narrow_view(v, 0, r, 1));
     std::tie(keys[i], values[i]) = keys_in_window(keys[i], values[i], window);
   }
   // All rows in one kernel call: per row, its dispatch and thread hand-offs cost more than the

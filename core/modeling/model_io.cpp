@@ -6,6 +6,8 @@
 #include "plugformer/error.h"
 #include "plugformer/modeling.h"
 
+#include "inference_views.h"
+
 namespace plugformer {
 
 namespace {
@@ -89,7 +91,7 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(size_t layer, const at::Tensor
   write_positions(l.keys, l.begin + l.length, k);
   write_positions(l.values, l.begin + l.length, v);
   l.length += add;
-  std::pair<at::Tensor, at::Tensor> all = {l.keys.narrow(2, l.begin, l.length), l.values.narrow(2, l.begin, l.length)};
+  std::pair<at::Tensor, at::Tensor> all = {narrow_view(l.keys, 2, l.begin, l.length), narrow_view(l.values, 2, l.begin, l.length)};
   drop_beyond_window();
   return all;
 }

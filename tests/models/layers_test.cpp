@@ -19,6 +19,7 @@
 #include <tuple>
 
 #include "modeling/fp32.h"
+#include "modeling/inference_views.h"
 #include "modeling/matmul.h"
 #include "modeling/worker_team.h"
 #include "models/fixture_runner.h"
@@ -486,6 +487,36 @@ TEST(WorkerTeam, StreamedProductsAndAttentionGiveTheSameBitsInsideATeam) {
 // Between the pieces of a team, its other threads read ahead the rows announced by main (a decode
 // step's next product, learned as the products run): nothing it reads changes, every piece still
 // runs once, and the products keep their bits, whatever was announced.
+// narrow_view builds inference views directly: the same sizes, strides, offset and storage as
+// at::narrow (writes through it reach the base); outside InferenceMode it is at::narrow, and out of
+// bounds it throws as at::narrow does.
+TEST(InferenceViews, NarrowViewIsNarrow) {
+  c10::InferenceMode inference;
+  const at::Tensor base = at::arange(2 * 3 * 10 * 4, at::kFloat).view({2, 3, 10, 4});
+  for (int64_t dim : {0, 2, 3}) {
+    const at::Tensor view = narrow_view(base, dim, 1, base.size(dim) - 1), expected = base.narrow(dim, 1, base.size(dim) - 1);
+    EXPECT_EQ(view.sizes(), expected.sizes());
+    EXPECT_EQ(view.strides(), expected.strides());
+    EXPECT_EQ(view.storage_offset(), expected.storage_offset());
+    EXPECT_TRUE(view.is_inference());
+    EXPECT_TRUE(at::equal(view, expected));
+  }
+  narrow_view(base, 2, 7, 2).fill_(-1);
+  EXPECT_EQ(base[1][2][8][3].item<float>(), -1.0f);
+  EXPECT_EQ(base[1][2][6][3].item<float>(), 1.0f * (((1 * 3 + 2) * 10 + 6) * 4 + 3));
+  EXPECT_THROW(narrow_view(base, 2, 8, 3), c10::Error);
+  EXPECT_THROW(narrow_view(base, 4, 0, 1), c10::Error);
+}
+
+TEST(InferenceViews, OutsideInferenceModeNarrowViewTracksAutograd) {
+  const at::Tensor base = at::ones({4, 3}).requires_grad_();
+  const at::Tensor view = narrow_view(base, 0, 1, 2);
+  EXPECT_TRUE(view.requires_grad());
+  EXPECT_TRUE(view.is_view());
+  view.sum().backward();
+  EXPECT_TRUE(at::equal(base.grad(), at::tensor({0.0f, 1.0f, 1.0f, 0.0f}).unsqueeze(1).expand({4, 3})));
+}
+
 TEST(WorkerTeam, ReadingAheadChangesNoResult) {
   at::manual_seed(10);
   const int threads = at::get_num_threads();
