@@ -608,6 +608,54 @@ at::Tensor fp32_matmul(const at::Tensor& a, const at::Tensor& b) {
   return onednn_sgemm_applies(a, b) ? onednn_mm(a, b) : at::matmul(a, b);
 }
 
+// y = x w + bias (bf16; x [rows, in] and y with contiguous rows, w [in, out] of any strides, bias
+// [out]) by one oneDNN matmul primitive given the bias: at::addmm first copies the bias into every
+// row of y and adds the product to it (bert-base at 8 x 128 tokens on the AMX Xeon: 144 copies, 16 of
+// its 198 ms). The same single rounding of product plus bias. False (nothing written) where oneDNN
+// declines.
+bool onednn_bf16_addmm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& y) {
+  if (bias.scalar_type() != at::kBFloat16 || bias.dim() != 1 || !bias.is_contiguous() || x.stride(1) != 1 ||
+      y.stride(1) != 1)
+    return false;
+  static const dnnl_engine_t engine = [] {
+    dnnl_engine_t e = nullptr;
+    return dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success ? e : nullptr;
+  }();
+  if (!engine) return false;
+  auto desc = [](int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+    dnnl_memory_desc_t md;
+    const dnnl_dims_t dims = {rows, cols}, strides = {row_stride, col_stride};
+    return dnnl_memory_desc_init_by_strides(&md, 2, dims, dnnl_bf16, strides) == dnnl_success ? md : dnnl_memory_desc_t{};
+  };
+  const int64_t rows = x.size(0), in = x.size(1), out = w.size(1);
+  const dnnl_memory_desc_t src = desc(rows, in, x.stride(0), 1), weights = desc(in, out, w.stride(0), w.stride(1)),
+                           bias_md = desc(1, out, out, 1), dst = desc(rows, out, y.stride(0), 1);
+  dnnl_matmul_desc_t op;
+  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_primitive_t primitive = nullptr;
+  dnnl_stream_t stream = nullptr;
+  dnnl_memory_t memory[4] = {};
+  bool done = dnnl_matmul_desc_init(&op, &src, &weights, &bias_md, &dst) == dnnl_success &&
+              dnnl_primitive_desc_create(&pd, &op, nullptr, engine, nullptr) == dnnl_success &&
+              dnnl_primitive_create(&primitive, pd) == dnnl_success &&
+              dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success;
+  const dnnl_memory_desc_t* mds[4] = {&src, &weights, &bias_md, &dst};
+  void* data[4] = {x.data_ptr(), w.data_ptr(), bias.data_ptr(), y.data_ptr()};
+  const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+  dnnl_exec_arg_t args[4];
+  for (int i = 0; i < 4 && done; ++i) {
+    done = dnnl_memory_create(&memory[i], mds[i], engine, data[i]) == dnnl_success;
+    args[i] = {kinds[i], memory[i]};
+  }
+  done = done && dnnl_primitive_execute(primitive, stream, 4, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+  for (dnnl_memory_t m : memory)
+    if (m) dnnl_memory_destroy(m);
+  if (stream) dnnl_stream_destroy(stream);
+  if (primitive) dnnl_primitive_destroy(primitive);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return done;
+}
+
 // oneDNN 2.6's bf16 products on AMX tiles take their blocking from the row count, and many counts
 // get a poor one (Intel Xeon with AMX, 2 threads, [rows, 768] x [768, 3072]: 496 rows 590 GFLOP/s,
 // 682 rows 550, 976 rows 75, against 1790-1910 at 480 and 512; AVX512-BF16's kernels do not vary
@@ -624,10 +672,10 @@ at::Tensor bf16_linear_on_amx(const at::Tensor& x2d, const at::Tensor& w, const 
     const int64_t count = std::min(kPieceRows, rows - first), padded = (count + kRowStep - 1) / kRowStep * kRowStep;
     const at::Tensor piece = padded == count ? x.narrow(0, first, count) : at::constant_pad_nd(x.narrow(0, first, count), {0, 0, 0, padded - count});
     at::Tensor out = padded == count ? y.narrow(0, first, count) : at::empty({padded, y.size(1)}, y.options());
-    if (bias.defined())
-      at::addmm_out(out, bias, piece, w);
-    else
+    if (!bias.defined())
       at::mm_out(out, piece, w);
+    else if (!onednn_bf16_addmm(piece, w, bias, out))
+      at::addmm_out(out, bias, piece, w);
     if (padded != count) y.narrow(0, first, count).copy_(out.narrow(0, 0, count));
   }
   return y;

@@ -646,6 +646,23 @@ TEST_P(CpuKernels, Bf16DecodeRowsOnAmxTilesAreSummedAlikeAtAnyRowCount) {
     }
 }
 
+// At the amx level bf16 prompts with a bias take oneDNN's matmul with that bias instead of
+// at::addmm (which first copies the bias into every output row): the same bits as libtorch's own
+// bf16 addmm, which is what PyTorch computes, for inputs of one piece (bf16_linear_on_amx; longer
+// ones are summed piece by piece, as before).
+TEST_P(CpuKernels, Bf16PromptProductsWithBiasEqualLibtorchsAddmm) {
+  if (GetParam() != CpuIsa::amx) GTEST_SKIP() << "bf16 prompt products go to oneDNN's tiles at the amx level only";
+  at::manual_seed(13);
+  at::NoGradGuard no_grad;
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{768, 3072}, {3072, 768}, {100, 37}})
+    for (int64_t rows : {64, 512}) {
+      SCOPED_TRACE(std::to_string(rows) + " rows of " + std::to_string(in) + " against " + std::to_string(out));
+      const at::Tensor x = at::randn({rows, in}).to(at::kBFloat16), weight = at::randn({out, in}).to(at::kBFloat16);
+      const at::Tensor bias = at::randn({out}).to(at::kBFloat16);
+      EXPECT_TRUE(at::equal(linear_product(x.unsqueeze(0), weight, bias, {}).squeeze(0), at::addmm(bias, x, weight.t())));
+    }
+}
+
 // int8 weights times long inputs: where AVX512-VNNI or AVX-VNNI runs, the activations are split into two
 // int8 parts (x = s * (high + low / 254), s = the row's largest |x| / 127), elsewhere the
 // product is the dequantized weight's. Rows of 127 and 0.003s tell the two apart: 0.003 is
