@@ -608,46 +608,52 @@ at::Tensor fp32_matmul(const at::Tensor& a, const at::Tensor& b) {
   return onednn_sgemm_applies(a, b) ? onednn_mm(a, b) : at::matmul(a, b);
 }
 
-// y = x w + bias (bf16; x [rows, in] and y with contiguous rows, w [in, out] of any strides, bias
-// [out]) by one oneDNN matmul primitive given the bias: at::addmm first copies the bias into every
-// row of y and adds the product to it (bert-base at 8 x 128 tokens on the AMX Xeon: 144 copies, 16 of
-// its 198 ms). The same single rounding of product plus bias. False (nothing written) where oneDNN
-// declines.
-bool onednn_bf16_addmm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& y) {
-  if (bias.scalar_type() != at::kBFloat16 || bias.dim() != 1 || !bias.is_contiguous() || x.stride(1) != 1 ||
-      y.stride(1) != 1)
+// y = a b (+ bias), bf16, by one oneDNN matmul primitive: a [..., m, k], b [..., k, n], y [..., m, n]
+// (2-4 dimensions, the leading ones equal, any strides; bias [n] contiguous or undefined). oneDNN
+// reads strided operands where at::matmul first copies them and at::addmm first copies the bias
+// into every row of y (bert-base at 8 x 128 tokens on the AMX Xeon: 144 bias copies, 16 of its 198
+// ms; attention's head views, 12 ms). The same single rounding, the same bits. False (nothing
+// written) where oneDNN declines.
+bool onednn_bf16_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, const at::Tensor& y) {
+  const int64_t dims = a.dim();
+  if (dims < 2 || dims > 4 || b.dim() != dims || y.dim() != dims ||
+      (bias.defined() && (bias.scalar_type() != at::kBFloat16 || bias.dim() != 1 || !bias.is_contiguous())))
     return false;
   static const dnnl_engine_t engine = [] {
     dnnl_engine_t e = nullptr;
     return dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success ? e : nullptr;
   }();
   if (!engine) return false;
-  auto desc = [](int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  auto desc = [dims](at::IntArrayRef sizes, at::IntArrayRef strides) {
     dnnl_memory_desc_t md;
-    const dnnl_dims_t dims = {rows, cols}, strides = {row_stride, col_stride};
-    return dnnl_memory_desc_init_by_strides(&md, 2, dims, dnnl_bf16, strides) == dnnl_success ? md : dnnl_memory_desc_t{};
+    dnnl_dims_t d, s;
+    for (int64_t i = 0; i < dims; ++i) d[i] = sizes[size_t(i)], s[i] = strides[size_t(i)];
+    return dnnl_memory_desc_init_by_strides(&md, int(dims), d, dnnl_bf16, s) == dnnl_success ? md : dnnl_memory_desc_t{};
   };
-  const int64_t rows = x.size(0), in = x.size(1), out = w.size(1);
-  const dnnl_memory_desc_t src = desc(rows, in, x.stride(0), 1), weights = desc(in, out, w.stride(0), w.stride(1)),
-                           bias_md = desc(1, out, out, 1), dst = desc(rows, out, y.stride(0), 1);
+  std::vector<int64_t> bias_sizes(size_t(dims), 1), bias_strides(size_t(dims), 0);
+  bias_sizes.back() = y.size(-1), bias_strides.back() = 1;
+  const dnnl_memory_desc_t src = desc(a.sizes(), a.strides()), weights = desc(b.sizes(), b.strides()),
+                           bias_md = desc(bias_sizes, bias_strides), dst = desc(y.sizes(), y.strides());
   dnnl_matmul_desc_t op;
   dnnl_primitive_desc_t pd = nullptr;
   dnnl_primitive_t primitive = nullptr;
   dnnl_stream_t stream = nullptr;
   dnnl_memory_t memory[4] = {};
-  bool done = dnnl_matmul_desc_init(&op, &src, &weights, &bias_md, &dst) == dnnl_success &&
+  bool done = dnnl_matmul_desc_init(&op, &src, &weights, bias.defined() ? &bias_md : nullptr, &dst) == dnnl_success &&
               dnnl_primitive_desc_create(&pd, &op, nullptr, engine, nullptr) == dnnl_success &&
               dnnl_primitive_create(&primitive, pd) == dnnl_success &&
               dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success;
-  const dnnl_memory_desc_t* mds[4] = {&src, &weights, &bias_md, &dst};
-  void* data[4] = {x.data_ptr(), w.data_ptr(), bias.data_ptr(), y.data_ptr()};
-  const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+  const dnnl_memory_desc_t* mds[4] = {&src, &weights, &dst, &bias_md};
+  void* data[4] = {a.data_ptr(), b.data_ptr(), y.data_ptr(), bias.defined() ? bias.data_ptr() : nullptr};
+  const int kinds[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+  const int args_count = bias.defined() ? 4 : 3;
   dnnl_exec_arg_t args[4];
-  for (int i = 0; i < 4 && done; ++i) {
+  for (int i = 0; i < args_count && done; ++i) {
     done = dnnl_memory_create(&memory[i], mds[i], engine, data[i]) == dnnl_success;
     args[i] = {kinds[i], memory[i]};
   }
-  done = done && dnnl_primitive_execute(primitive, stream, 4, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+  done = done && dnnl_primitive_execute(primitive, stream, args_count, args) == dnnl_success &&
+         dnnl_stream_wait(stream) == dnnl_success;
   for (dnnl_memory_t m : memory)
     if (m) dnnl_memory_destroy(m);
   if (stream) dnnl_stream_destroy(stream);
@@ -674,7 +680,7 @@ at::Tensor bf16_linear_on_amx(const at::Tensor& x2d, const at::Tensor& w, const 
     at::Tensor out = padded == count ? y.narrow(0, first, count) : at::empty({padded, y.size(1)}, y.options());
     if (!bias.defined())
       at::mm_out(out, piece, w);
-    else if (!onednn_bf16_addmm(piece, w, bias, out))
+    else if (!onednn_bf16_matmul(piece, w, bias, out))
       at::addmm_out(out, bias, piece, w);
     if (padded != count) y.narrow(0, first, count).copy_(out.narrow(0, 0, count));
   }
@@ -826,7 +832,17 @@ bool attention_products_in_bf16(c10::ScalarType type) {
 at::Tensor matmul_any_precision(const at::Tensor& a, const at::Tensor& b) {
   const bool grad = trains_through({a, b});
   if (!is_reduced(a.scalar_type())) return grad ? at::matmul(a, b) : fp32_matmul(a, b);
-  if (attention_products_in_bf16(a.scalar_type())) return at::matmul(a, b);
+  if (attention_products_in_bf16(a.scalar_type())) {
+    // On AMX, strided heads go to oneDNN as they are (at::matmul copies them first).
+    if (!grad && cpu_isa() >= CpuIsa::amx && b.scalar_type() == at::kBFloat16 && a.dim() == b.dim() && a.dim() >= 3 &&
+        a.sizes().slice(0, size_t(a.dim() - 2)) == b.sizes().slice(0, size_t(b.dim() - 2)) && a.size(-1) == b.size(-2)) {
+      auto sizes = a.sizes().vec();
+      sizes.back() = b.size(-1);
+      at::Tensor y = at::empty(sizes, a.options());
+      if (onednn_bf16_matmul(a, b, at::Tensor(), y)) return y;
+    }
+    return at::matmul(a, b);
+  }
   const at::Tensor y = grad ? at::matmul(in_fp32(a), in_fp32(b)) : fp32_matmul(in_fp32(a), in_fp32(b));
   return y.to(a.scalar_type());
 }

@@ -663,6 +663,25 @@ TEST_P(CpuKernels, Bf16PromptProductsWithBiasEqualLibtorchsAddmm) {
     }
 }
 
+// Attention's bf16 products at the amx level read the strided head views in place (oneDNN) instead
+// of at::matmul's copies: the same bits as at::matmul, for scores (q k^T) and weighted values.
+TEST_P(CpuKernels, Bf16AttentionProductsOfHeadViewsEqualAtMatmul) {
+  if (GetParam() != CpuIsa::amx) GTEST_SKIP() << "head views go to oneDNN directly at the amx level only";
+  at::manual_seed(14);
+  at::NoGradGuard no_grad;
+  for (auto [batch, len, heads, dim] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{2, 128, 12, 64}, {3, 37, 4, 80}}) {
+    SCOPED_TRACE(std::to_string(batch) + " x " + std::to_string(len) + " tokens, " + std::to_string(heads) + " heads of " +
+                 std::to_string(dim));
+    auto heads_of = [&] { return at::randn({batch, len, heads, dim}).to(at::kBFloat16).transpose(1, 2); };
+    const at::Tensor q = heads_of(), k = heads_of(), v = heads_of();
+    const at::Tensor scores = matmul_any_precision(q, k.transpose(-1, -2));
+    EXPECT_TRUE(at::equal(scores, at::matmul(q, k.transpose(-1, -2))));
+    const at::Tensor p = scores.softmax(-1);
+    EXPECT_TRUE(at::equal(matmul_any_precision(p, v), at::matmul(p, v)));
+    EXPECT_TRUE(at::equal(matmul_any_precision(p[0], v[0]), at::matmul(p[0], v[0])));  // 3-D
+  }
+}
+
 // int8 weights times long inputs: where AVX512-VNNI or AVX-VNNI runs, the activations are split into two
 // int8 parts (x = s * (high + low / 254), s = the row's largest |x| / 127), elsewhere the
 // product is the dequantized weight's. Rows of 127 and 0.003s tell the two apart: 0.003 is
