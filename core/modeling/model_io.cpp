@@ -14,11 +14,14 @@ namespace {
 
 // storage[:, :, at : at + fresh.size(2)] = fresh. A decode step writes one position per layer and
 // sequence, and a continuous-batching step of 8 sequences did it through 2 x 96 narrow + copy_
-// op pairs (dispatch and TensorIterator setup for 64 values each): rows of the same type are
-// copied directly when nothing records autograd.
+// op pairs (dispatch and TensorIterator setup for 64 values each): a few positions of the same
+// type are copied directly when nothing records autograd. A prompt's many keep copy_, which
+// spreads them over the threads.
 void write_positions(const at::Tensor& storage, int64_t at, const at::Tensor& fresh) {
+  constexpr int64_t kDirectPositions = 8;
   const bool direct = fresh.scalar_type() == storage.scalar_type() && storage.is_contiguous() && fresh.is_cpu() &&
-                      fresh.dim() == 4 && fresh.size(0) == storage.size(0) && fresh.size(1) == storage.size(1) &&
+                      fresh.dim() == 4 && fresh.size(2) <= kDirectPositions && fresh.size(0) == storage.size(0) &&
+                      fresh.size(1) == storage.size(1) &&
                       fresh.size(3) == storage.size(3) && fresh.stride(3) == 1 && !fresh.requires_grad() &&
                       !storage.requires_grad() && at + fresh.size(2) <= storage.size(2);
   if (!direct) {  // copy_ converts, records autograd, or says what does not match
