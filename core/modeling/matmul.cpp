@@ -443,6 +443,22 @@ __attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
 // Tile steps a thread takes at a time from a stream, and writes out together.
 constexpr int64_t kChunkSteps = 8;
 
+// The sums of `count` tile steps from `first` (tile_step's layout, step after step) into y [rows of
+// x, out]: weight row first + m * lane + s. Adjacent steps are adjacent rows of every lane, so each
+// row of x gets runs of `count` values (a step's 16 x 8 values written where they go were 128
+// stores to scattered lines: 768 x 768 weights, 8 rows of x, 48 -> 39 us a product).
+template <int G>
+void write_steps(const PackedRows& p, const float* staged, int64_t count, int64_t first, int64_t lane, int64_t a_rows,
+                 float* y, int64_t out) {
+  constexpr int64_t kTile = kTileRows * kTileRows;
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t n = 0; n < p.cols[g]; ++n)
+      for (int64_t m = 0; m < a_rows; ++m) {
+        float* dst = y + (g * kTileRows + n) * out + first + m * lane;
+        for (int64_t s = 0; s < count; ++s) dst[s] = staged[(s * G + g) * kTile + m * p.cols[g] + n];
+      }
+}
+
 template <int G>
 void product(const PackedRows& p, const c10::BFloat16* w, int64_t in, int64_t out, float* y) {
   const int64_t lane = out / kTileRows, rest = out % kTileRows;
@@ -454,15 +470,7 @@ void product(const PackedRows& p, const c10::BFloat16* w, int64_t in, int64_t ou
         [&](const int64_t* start, const int64_t* count) {
           alignas(64) float staged[kChunkSteps][G][kTile];
           for (int64_t s = 0; s < count[0]; ++s) tile_step<G>(p, w, in, start[0] + s, lane, kTileRows, staged[s][0]);
-          // Adjacent steps are adjacent rows of every lane: each row of x gets runs of count[0]
-          // values. A step's 16 x 8 values written where they go were 128 stores to scattered
-          // lines (768 x 768 weights, 8 rows of x: 48 -> 39 us a product).
-          for (int64_t g = 0; g < G; ++g)
-            for (int64_t n = 0; n < p.cols[g]; ++n)
-              for (int64_t m = 0; m < kTileRows; ++m) {
-                float* dst = y + (g * kTileRows + n) * out + m * lane + start[0];
-                for (int64_t s = 0; s < count[0]; ++s) dst[s] = staged[s][g][m * p.cols[g] + n];
-              }
+          write_steps<G>(p, staged[0][0], count[0], start[0], lane, kTileRows, y, out);
         },
         [&](auto&& work) {
           configure(p, kTileRows);
@@ -476,9 +484,7 @@ void product(const PackedRows& p, const c10::BFloat16* w, int64_t in, int64_t ou
     configure(p, rest);
     tile_step<G>(p, w, in, kTileRows * lane, 1, rest, sums[0]);
     release_tiles();
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t n = 0; n < p.cols[g]; ++n)
-        for (int64_t m = 0; m < rest; ++m) y[(g * kTileRows + n) * out + kTileRows * lane + m] = sums[g][m * p.cols[g] + n];
+    write_steps<G>(p, sums[0], 1, kTileRows * lane, 1, rest, y, out);
   }
 }
 
