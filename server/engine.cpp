@@ -15,7 +15,14 @@
 namespace plugformer::server {
 
 using Clock = std::chrono::steady_clock;
-constexpr int64_t kPrefillTokensPerStep = 64;
+// Prompt tokens admitted in one iteration while sequences are decoding (at least one request).
+// Those prompts prefill together, in one forward that delays every running sequence's next token
+// once: 32-token prompts of 8 clients arriving a few at a time were prefilled two per iteration
+// with 64, in one with 512 (session 31, bench/README.md: K = 8 bf16 tok/s +6%).
+constexpr int64_t kPrefillTokensPerStep = 512;
+// Prompt tokens in one packed forward: beyond a few hundred rows the products gain little, while
+// the activations grow with every token.
+constexpr int64_t kPackedPrefillTokens = 2048;
 
 std::vector<SequenceEvent> Sequence::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
@@ -75,26 +82,35 @@ Engine::~Engine() {
   thread_.join();
 }
 
-std::shared_ptr<Sequence> Engine::submit(GenerationRequest request) {
-  auto active = std::make_unique<Active>();
-  active->handle = std::make_shared<Sequence>();
-  active->arrived = Clock::now();
-  active->tokens = request.prompt;
-  active->request = std::move(request);
-  auto handle = active->handle;
+std::vector<std::shared_ptr<Sequence>> Engine::submit(std::vector<GenerationRequest> requests) {
+  std::vector<std::unique_ptr<Active>> queued;
+  std::vector<std::shared_ptr<Sequence>> handles;
+  const auto now = Clock::now();
+  for (auto& request : requests) {
+    queued.push_back(std::make_unique<Active>());
+    Active& active = *queued.back();
+    active.handle = std::make_shared<Sequence>();
+    active.arrived = now;
+    active.tokens = request.prompt;
+    active.request = std::move(request);
+    handles.push_back(active.handle);
+  }
   {
     std::lock_guard lock(mutex_);
-    active->id = next_id_++;
     if (draining_) throw ShuttingDownError("the server is shutting down and takes no new requests");
-    if (int64_t(waiting_.size()) >= options_.max_queue + std::max<int64_t>(0, options_.max_num_seqs - running_count_))
+    const int64_t room = options_.max_queue + std::max<int64_t>(0, options_.max_num_seqs - running_count_);
+    if (int64_t(waiting_.size() + queued.size()) > room)
       throw QueueFullError("the server is at capacity: " + std::to_string(options_.max_num_seqs) + " sequences running and " +
                            std::to_string(waiting_.size()) + " requests waiting (--max-queue " +
                            std::to_string(options_.max_queue) + "); retry later");
-    waiting_.push_back(std::move(active));
-    ++in_flight_;
+    for (auto& active : queued) {
+      active->id = next_id_++;
+      waiting_.push_back(std::move(active));
+      ++in_flight_;
+    }
   }
   wake_.notify_all();
-  return handle;
+  return handles;
 }
 
 void Engine::drain(Clock::time_point deadline) {
@@ -143,9 +159,9 @@ void Engine::step_until_stopped() {
         if (mirror_) mirror_->keepalive();
       abort = aborting_;
       if (stopping_ && waiting_.empty() && running_.empty()) break;
-      // Admitted in arrival order while slots are free. While sequences are decoding, the prefills of
-      // one iteration stop at kPrefillTokensPerStep prompt tokens (at least one request), so a burst of
-      // new requests does not stall everyone's next token for all its prefills at once.
+      // Admitted in arrival order while slots are free. While sequences are decoding, the prompts of
+      // one iteration stop at kPrefillTokensPerStep tokens (at least one request), so that a burst of
+      // long prompts does not stall everyone's next token for all its prefills at once.
       const bool decoding = !running_.empty();
       int64_t prefill_tokens = 0;
       while (!waiting_.empty() && int64_t(running_.size()) < options_.max_num_seqs &&
@@ -162,14 +178,15 @@ void Engine::step_until_stopped() {
       if (abort) waiting_.clear();
     }
     const auto now = Clock::now();
-    std::vector<Active*> batch;
+    std::vector<Active*> batch, prompts;
     for (auto& seq : running_) {
       if (abort) fail(*seq, "the server shut down before the request finished");
       else if (seq->handle->cancelled()) finish(*seq, "cancelled");
       else if (now > seq->request.deadline) finish(*seq, "length");
-      else if (seq->cached < 0) prefill(*seq);
+      else if (seq->cached < 0) prompts.push_back(seq.get());
       else batch.push_back(seq.get());
     }
+    if (!prompts.empty()) prefill(prompts);
     if (!batch.empty()) decode(batch);
     stepped = true;
 
@@ -234,36 +251,107 @@ size_t stop_prefix_at_end(const std::string& text, const std::vector<std::string
 
 }  // namespace
 
-at::Tensor Engine::run_from_scratch(Active& seq, int64_t logits_to_keep) {
+void Engine::start_fresh_cache(Active& seq) {
   seq.cache = std::make_shared<KVCache>();
   const auto& config = seq.request.config;
   int64_t longest = config.max_new_tokens ? int64_t(seq.tokens.size()) + *config.max_new_tokens : 0;
   if (options_.max_model_len > 0) longest = longest > 0 ? std::min(longest, options_.max_model_len) : options_.max_model_len;
   seq.cache->reserve(longest);
+}
+
+at::Tensor Engine::run_from_scratch(Active& seq, int64_t logits_to_keep) {
+  start_fresh_cache(seq);
   if (mirror_) mirror_->from_scratch(seq.id, seq.tokens, logits_to_keep);
   at::Tensor logits = model_->forward(prompt_step(seq.tokens, seq.cache, logits_to_keep))["logits"][0];
   seq.cached = int64_t(seq.tokens.size());
   return logits;
 }
 
-void Engine::prefill(Active& seq) {
+void Engine::prefill(const std::vector<Active*>& prompts) {
+  // Prompts run together when the model takes cache batches: one packed forward, in which every
+  // projection reads its weights once for all their tokens. Prompt logprobs need every position's
+  // logits, so such a request runs alone.
+  std::vector<Active*> together;
+  int64_t packed = 0;
+  const auto run_together = [&] {
+    if (together.size() == 1) prefill_alone(*together.front());
+    else if (!together.empty()) prefill_together(together);
+    together.clear();
+    packed = 0;
+  };
+  for (Active* seq : prompts) {
+    try {
+      seq->chooser.emplace(seq->request.config, int64_t(seq->request.prompt.size()));
+      if (tokenizer_)
+        seq->text = std::make_unique<DecodeStream>(tokenizer_, seq->request.prompt, seq->request.skip_special_tokens);
+    } catch (const std::exception& e) {
+      fail(*seq, e.what());
+      continue;
+    }
+    if (!model_->decodes_cache_batches() || seq->request.prompt_logprobs) {
+      prefill_alone(*seq);
+      continue;
+    }
+    const int64_t length = int64_t(seq->tokens.size());
+    if (packed > 0 && packed + length > kPackedPrefillTokens) run_together();
+    together.push_back(seq);
+    packed += length;
+  }
+  run_together();
+}
+
+void Engine::prefill_alone(Active& seq) {
   try {
-    seq.chooser.emplace(seq.request.config, int64_t(seq.request.prompt.size()));
-    if (tokenizer_)
-      seq.text = std::make_unique<DecodeStream>(tokenizer_, seq.request.prompt, seq.request.skip_special_tokens);
     const at::Tensor logits = run_from_scratch(seq, seq.request.prompt_logprobs ? 0 : 1);
-    metrics_.tokens(int64_t(seq.tokens.size()), 0);
+    metrics_.prefill_step(1);
     if (seq.request.prompt_logprobs)
       for (size_t i = 1; i < seq.tokens.size(); ++i)
         seq.handle->prompt_logprobs.push_back(
             logprob_of(logits[int64_t(i) - 1], seq.tokens[i], seq.request.logprobs.value_or(0), tokenizer_.get(),
                        seq.tokens.data(), i));
-    advance(seq, logits[logits.size(0) - 1].unsqueeze(0).to(at::kFloat).clone());
+    first_token(seq, logits[logits.size(0) - 1].unsqueeze(0).to(at::kFloat).clone());
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& e) {
     fail(seq, e.what());
   }
+}
+
+void Engine::prefill_together(const std::vector<Active*>& prompts) {
+  std::vector<std::vector<int64_t>> tokens;
+  std::vector<std::shared_ptr<KVCache>> caches;
+  std::vector<int64_t> ids;
+  for (Active* seq : prompts) {
+    start_fresh_cache(*seq);
+    tokens.push_back(seq->tokens);
+    caches.push_back(seq->cache);
+    ids.push_back(seq->id);
+  }
+  at::Tensor logits;
+  try {
+    if (mirror_) mirror_->batch(ids, tokens, true);
+    logits = model_->forward(batch_step(*model_, tokens, caches))["logits"].select(1, 0).to(at::kFloat);
+    metrics_.prefill_step(int64_t(prompts.size()));
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const std::exception&) {
+    // Whatever failed fails only its own request: each prompt runs again alone, into a fresh cache.
+    for (Active* seq : prompts) prefill_alone(*seq);
+    return;
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    prompts[i]->cached = int64_t(prompts[i]->tokens.size());
+    try {
+      first_token(*prompts[i], logits[int64_t(i)].unsqueeze(0).clone());
+    } catch (const std::exception& e) {
+      fail(*prompts[i], e.what());
+    }
+  }
+}
+
+void Engine::first_token(Active& seq, at::Tensor logits) {
+  metrics_.tokens(int64_t(seq.tokens.size()), 0);
+  advance(seq, std::move(logits));
 }
 
 void Engine::decode(std::vector<Active*>& batch) {
@@ -288,16 +376,17 @@ void Engine::decode(std::vector<Active*>& batch) {
   const size_t group = together ? rows.size() : 1;
   for (size_t start = 0; start < rows.size(); start += group) {
     const size_t count = std::min(group, rows.size() - start);
-    std::vector<int64_t> last, ids;
+    std::vector<std::vector<int64_t>> last;
+    std::vector<int64_t> ids;
     std::vector<std::shared_ptr<KVCache>> caches;
     for (size_t i = start; i < start + count; ++i) {
-      last.push_back(rows[i]->tokens.back());
+      last.push_back({rows[i]->tokens.back()});
       ids.push_back(rows[i]->id);
       caches.push_back(rows[i]->cache);
     }
     try {
-      if (mirror_) mirror_->decode(ids, last);
-      at::Tensor logits = model_->forward(decode_step(*model_, last, caches))["logits"].select(1, 0).to(at::kFloat);
+      if (mirror_) mirror_->batch(ids, last, false);
+      at::Tensor logits = model_->forward(batch_step(*model_, last, caches))["logits"].select(1, 0).to(at::kFloat);
       metrics_.decode_step(int64_t(count));
       for (size_t i = 0; i < count; ++i) {
         Active& seq = *rows[start + i];

@@ -1,9 +1,9 @@
 // The continuous-batching generation engine (iteration-level scheduling, as vLLM and TGI do it).
-// One scheduler thread owns the model: each iteration admits waiting requests (a prefill each,
-// into the request's own KV cache), runs one decode step over every running sequence at once
-// (KVCache::batch_of: each row attends to its own history, nothing padded or recomputed), and
-// retires finished or cancelled sequences, freeing their caches. HTTP threads only submit
-// requests and read their events.
+// One scheduler thread owns the model: each iteration admits waiting requests (their prompts
+// prefilled together, each into the request's own KV cache), runs one decode step over every
+// running sequence at once (KVCache::batch_of: each row attends to its own history, nothing padded
+// or recomputed), and retires finished or cancelled sequences, freeing their caches. HTTP threads
+// only submit requests and read their events.
 #pragma once
 
 #include <atomic>
@@ -108,8 +108,10 @@ class Engine {
   Engine(ModelPtr model, std::shared_ptr<const Tokenizer> tokenizer, EngineOptions options, Metrics& metrics);
   ~Engine();
 
-  // Queues a request (QueueFullError when --max-queue requests already wait).
-  std::shared_ptr<Sequence> submit(GenerationRequest request);
+  // Queues a request's sequences (one per prompt and choice) at once, so that they start in the
+  // same iteration and their prompts prefill together; QueueFullError, with none queued, when they
+  // do not all fit within --max-queue.
+  std::vector<std::shared_ptr<Sequence>> submit(std::vector<GenerationRequest> requests);
   // No new requests from now on; waits up to `deadline` for the queued and running ones, cancels the rest.
   void drain(std::chrono::steady_clock::time_point deadline);
   int64_t max_model_len() const { return options_.max_model_len; }
@@ -122,7 +124,14 @@ class Engine {
   // Runs the model on all of the sequence's tokens into a fresh cache: logits of the last
   // `logits_to_keep` positions (0: all), [positions, vocab].
   at::Tensor run_from_scratch(Active& seq, int64_t logits_to_keep);
-  void prefill(Active& seq);
+  // A new, empty cache for the sequence, with room for its longest possible history.
+  void start_fresh_cache(Active& seq);
+  // The first token of each new sequence: their prompts run together where the model can.
+  void prefill(const std::vector<Active*>& prompts);
+  void prefill_alone(Active& seq);
+  void prefill_together(const std::vector<Active*>& prompts);
+  // Counts the prompt and chooses the first token from the logits at the prompt's end ([1, vocab]).
+  void first_token(Active& seq, at::Tensor logits);
   void decode(std::vector<Active*>& batch);
   // Applies the penalties, records logprobs, chooses the token and reports it; false once finished.
   void advance(Active& seq, at::Tensor logits);

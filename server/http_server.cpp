@@ -467,13 +467,9 @@ class Server {
 
   void completions(CompletionJob job, httplib::Response& res) {
     job.request.deadline = Clock::now() + std::chrono::milliseconds(int64_t(options_.request_timeout * 1000));
-    auto sequences = std::make_shared<std::vector<std::shared_ptr<Sequence>>>();
-    try {
-      for (size_t i = 0; i < job.choices(); ++i) sequences->push_back(engine_->submit(job.choice_request(i)));
-    } catch (...) {
-      for (auto& s : *sequences) s->cancel();
-      throw;
-    }
+    std::vector<GenerationRequest> requests;
+    for (size_t i = 0; i < job.choices(); ++i) requests.push_back(job.choice_request(i));
+    auto sequences = std::make_shared<std::vector<std::shared_ptr<Sequence>>>(engine_->submit(std::move(requests)));
     const std::string id = new_response_id(job.chat);
     const int64_t created = unix_time();
     if (!job.stream) {

@@ -40,7 +40,8 @@ void Histogram::write(std::string& out, const std::string& name) const {
 Metrics::Metrics()
     : ttft_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
       itl_({0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5}),
-      batch_size_({1, 2, 4, 8, 16, 32, 64, 128, 256}) {}
+      batch_size_({1, 2, 4, 8, 16, 32, 64, 128, 256}),
+      prefill_batch_size_({1, 2, 4, 8, 16, 32, 64, 128, 256}) {}
 
 void Metrics::request_done(const std::string& endpoint, int status) {
   std::lock_guard lock(mutex_);
@@ -68,6 +69,11 @@ void Metrics::decode_step(int64_t batch_size) {
   batch_size_.observe(double(batch_size));
 }
 
+void Metrics::prefill_step(int64_t prompts) {
+  std::lock_guard lock(mutex_);
+  prefill_batch_size_.observe(double(prompts));
+}
+
 void Metrics::engine_state(int64_t waiting, int64_t running, int64_t kv_cache_bytes) {
   std::lock_guard lock(mutex_);
   waiting_ = waiting, running_ = running, kv_cache_bytes_ = kv_cache_bytes;
@@ -92,6 +98,8 @@ std::string Metrics::prometheus_text() const {
   out += "plugformer_kv_cache_bytes " + std::to_string(kv_cache_bytes_) + "\n";
   add_metric(out, "plugformer_batch_size", "histogram", "Sequences per decode step.");
   batch_size_.write(out, "plugformer_batch_size");
+  add_metric(out, "plugformer_prefill_batch_size", "histogram", "Prompts per prefill forward.");
+  prefill_batch_size_.write(out, "plugformer_prefill_batch_size");
   add_metric(out, "plugformer_time_to_first_token_seconds", "histogram", "From request arrival to its first token.");
   ttft_.write(out, "plugformer_time_to_first_token_seconds");
   add_metric(out, "plugformer_inter_token_latency_seconds", "histogram", "Between a sequence's consecutive tokens.");

@@ -34,6 +34,7 @@ class Metrics {
   void first_token(double seconds);
   void inter_token(double seconds);
   void decode_step(int64_t batch_size);
+  void prefill_step(int64_t prompts);
   // Gauges the engine sets once per iteration.
   void engine_state(int64_t waiting, int64_t running, int64_t kv_cache_bytes);
   std::string prometheus_text() const;
@@ -43,7 +44,7 @@ class Metrics {
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   int64_t waiting_ = 0, running_ = 0, kv_cache_bytes_ = 0;
-  Histogram ttft_, itl_, batch_size_;
+  Histogram ttft_, itl_, batch_size_, prefill_batch_size_;
 };
 
 }  // namespace plugformer::server

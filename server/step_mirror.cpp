@@ -11,7 +11,7 @@ namespace plugformer::server {
 
 namespace {
 
-enum Command : int64_t { kStop = 0, kKeepalive = 1, kFromScratch = 2, kDecode = 3 };
+enum Command : int64_t { kStop = 0, kKeepalive = 1, kFromScratch = 2, kBatch = 3, kFreshBatch = 4 };
 
 ModelInputs cached_call(at::Tensor ids, std::shared_ptr<KVCache> cache, int64_t logits_to_keep) {
   ModelInputs inputs;
@@ -28,10 +28,18 @@ ModelInputs prompt_step(const std::vector<int64_t>& tokens, std::shared_ptr<KVCa
   return cached_call(at::tensor(tokens, at::kLong).unsqueeze(0), std::move(cache), logits_to_keep);
 }
 
-ModelInputs decode_step(const PreTrainedModel& model, const std::vector<int64_t>& tokens,
-                        const std::vector<std::shared_ptr<KVCache>>& caches) {
-  return cached_call(at::tensor(tokens, at::kLong).unsqueeze(1),
-                     model.decodes_cache_batches() ? KVCache::batch_of(caches) : caches.front(), 1);
+ModelInputs batch_step(const PreTrainedModel& model, const std::vector<std::vector<int64_t>>& tokens,
+                       const std::vector<std::shared_ptr<KVCache>>& caches) {
+  if (!model.decodes_cache_batches()) return prompt_step(tokens.front(), caches.front(), 1);
+  std::vector<int64_t> ids, counts;
+  for (const auto& row : tokens) {
+    ids.insert(ids.end(), row.begin(), row.end());
+    counts.push_back(int64_t(row.size()));
+  }
+  auto batch = KVCache::batch_of(caches, counts);
+  // A decode step's rows are [rows, 1]; prompts lie one after another in one row.
+  at::Tensor input = at::tensor(ids, at::kLong).unsqueeze(batch->is_packed_batch() ? 0 : 1);
+  return cached_call(std::move(input), std::move(batch), 1);
 }
 
 void StepMirror::send(int64_t kind, int64_t logits_to_keep, const std::vector<int64_t>& body) {
@@ -52,10 +60,13 @@ void StepMirror::from_scratch(int64_t seq, const std::vector<int64_t>& tokens, i
   send(kFromScratch, logits_to_keep, body);
 }
 
-void StepMirror::decode(const std::vector<int64_t>& seqs, const std::vector<int64_t>& tokens) {
-  std::vector<int64_t> body;
-  for (size_t i = 0; i < seqs.size(); ++i) body.insert(body.end(), {seqs[i], tokens[i]});
-  send(kDecode, 1, body);
+void StepMirror::batch(const std::vector<int64_t>& seqs, const std::vector<std::vector<int64_t>>& tokens, bool fresh) {
+  std::vector<int64_t> body;  // per row: sequence, token count, tokens
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    body.insert(body.end(), {seqs[i], int64_t(tokens[i].size())});
+    body.insert(body.end(), tokens[i].begin(), tokens[i].end());
+  }
+  send(fresh ? kFreshBatch : kBatch, 1, body);
 }
 
 void StepMirror::keepalive() { send(kKeepalive, 0, {}); }
@@ -80,14 +91,15 @@ void follow_engine_steps(PreTrainedModel& model, TensorParallelGroup& group) {
         auto cache = std::make_shared<KVCache>();
         caches[body[0]] = cache;
         model.forward(prompt_step(std::vector<int64_t>(body + 1, body + length), cache, header[3].item<int64_t>()));
-      } else if (kind == kDecode) {
-        std::vector<int64_t> last;
+      } else if (kind == kBatch || kind == kFreshBatch) {
+        std::vector<std::vector<int64_t>> tokens;
         std::vector<std::shared_ptr<KVCache>> rows;
-        for (int64_t i = 0; i < length; i += 2) {
+        for (int64_t i = 0; i < length; i += 2 + body[i + 1]) {
+          if (kind == kFreshBatch) caches[body[i]] = std::make_shared<KVCache>();
           rows.push_back(caches.at(body[i]));
-          last.push_back(body[i + 1]);
+          tokens.emplace_back(body + i + 2, body + i + 2 + body[i + 1]);
         }
-        model.forward(decode_step(model, last, rows));
+        model.forward(batch_step(model, tokens, rows));
       }
     } catch (const DistributedError&) {
       throw;

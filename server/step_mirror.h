@@ -13,19 +13,21 @@
 namespace plugformer::server {
 
 // The engine's two kinds of model call, built by one function each so that every rank builds
-// them alike: a sequence's tokens run into a fresh cache, and one decode step where row i adds
-// tokens[i] to caches[i] (the caches batched when the family can, else one row per call).
+// them alike: a sequence's tokens run into a fresh cache, and one step where row i adds tokens[i]
+// to caches[i] (the caches batched when the family can, else one row per call): one token per row
+// in a decode step, whole prompts when new sequences are prefilled together.
 ModelInputs prompt_step(const std::vector<int64_t>& tokens, std::shared_ptr<KVCache> cache, int64_t logits_to_keep);
-ModelInputs decode_step(const PreTrainedModel& model, const std::vector<int64_t>& tokens,
-                        const std::vector<std::shared_ptr<KVCache>>& caches);
+ModelInputs batch_step(const PreTrainedModel& model, const std::vector<std::vector<int64_t>>& tokens,
+                       const std::vector<std::shared_ptr<KVCache>>& caches);
 
 class StepMirror {
  public:
   explicit StepMirror(std::shared_ptr<TensorParallelGroup> group) : group_(std::move(group)) {}
   // Before rank 0 runs sequence `seq`'s tokens into a fresh cache.
   void from_scratch(int64_t seq, const std::vector<int64_t>& tokens, int64_t logits_to_keep);
-  // Before one decode step: row i extends sequence seqs[i]'s cache with tokens[i].
-  void decode(const std::vector<int64_t>& seqs, const std::vector<int64_t>& tokens);
+  // Before one batch_step: row i extends sequence seqs[i]'s cache with tokens[i] (`fresh`: new
+  // sequences, whose caches start empty).
+  void batch(const std::vector<int64_t>& seqs, const std::vector<std::vector<int64_t>>& tokens, bool fresh);
   // A finished sequence: the other ranks drop its cache (sent with the next command).
   void release(int64_t seq) { released_.push_back(seq); }
   // While idle, so the other ranks' wait never reaches the collective timeout.

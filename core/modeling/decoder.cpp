@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <sstream>
 #include <vector>
 
@@ -181,14 +182,22 @@ DecoderInputs prepare_decoder_inputs(const ModelInputs& inputs, int64_t hidden_s
                             std::to_string(d.length) + "); at least one token is needed");
   d.cache = inputs.past_key_values;
   if (d.cache && d.cache->is_batch()) {
-    // Continuous batching: each row continues its own sequence, at its own position.
+    // Continuous batching: each row continues its own sequence, at its own positions.
     const auto& rows = d.cache->batch_rows();
-    if (d.length != 1 || d.batch != int64_t(rows.size()) || inputs.has("attention_mask") || inputs.has("position_ids"))
-      throw InvalidInputError(family + ": a cache batch of " + std::to_string(rows.size()) +
-                              " rows takes exactly one new token per row, without attention_mask or position_ids");
+    const auto& counts = d.cache->batch_new_tokens();
+    const bool packed = d.cache->is_packed_batch();
+    const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t(0));
+    const bool fits = packed ? d.batch == 1 && d.length == total : d.batch == int64_t(rows.size()) && d.length == 1;
+    if (!fits || inputs.has("attention_mask") || inputs.has("position_ids"))
+      throw InvalidInputError(family + ": a cache batch of " + std::to_string(rows.size()) + " rows takes " +
+                              (packed ? "[1, " + std::to_string(total) + "] input tokens (the rows' new tokens one after another)"
+                                      : std::string("exactly one new token per row")) +
+                              ", without attention_mask or position_ids; got [" + std::to_string(d.batch) + ", " +
+                              std::to_string(d.length) + "]");
     std::vector<int64_t> positions;
-    for (const auto& row : rows) positions.push_back(row->seq_length(0));
-    d.position_ids = at::tensor(positions, at::kLong).unsqueeze(1);
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int64_t p = rows[i]->seq_length(0); p < rows[i]->seq_length(0) + counts[i]; ++p) positions.push_back(p);
+    d.position_ids = at::tensor(positions, at::kLong).view({d.batch, d.length});
     return d;
   }
   if (!d.cache && inputs.use_cache && allow_cache) d.cache = std::make_shared<KVCache>();
@@ -262,19 +271,21 @@ ModelOutput DecoderModel::forward(const ModelInputs& inputs) {
     hidden = hidden * at::scalar_tensor(std::sqrt(double(layout_.hidden_size)), at::TensorOptions().dtype(dtype));
 
   // When every layer is windowed, the cache keeps only what the widest window can still see.
-  if (d.cache && !d.cache->is_batch() && d.cache->num_layers() == 0 && widest_window_)
-    d.cache->set_window(*widest_window_);
-  const int64_t stored = d.cache ? d.cache->stored_length(0) : d.past;
+  const bool cache_rows = d.cache && d.cache->is_batch();
+  for (const auto& cache : cache_rows ? d.cache->batch_rows() : std::vector<std::shared_ptr<KVCache>>{d.cache})
+    if (cache && cache->num_layers() == 0 && widest_window_) cache->set_window(*widest_window_);
+  const int64_t stored = d.cache && !cache_rows ? d.cache->stored_length(0) : d.past;
 
   // One mask per distinct window, over the stored slots and the new ones. A single new token
   // without padding sees every key of a full layer, and a windowed layer narrows its keys itself,
-  // so that step needs no mask at all.
+  // so that step needs no mask at all; the rows of a cache batch mask themselves.
+  const bool unmasked = d.length == 1 || cache_rows;
   std::map<std::optional<int64_t>, at::Tensor> masks;
   for (const auto& layer : layers_) {
-    const std::optional<int64_t> window = d.length == 1 ? std::nullopt : layer->window();
+    const std::optional<int64_t> window = unmasked ? std::nullopt : layer->window();
     if (masks.count(window)) continue;
     at::Tensor& mask = masks[window];
-    if (d.length > 1 || d.attention_mask.defined())
+    if (!cache_rows && (d.length > 1 || d.attention_mask.defined()))
       mask = causal_attention_mask(d.attention_mask, d.batch, d.length, d.past, dtype, window)
                  .narrow(-1, d.past - stored, stored + d.length);
   }
@@ -284,12 +295,11 @@ ModelOutput DecoderModel::forward(const ModelInputs& inputs) {
   const bool want_attn = inputs.output_attentions.value_or(config_->output_attentions);
   ModelOutput out;
   KVCache* layer_cache = d.cache.get();
-  const int64_t length = d.length;
   hidden = run_layers(
       int64_t(layers_.size()),
       [=, this](int64_t i, const at::Tensor& h, at::Tensor* probs) {
         const auto& layer = layers_[size_t(i)];
-        const at::Tensor& mask = masks.at(length == 1 ? std::nullopt : layer->window());
+        const at::Tensor& mask = masks.at(unmasked ? std::nullopt : layer->window());
         return layer->forward(h, cos, sin, mask, layer_cache, probs);
       },
       hidden, want_hidden, want_attn, out);
@@ -330,8 +340,15 @@ ModelOutput DecoderForCausalLM::forward(const ModelInputs& inputs) {
   if (inputs.logits_to_keep < 0) throw InvalidInputError("logits_to_keep must be >= 0");
   ModelOutput base = model_->forward(inputs);
   at::Tensor hidden = base["last_hidden_state"];
-  if (inputs.logits_to_keep > 0 && inputs.logits_to_keep < hidden.size(1))
+  if (const auto& cache = inputs.past_key_values; cache && cache->is_packed_batch()) {
+    // Prompts prefilled together: each row's logits at its last new token, as in a decode step.
+    std::vector<int64_t> last;
+    int64_t end = 0;
+    for (int64_t count : cache->batch_new_tokens()) last.push_back((end += count) - 1);
+    hidden = hidden.index_select(1, at::tensor(last, at::kLong)).view({-1, 1, hidden.size(2)});
+  } else if (inputs.logits_to_keep > 0 && inputs.logits_to_keep < hidden.size(1)) {
     hidden = hidden.narrow(1, hidden.size(1) - inputs.logits_to_keep, inputs.logits_to_keep);
+  }
   at::Tensor logits = lm_head_->forward(hidden).to(at::kFloat);
   if (const double cap = model_->layout().final_logit_softcapping; cap > 0) logits = at::tanh(logits / cap) * cap;
   ModelOutput out;

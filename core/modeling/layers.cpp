@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 #include "plugformer/error.h"
 #include "distributed/tensor_parallel.h"
@@ -287,9 +288,42 @@ std::pair<at::Tensor, at::Tensor> keys_in_window(const at::Tensor& k, const at::
   return {k.narrow(2, drop, *window), v.narrow(2, drop, *window)};
 }
 
+namespace {
+
+// Rows that bring several new tokens (prompts prefilled together) lie one after another along the
+// packed row's positions. Each row's span extends its own cache and attends, causally, to that
+// row's history and itself, as the sequence alone would (the same masks and window rules).
+at::Tensor attention_over_packed_cache_rows(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            KVCache& cache, double scale, std::optional<int64_t> window, double softcap) {
+  const auto& rows = cache.batch_rows();
+  const auto& counts = cache.batch_new_tokens();
+  const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t(0));
+  if (q.size(0) != 1 || q.size(2) != total)
+    throw InvalidInputError("a packed cache batch of " + std::to_string(rows.size()) + " rows takes [1, " +
+                            std::to_string(total) + "] new positions, got [" + std::to_string(q.size(0)) + ", " +
+                            std::to_string(q.size(2)) + "]");
+  std::vector<at::Tensor> outputs;
+  int64_t at = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t n = counts[i], past = rows[i]->seq_length(layer), stored = rows[i]->stored_length(layer);
+    auto [keys, values] = rows[i]->update(layer, narrow_view(k, 2, at, n), narrow_view(v, 2, at, n));
+    at::Tensor mask;
+    if (n > 1)
+      mask = causal_attention_mask(at::Tensor(), 1, n, past, q.scalar_type(), window).narrow(-1, past - stored, stored + n);
+    else
+      std::tie(keys, values) = keys_in_window(keys, values, window);
+    outputs.push_back(attention(narrow_view(q, 2, at, n), keys, values, mask, scale, nullptr, softcap));
+    at += n;
+  }
+  return at::cat(outputs, 2);
+}
+
+}  // namespace
+
 at::Tensor attention_over_cache_rows(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      KVCache& cache, double scale, std::optional<int64_t> window, double softcap) {
   const auto& rows = cache.batch_rows();
+  if (cache.is_packed_batch()) return attention_over_packed_cache_rows(layer, q, k, v, cache, scale, window, softcap);
   if (q.size(0) != int64_t(rows.size()) || q.size(2) != 1)
     throw InvalidInputError("a cache batch of " + std::to_string(rows.size()) + " rows takes one new token per row, got [" +
                             std::to_string(q.size(0)) + " rows, " + std::to_string(q.size(2)) + " tokens]");

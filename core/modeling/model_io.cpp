@@ -133,13 +133,24 @@ void KVCache::set_cross(size_t layer, at::Tensor k, at::Tensor v) {
   cross_[layer] = {std::move(k), std::move(v)};
 }
 
-std::shared_ptr<KVCache> KVCache::batch_of(std::vector<std::shared_ptr<KVCache>> rows) {
+std::shared_ptr<KVCache> KVCache::batch_of(std::vector<std::shared_ptr<KVCache>> rows, std::vector<int64_t> new_tokens) {
   if (rows.empty()) throw InvalidInputError("KVCache::batch_of needs at least one row");
   for (const auto& row : rows)
     if (!row || row->is_batch()) throw InvalidInputError("KVCache::batch_of takes the rows' own caches");
+  if (new_tokens.empty()) new_tokens.assign(rows.size(), 1);
+  if (new_tokens.size() != rows.size())
+    throw InvalidInputError("KVCache::batch_of: " + std::to_string(new_tokens.size()) + " new-token counts for " +
+                            std::to_string(rows.size()) + " rows");
+  for (int64_t count : new_tokens)
+    if (count < 1) throw InvalidInputError("KVCache::batch_of: every row takes at least one new token, got " + std::to_string(count));
   auto batch = std::make_shared<KVCache>();
   batch->batch_rows_ = std::move(rows);
+  batch->batch_new_tokens_ = std::move(new_tokens);
   return batch;
+}
+
+bool KVCache::is_packed_batch() const {
+  return std::any_of(batch_new_tokens_.begin(), batch_new_tokens_.end(), [](int64_t n) { return n != 1; });
 }
 
 bool ModelInputs::has(const std::string& name) const {

@@ -295,15 +295,21 @@ int serving_port(Child& server) {
   return std::stoi(out.substr(out.find("127.0.0.1:") + 10));
 }
 
-std::string complete(int port, int max_tokens) {
+// The texts of `n` greedy choices for "Once upon a time" (an HTTP error as the only text).
+std::vector<std::string> complete_choices(int port, int max_tokens, int n) {
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(120, 0);
   const nlohmann::json body = {{"model", "stories260K"}, {"prompt", "Once upon a time"}, {"max_tokens", max_tokens},
-                               {"temperature", 0}};
+                               {"temperature", 0}, {"n", n}};
   auto res = client.Post("/v1/completions", body.dump(), "application/json");
-  if (!res || res->status != 200) return "HTTP error " + (res ? std::to_string(res->status) + " " + res->body : "(no response)");
-  return nlohmann::json::parse(res->body)["choices"][0]["text"].get<std::string>();
+  if (!res || res->status != 200) return {"HTTP error " + (res ? std::to_string(res->status) + " " + res->body : "(no response)")};
+  const nlohmann::json reply = nlohmann::json::parse(res->body);
+  std::vector<std::string> texts;
+  for (const auto& choice : reply.at("choices")) texts.push_back(choice.at("text").get<std::string>());
+  return texts;
 }
+
+std::string complete(int port, int max_tokens) { return complete_choices(port, max_tokens, 1).front(); }
 
 TEST(TensorParallel, ServeOnTwoRanksAnswersConcurrentRequestsAsOneProcessAndStopsCleanly) {
   Child server({kCli, "serve", kStories, "--port", "0", "--tensor-parallel", "2"});
@@ -313,6 +319,8 @@ TEST(TensorParallel, ServeOnTwoRanksAnswersConcurrentRequestsAsOneProcessAndStop
   for (size_t i = 0; i < texts.size(); ++i) clients.emplace_back([&, i] { texts[i] = complete(port, 40); });
   for (auto& c : clients) c.join();
   for (const auto& text : texts) EXPECT_EQ(text, stories_greedy_text());
+  // A request's choices start together: their prompts prefill in one packed call, which rank 1 repeats.
+  EXPECT_EQ(complete_choices(port, 40, 3), std::vector<std::string>(3, stories_greedy_text()));
   ::kill(server.pid(), SIGTERM);
   EXPECT_EQ(server.wait(60), 0) << server.err();
 }

@@ -1,6 +1,6 @@
-// Continuous batching's decode step (KVCache::batch_of): sequences of different lengths, each with
-// its own cache, decoded together give the logits each gets alone; and TokenChooser picks what
-// generate() picks for the same settings and seed.
+// Continuous batching's steps (KVCache::batch_of): sequences of different lengths, each with its
+// own cache, decoded or prefilled together give the logits each gets alone; and TokenChooser picks
+// what generate() picks for the same settings and seed.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -25,6 +25,34 @@ at::Tensor last_logits(PreTrainedModel& model, const std::vector<int64_t>& ids, 
   return model.forward(inputs)["logits"][0][-1];
 }
 
+std::vector<int64_t> tokens_of_length(int64_t length, int64_t vocab) {
+  std::vector<int64_t> p;
+  for (int64_t i = 0; i < length; ++i) p.push_back((7 * i + 3 * length + 1) % vocab);
+  return p;
+}
+
+// `steps` decode steps of the `together` caches as one batch, each row checked against the same
+// token run alone on its `alone` cache; next[r] is row r's first token.
+void expect_decoding_alike(PreTrainedModel& model, const std::vector<std::shared_ptr<KVCache>>& together,
+                           const std::vector<std::shared_ptr<KVCache>>& alone, std::vector<int64_t> next, int steps,
+                           const std::string& label) {
+  for (int step = 0; step < steps; ++step) {
+    ModelInputs inputs;
+    inputs.tensors["input_ids"] = at::tensor(next, at::kLong).unsqueeze(1);
+    inputs.past_key_values = KVCache::batch_of(together);
+    inputs.use_cache = true;
+    const at::Tensor batched = model.forward(inputs)["logits"].select(1, 0);
+    for (size_t r = 0; r < together.size(); ++r) {
+      const at::Tensor single = last_logits(model, {next[r]}, alone[r]);
+      EXPECT_TRUE(at::allclose(batched[int64_t(r)], single, 1e-5, 1e-5))
+          << label << " row " << r << " step " << step << ": max diff "
+          << (batched[int64_t(r)] - single).abs().max().item<double>();
+      EXPECT_EQ(together[r]->seq_length(0), alone[r]->seq_length(0));
+      next[r] = single.argmax().item<int64_t>();
+    }
+  }
+}
+
 class CacheBatch : public ::testing::TestWithParam<std::string> {};
 
 // Prompts of 3, 9 and 14 tokens (past the windows of the windowed fixtures), then 6 decode steps.
@@ -33,36 +61,58 @@ TEST_P(CacheBatch, DecodingTogetherMatchesEachSequenceAlone) {
   ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + GetParam());
   ASSERT_TRUE(model->decodes_cache_batches());
   const int64_t vocab = model->config().get("vocab_size").get<int64_t>();
-  std::vector<std::vector<int64_t>> prompts;
-  for (int64_t length : {3, 9, 14}) {
-    std::vector<int64_t> p;
-    for (int64_t i = 0; i < length; ++i) p.push_back((7 * i + 3 * length + 1) % vocab);
-    prompts.push_back(p);
-  }
   std::vector<std::shared_ptr<KVCache>> alone, together;
   std::vector<int64_t> next;
-  for (const auto& p : prompts) {
+  for (int64_t length : {3, 9, 14}) {
+    const std::vector<int64_t> p = tokens_of_length(length, vocab);
     alone.push_back(std::make_shared<KVCache>());
     together.push_back(std::make_shared<KVCache>());
     const at::Tensor a = last_logits(*model, p, alone.back());
     ASSERT_TRUE(at::allclose(a, last_logits(*model, p, together.back()), 1e-5, 1e-5));
     next.push_back(a.argmax().item<int64_t>());
   }
-  for (int step = 0; step < 6; ++step) {
-    ModelInputs inputs;
-    inputs.tensors["input_ids"] = at::tensor(next, at::kLong).unsqueeze(1);
-    inputs.past_key_values = KVCache::batch_of(together);
-    inputs.use_cache = true;
-    const at::Tensor batched = model->forward(inputs)["logits"].select(1, 0);
-    for (size_t r = 0; r < prompts.size(); ++r) {
-      const at::Tensor single = last_logits(*model, {next[r]}, alone[r]);
-      EXPECT_TRUE(at::allclose(batched[int64_t(r)], single, 1e-5, 1e-5))
-          << GetParam() << " row " << r << " step " << step << ": max diff "
-          << (batched[int64_t(r)] - single).abs().max().item<double>();
-      EXPECT_EQ(together[r]->seq_length(0), alone[r]->seq_length(0));
-      next[r] = single.argmax().item<int64_t>();
-    }
+  expect_decoding_alike(*model, together, alone, next, 6, GetParam());
+}
+
+// Prompts prefilled together in one packed step (3, 9, 1 and 14 tokens into empty caches, and 4
+// more tokens after a sequence's first 6, past the fixtures' windows) give each row the logits and
+// the cache it gets alone; decode steps then continue alike.
+TEST_P(CacheBatch, PrefillingTogetherMatchesEachSequenceAlone) {
+  c10::InferenceMode guard;
+  ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + GetParam());
+  const int64_t vocab = model->config().get("vocab_size").get<int64_t>();
+  std::vector<std::vector<int64_t>> rows;
+  for (int64_t length : {3, 9, 1, 14, 4}) rows.push_back(tokens_of_length(length, vocab));
+  std::vector<std::shared_ptr<KVCache>> alone, together;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    alone.push_back(std::make_shared<KVCache>());
+    together.push_back(std::make_shared<KVCache>());
   }
+  const std::vector<int64_t> history = tokens_of_length(6, vocab);  // the last row continues a sequence
+  last_logits(*model, history, alone.back());
+  last_logits(*model, history, together.back());
+
+  ModelInputs inputs;
+  std::vector<int64_t> packed, counts;
+  for (const auto& row : rows) {
+    packed.insert(packed.end(), row.begin(), row.end());
+    counts.push_back(int64_t(row.size()));
+  }
+  inputs.tensors["input_ids"] = at::tensor(packed, at::kLong).unsqueeze(0);
+  inputs.past_key_values = KVCache::batch_of(together, counts);
+  inputs.use_cache = true;
+  const at::Tensor batched = model->forward(inputs)["logits"];
+  ASSERT_EQ(batched.sizes(), (std::vector<int64_t>{int64_t(rows.size()), 1, vocab}));
+  std::vector<int64_t> next;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const at::Tensor single = last_logits(*model, rows[r], alone[r]);
+    EXPECT_TRUE(at::allclose(batched[int64_t(r)][0], single, 1e-5, 1e-5))
+        << GetParam() << " prompt row " << r << ": max diff " << (batched[int64_t(r)][0] - single).abs().max().item<double>();
+    EXPECT_EQ(together[r]->seq_length(0), alone[r]->seq_length(0));
+    EXPECT_EQ(together[r]->stored_length(0), alone[r]->stored_length(0));
+    next.push_back(single.argmax().item<int64_t>());
+  }
+  expect_decoding_alike(*model, together, alone, next, 4, GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(DecoderFamilies, CacheBatch,
@@ -90,6 +140,18 @@ TEST(CacheBatch, RefusesWhatItCannotRun) {
   wrong_rows.tensors["input_ids"] = at::tensor({1, 2, 3}, at::kLong).view({3, 1});
   wrong_rows.past_key_values = KVCache::batch_of({a, b});
   EXPECT_THROW(model->forward(wrong_rows), InvalidInputError);
+  // A packed step takes the rows' new tokens in one row, as many as the counts say.
+  EXPECT_THROW(KVCache::batch_of({a, b}, {2}), InvalidInputError);
+  EXPECT_THROW(KVCache::batch_of({a, b}, {2, 0}), InvalidInputError);
+  ModelInputs short_packed;
+  short_packed.tensors["input_ids"] = at::tensor({1, 2, 3, 4}, at::kLong).unsqueeze(0);
+  short_packed.past_key_values = KVCache::batch_of({a, b}, {2, 3});
+  EXPECT_THROW(model->forward(short_packed), InvalidInputError);
+  ModelInputs rows_packed = short_packed;
+  rows_packed.tensors["input_ids"] = at::tensor({1, 2, 3, 4, 5}, at::kLong).view({5, 1});
+  EXPECT_THROW(model->forward(rows_packed), InvalidInputError);
+  EXPECT_EQ(a->seq_length(0), 3);  // refused steps leave the rows' caches as they were
+  EXPECT_EQ(b->seq_length(0), 2);
   EXPECT_THROW(KVCache::batch_of({a, b})->update(0, at::zeros({2, 1, 1, 4}), at::zeros({2, 1, 1, 4})), InvalidInputError);
   EXPECT_GT(a->bytes(), b->bytes() / 2);
   EXPECT_EQ(KVCache::batch_of({a, b})->bytes(), a->bytes() + b->bytes());

@@ -186,6 +186,29 @@ TEST_F(Serve, ConcurrentRequestsGetWhatTheyGetAlone) {
   EXPECT_LT(std::stoll(m[1]), std::stoll(total[1]));
 }
 
+// The prompts of one request are queued at once and prefilled together, in one packed forward;
+// each choice is still what its prompt gets alone.
+TEST_F(Serve, PromptsOfOneRequestPrefillTogetherAndGetWhatTheyGetAlone) {
+  const std::vector<std::string> prompts = {"Once upon a time", "The dog", "Lily wanted to play with her friend", "Mom"};
+  std::vector<std::string> alone;
+  for (const auto& prompt : prompts) alone.push_back(completion(prompt, 12)["choices"][0]["text"].get<std::string>());
+  const auto prefill_steps = [&](const std::string& bucket) {
+    std::smatch m;
+    const std::string metrics = get(port(), "/metrics").raw;
+    EXPECT_TRUE(std::regex_search(metrics, m, std::regex("plugformer_prefill_batch_size_" + bucket + " (\\d+)"))) << bucket;
+    return m.empty() ? int64_t(-1) : std::stoll(m[1]);
+  };
+  const int64_t steps = prefill_steps("count"), small = prefill_steps("bucket\\{le=\"2\"\\}");
+  const json together = completion("", 12, {{"prompt", prompts}});
+  ASSERT_EQ(together["choices"].size(), prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(together["choices"][i]["index"], int64_t(i));
+    EXPECT_EQ(together["choices"][i]["text"], alone[i]) << prompts[i];
+  }
+  EXPECT_EQ(prefill_steps("count"), steps + 1);  // one forward for the four prompts
+  EXPECT_EQ(prefill_steps("bucket\\{le=\"2\"\\}"), small);
+}
+
 TEST_F(Serve, SeededSamplingRepeats) {
   const json sampled = {{"temperature", 1.0}, {"top_p", 0.95}, {"seed", 42}};
   const std::string a = completion("Once upon a time", 24, sampled)["choices"][0]["text"];
@@ -483,7 +506,8 @@ TEST_F(Serve, HealthModelsAndMetrics) {
   const std::string metrics = get(port(), "/metrics").raw;
   for (const char* name : {"plugformer_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
                            "plugformer_prompt_tokens_total", "plugformer_generation_tokens_total", "plugformer_queue_length",
-                           "plugformer_running_sequences", "plugformer_batch_size_bucket", "plugformer_kv_cache_bytes",
+                           "plugformer_running_sequences", "plugformer_batch_size_bucket", "plugformer_prefill_batch_size_bucket",
+                           "plugformer_kv_cache_bytes",
                            "plugformer_time_to_first_token_seconds_bucket", "plugformer_inter_token_latency_seconds_count",
                            "# TYPE plugformer_requests_total counter"})
     EXPECT_NE(metrics.find(name), std::string::npos) << name;

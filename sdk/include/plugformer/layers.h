@@ -150,9 +150,11 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 // of them (all when there is no window or fewer are stored).
 std::pair<at::Tensor, at::Tensor> keys_in_window(const at::Tensor& k, const at::Tensor& v, std::optional<int64_t> window);
 
-// A decode step over a KVCache::batch_of cache: q, k, v [batch, heads, 1, d] with RoPE applied. Row
-// i's key and value extend the cache's row i at `layer`, and its query attends to that row's own
-// history (within `window`). Returns [batch, heads, 1, d], as attention() does.
+// A step over a KVCache::batch_of cache, with RoPE applied: a decode step's q, k, v [batch, heads, 1, d]
+// (row i's key and value extend the cache's row i at `layer`, and its query attends to that row's
+// own history, within `window`), or a packed step's [1, heads, sum of new tokens, d] (each row's
+// span extends its row and attends causally to its history and itself, as that sequence alone
+// would). Returns q's shape, as attention() does.
 at::Tensor attention_over_cache_rows(size_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      KVCache& cache, double scale, std::optional<int64_t> window = std::nullopt,
                                      double softcap = 0.0);

@@ -55,12 +55,20 @@ class KVCache {
   const std::pair<at::Tensor, at::Tensor>& cross(size_t layer) const { return cross_.at(layer); }
   void set_cross(size_t layer, at::Tensor k, at::Tensor v);
 
-  // Continuous batching: one decode step (a single new token per row) over sequences that each keep
-  // their own cache, of any lengths. Row i of the step reads and extends rows[i]; nothing is padded
-  // or copied. Models that can run such a step say so (PreTrainedModel::decodes_cache_batches).
-  static std::shared_ptr<KVCache> batch_of(std::vector<std::shared_ptr<KVCache>> rows);
+  // Continuous batching: one step over sequences that each keep their own cache, of any lengths.
+  // Row i of the step reads and extends rows[i]; nothing is padded or copied. With one new token
+  // per row (a decode step, new_tokens empty) input_ids are [rows, 1]. With new_tokens[i] tokens
+  // for row i (prompts prefilled together), input_ids are [1, sum of new_tokens]: the rows' tokens
+  // one after another. Either way the logits are [rows, 1, vocab], at each row's last new token.
+  // Models that can run such a step say so (PreTrainedModel::decodes_cache_batches).
+  static std::shared_ptr<KVCache> batch_of(std::vector<std::shared_ptr<KVCache>> rows,
+                                           std::vector<int64_t> new_tokens = {});
   bool is_batch() const { return !batch_rows_.empty(); }
   const std::vector<std::shared_ptr<KVCache>>& batch_rows() const { return batch_rows_; }
+  // Row i's new tokens in this step (all 1 for a decode step).
+  const std::vector<int64_t>& batch_new_tokens() const { return batch_new_tokens_; }
+  // Whether the rows' tokens are packed into one row of input_ids (some row brings more than one).
+  bool is_packed_batch() const;
 
  private:
   struct Layer {
@@ -72,6 +80,7 @@ class KVCache {
   int64_t reserved_ = 0;
   std::vector<std::pair<at::Tensor, at::Tensor>> cross_;
   std::vector<std::shared_ptr<KVCache>> batch_rows_;
+  std::vector<int64_t> batch_new_tokens_;
 };
 
 // Forward arguments under transformers' names: input_ids, attention_mask, position_ids,
@@ -162,7 +171,7 @@ class PreTrainedModel : public torch::nn::Module {
   // `total` positions, or the whole sequence must be run again (transformers' Phi-3 does that once
   // when the sequence first outgrows original_max_position_embeddings, switching longrope's factors).
   virtual bool reuses_cache(int64_t /*total*/, int64_t /*cached*/) const { return true; }
-  // Whether forward takes a KVCache::batch_of cache (one token per row, each row its own history).
+  // Whether forward takes a KVCache::batch_of cache (each row its own history and new tokens).
   virtual bool decodes_cache_batches() const { return false; }
 
   // Tensor parallelism (distributed.h). The family's plan: which modules (paths relative to this
