@@ -4,6 +4,10 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "simd.h"
 #include "plugformer/error.h"
 #include "plugformer/runtime.h"
@@ -64,6 +68,88 @@ __attribute__((target("avx2,fma"))) void widen_scaled_masked(const c10::BFloat16
   }
 }
 
+// libtorch 1.13's vectorized exp (the AVX2 build's Vectorized<float>::exp), from the libsleef it
+// loads: the same function gives the same bits.
+extern "C" __m256 Sleef_expf8_u10(__m256);
+
+// max(a, b) as Vectorized<float>'s maximum: NaN in either lane gives NaN.
+__attribute__((target("avx2,fma"))) inline __m256 vec_maximum(__m256 a, __m256 b) {
+  return _mm256_or_ps(_mm256_max_ps(a, b), _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 vec_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+
+// The lanes of v combined as libtorch's AVX2 reduce_all combines its accumulator: halves, then
+// pairs, then neighbours.
+template <class Op>
+__attribute__((target("avx2,fma"))) inline float across_lanes(__m256 v, Op op) {
+  v = op(v, _mm256_permute2f128_ps(v, v, 0x1));
+  v = op(v, _mm256_shuffle_ps(v, v, 0x4E));
+  v = op(v, _mm256_shuffle_ps(v, v, 0xB1));
+  return _mm256_cvtss_f32(v);
+}
+
+// All bits set in lanes [0, n) (n < 8).
+__attribute__((target("avx2,fma"))) inline __m256i first_lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// The first n (< 8) values of p, zeros after: Vectorized<float>::loadu(p, n).
+__attribute__((target("avx2,fma"))) inline __m256 load_first(const float* p, int64_t n) {
+  return _mm256_maskload_ps(p, first_lanes(n));
+}
+
+// Below this, Sleef's expf is exactly 0: whole vectors of masked keys skip it.
+constexpr float kExpUnderflow = -104.0f;
+
+__attribute__((target("avx2,fma"))) inline __m256 exp_minus(__m256 v, __m256 max) {
+  const __m256 d = _mm256_sub_ps(v, max);
+  const bool underflows = _mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(kExpUnderflow), _CMP_LT_OQ)) == 0xFF;
+  return underflows ? _mm256_setzero_ps() : Sleef_expf8_u10(d);
+}
+
+// at::softmax of one fp32 row of n values, in place, with the bits of libtorch 1.13's AVX2 kernel
+// (_vec_softmax_lastdim): the maximum and the sum accumulated over 8 lanes in its order, then
+// combined as its reduce_all does, exp(x - max) by the same Sleef function, times 1 / sum.
+__attribute__((target("avx2,fma"))) void softmax_row(float* x, int64_t n) {
+  const int64_t full = n - n % 8;
+  float max;
+  if (n < 8) {
+    max = x[0];
+    for (int64_t i = 1; i < n; ++i) max = std::isnan(max) || std::isnan(x[i]) ? NAN : std::max(max, x[i]);
+  } else {
+    __m256 acc = _mm256_loadu_ps(x);
+    for (int64_t i = 8; i < full; i += 8) acc = vec_maximum(acc, _mm256_loadu_ps(x + i));
+    if (full < n)  // only the tail's lanes take part (the zeros after it would)
+      acc = _mm256_blendv_ps(acc, vec_maximum(acc, load_first(x + full, n - full)), _mm256_castsi256_ps(first_lanes(n - full)));
+    max = across_lanes(acc, vec_maximum);
+  }
+  const __m256 mv = _mm256_set1_ps(max);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < full; i += 8) {
+    const __m256 e = exp_minus(_mm256_loadu_ps(x + i), mv);
+    _mm256_storeu_ps(x + i, e);
+    sum = i == 0 ? e : _mm256_add_ps(sum, e);
+  }
+  float total;
+  if (full < n) {
+    float tail[8];
+    _mm256_storeu_ps(tail, exp_minus(load_first(x + full, n - full), mv));
+    std::copy(tail, tail + (n - full), x + full);
+    if (n < 8) {
+      total = x[0];
+      for (int64_t i = 1; i < n; ++i) total += x[i];
+    } else {
+      total = across_lanes(_mm256_add_ps(sum, load_first(tail, n - full)), vec_add);
+    }
+  } else {
+    total = across_lanes(sum, vec_add);
+  }
+  const __m256 inverse = _mm256_set1_ps(1 / total);
+  for (int64_t i = 0; i < full; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inverse));
+  for (int64_t i = full; i < n; ++i) x[i] *= 1 / total;
+}
+
 }  // namespace
 
 bool rows_in_fp32_apply(const at::Tensor& x) {
@@ -107,13 +193,6 @@ at::Tensor rounded_from_fp32(const at::Tensor& y, const at::Tensor& bias, c10::S
   return out;
 }
 
-at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
-  const c10::BFloat16* src = x.data_ptr<c10::BFloat16>();
-  return rows_in_fp32(x, f, [src](int64_t row, int64_t n, int64_t width, float* dst) {
-    simd::widen_rows(src + row * width, 1, n * width, 0, dst);
-  });
-}
-
 bool scaled_masked_softmax_applies(const at::Tensor& scores, const at::Tensor& mask) {
   return scores.dim() == 4 && rows_in_fp32_apply(scores) &&
          (!mask.defined() || (mask.scalar_type() == at::kBFloat16 && mask.dim() == 4 && mask.stride(3) == 1 &&
@@ -121,22 +200,28 @@ bool scaled_masked_softmax_applies(const at::Tensor& scores, const at::Tensor& m
 }
 
 at::Tensor scaled_masked_softmax(const at::Tensor& scores, double scale, const at::Tensor& mask) {
-  const int64_t heads = scores.size(1), q_len = scores.size(2);
+  const int64_t heads = scores.size(1), q_len = scores.size(2), width = scores.size(3), rows = scores.numel() / width;
   const c10::BFloat16* src = scores.data_ptr<c10::BFloat16>();
   const c10::BFloat16* m = mask.defined() ? mask.data_ptr<c10::BFloat16>() : nullptr;
   const float factor = float(c10::BFloat16(float(scale)));  // libtorch 1.13 rounds the scalar to bf16 first
-  const auto prepare = [&](int64_t row, int64_t n, int64_t width, float* dst) {
-    for (int64_t r = row; r < row + n; ++r, dst += width) {
+  at::Tensor out = at::empty_like(scores);
+  c10::BFloat16* dst = out.data_ptr<c10::BFloat16>();
+  // Each row widened, soft-maxed and rounded while it sits in L1.
+  at::parallel_for(0, rows, std::max<int64_t>(1, kBlockValues / width), [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(width));
+    for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / (heads * q_len), h = r / q_len % heads, q = r % q_len;
       widen_scaled_masked(src + r * width, m ? m + b * mask.stride(0) + h * mask.stride(1) + q * mask.stride(2) : nullptr,
-                          factor, width, dst);
+                          factor, width, row.data());
+      softmax_row(row.data(), width);
+      round_to_bf16(row.data(), width, dst + r * width);
     }
-  };
-  return rows_in_fp32(scores, [](const at::Tensor& h) { return at::softmax(h, -1); }, prepare);
+  });
+  return out;
 }
 
-at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f,
-                        const std::function<void(int64_t, int64_t, int64_t, float*)>& widen_rows) {
+at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
+  const c10::BFloat16* src = x.data_ptr<c10::BFloat16>();
   const int64_t width = x.size(-1), rows = x.numel() / width;
   const int64_t block = std::max<int64_t>(1, kBlockValues / width);
   at::Tensor out = at::empty_like(x);
@@ -146,7 +231,7 @@ at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(cons
     for (int64_t r = begin; r < end; r += block) {
       const int64_t n = std::min(block, end - r);
       const at::Tensor in = buffer.narrow(0, 0, n);
-      widen_rows(r, n, width, in.data_ptr<float>());
+      simd::widen_rows(src + r * width, 1, n * width, 0, in.data_ptr<float>());
       const at::Tensor y = f(in).contiguous();
       if (y.scalar_type() != at::kFloat || y.numel() != n * width)
         throw Error("computed_in_fp32: f changed the type or the size of its rows");

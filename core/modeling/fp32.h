@@ -14,13 +14,12 @@ bool rows_in_fp32_apply(const at::Tensor& x);
 // bf16 values: libtorch's conversions took 0.63 ms to fp32 and 0.35 back around the op's 0.87). f must treat the rows
 // independently (elementwise, or over the last dimension) and return fp32 of its input's size.
 at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f);
-// The same, with the rows put in fp32 by widen_rows(first row, rows, width, fp32 destination).
-at::Tensor rows_in_fp32(const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f,
-                        const std::function<void(int64_t, int64_t, int64_t, float*)>& widen_rows);
 
 // Attention's softmax(scores * scale + mask) of bf16 scores [batch, heads, q_len, kv_len] (mask
 // bf16, expanded to their shape, or undefined): each op rounded to bf16 as the libtorch ops on
-// bf16 tensors round it, the softmax in fp32 rounded once, all in one pass by blocks of rows.
+// bf16 tensors round it, the softmax in fp32 with at::softmax's bits, rounded once, a row at a time
+// (a 512-token prompt's scores: 0.70 -> 0.55 ms per 4 heads on the Intel AMX Xeon, its exps
+// skipped where they are exactly 0).
 bool scaled_masked_softmax_applies(const at::Tensor& scores, const at::Tensor& mask);
 at::Tensor scaled_masked_softmax(const at::Tensor& scores, double scale, const at::Tensor& mask);
 

@@ -150,23 +150,30 @@ TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
 
 // A prompt's bf16 attention probabilities in one pass: the same bits as libtorch's ops on bf16
 // (scores * scale, + mask, softmax in fp32 rounded once), for scales bf16 can and cannot hold,
-// padding and causal masks, rows of 600 (vector tails) and several blocks of rows.
+// padding and causal masks, rows that are whole vectors, rows with vector tails, rows shorter than
+// one vector, and rows whose every key is masked (softmax uniform over them).
 TEST(ScaledMaskedSoftmax, EqualsTheBf16OpSequenceBitForBit) {
   at::NoGradGuard no_grad;
   at::manual_seed(13);
-  const at::Tensor scores = (at::randn({2, 3, 40, 600}) * 20).to(at::kBFloat16);
-  const at::Tensor padding = at::zeros({2, 1, 1, 600}).index_put_({1, 0, 0, at::indexing::Slice(500)}, -1e4);
-  const at::Tensor causal = at::full({40, 600}, -3.0e38).triu(561).expand({2, 1, 40, 600});
-  for (double scale : {0.125, 1 / std::sqrt(80.0), 1.0})
-    for (const at::Tensor& mask : {at::Tensor(), padding.to(at::kBFloat16), causal.to(at::kBFloat16)}) {
-      SCOPED_TRACE("scale " + std::to_string(scale) + (mask.defined() ? ", mask " + c10::str(mask.sizes()) : ""));
-      const at::Tensor m = mask.defined() ? mask.expand(scores.sizes()) : mask;
-      ASSERT_TRUE(scaled_masked_softmax_applies(scores, m));
-      at::Tensor expected = scores * scale;
-      if (mask.defined()) expected = expected + mask;
-      expected = at::softmax(expected, -1, at::kFloat).to(at::kBFloat16);
-      EXPECT_TRUE(at::equal(scaled_masked_softmax(scores, scale, m), expected));
-    }
+  for (auto [q_len, width] : {std::pair<int64_t, int64_t>{40, 600}, {40, 603}, {4400, 5}}) {
+    const at::Tensor scores = (at::randn({2, 3, q_len, width}) * 20).to(at::kBFloat16);
+    const at::Tensor padding =
+        at::zeros({2, 1, 1, width}).index_put_({1, 0, 0, at::indexing::Slice(width * 5 / 6)}, -1e4);
+    at::Tensor causal = at::full({q_len, width}, -3.0e38).triu(width - q_len + 1);
+    causal[1].fill_(-3.0e38);  // a query that sees no key
+    causal = causal.expand({2, 1, q_len, width});
+    for (double scale : {0.125, 1 / std::sqrt(80.0), 1.0})
+      for (const at::Tensor& mask : {at::Tensor(), padding.to(at::kBFloat16), causal.to(at::kBFloat16)}) {
+        SCOPED_TRACE("rows of " + std::to_string(width) + ", scale " + std::to_string(scale) +
+                     (mask.defined() ? ", mask " + c10::str(mask.sizes()) : ""));
+        const at::Tensor m = mask.defined() ? mask.expand(scores.sizes()) : mask;
+        ASSERT_TRUE(scaled_masked_softmax_applies(scores, m));
+        at::Tensor expected = scores * scale;
+        if (mask.defined()) expected = expected + mask;
+        expected = at::softmax(expected, -1, at::kFloat).to(at::kBFloat16);
+        EXPECT_TRUE(at::equal(scaled_masked_softmax(scores, scale, m), expected));
+      }
+  }
 }
 
 // PyTorch 2 computes norms and activations of 2-byte types in fp32 and rounds once; libtorch
@@ -374,6 +381,28 @@ TEST(ChunkedAttention, Bf16OnTheNativeRouteMatchesTheWholeTensorPathAcrossChunks
       EXPECT_EQ(merge_heads(chunked).data_ptr(), chunked.data_ptr()) << "merge_heads copied the chunked result";
     }
   }
+}
+
+// A prompt's bf16 attention takes its queries in blocks, each only as far along the keys as any of
+// its queries sees: keys that no query sees (here the padding after a 260-token prompt, filled
+// with NaN) are never read, and the result has the bits of attention over the seen keys alone.
+TEST(ChunkedAttention, KeysNoQuerySeesAreNotRead) {
+  at::manual_seed(10);
+  RouteGuard guard(Bf16Route::native);
+  at::NoGradGuard no_grad;
+  const int64_t heads = 4, dim = 16, q_len = 300, seen = 260;
+  const at::Tensor q = at::randn({1, heads, q_len, dim}).to(at::kBFloat16);
+  const at::Tensor k = at::randn({1, heads, q_len, dim}).to(at::kBFloat16);
+  const at::Tensor v = at::randn({1, heads, q_len, dim}).to(at::kBFloat16);
+  at::Tensor padding = at::ones({1, q_len}, at::kLong);
+  padding[0].narrow(0, seen, q_len - seen).zero_();
+  const at::Tensor mask = causal_attention_mask(padding, 1, q_len, 0, at::kBFloat16);
+  const at::Tensor clean = attention(q, k.narrow(2, 0, seen), v.narrow(2, 0, seen), mask.narrow(3, 0, seen), 0.25);
+  k.narrow(2, seen, q_len - seen).fill_(NAN);
+  v.narrow(2, seen, q_len - seen).fill_(NAN);
+  const at::Tensor out = attention(q, k, v, mask, 0.25);
+  EXPECT_TRUE(out.isfinite().all().item<bool>());
+  EXPECT_TRUE(at::equal(out, clean));
 }
 
 // Decode products share their rows among the threads in chunks taken at run time, prompts of up
