@@ -20,20 +20,6 @@ namespace {
 // converted whole, on the calling thread: the blocks' setup costs more there than it saves.
 constexpr int64_t kBlockValues = 1 << 16, kMinValues = 1 << 16;
 
-// Eight fp32 rounded as c10::BFloat16 rounds them (to nearest even, NaN to 0x7FC0), as the
-// bf16 bit patterns in the low halves of the lanes.
-__attribute__((target("avx2,fma"))) inline __m256i bf16_bits(__m256 v) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), odd), 16);
-  return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-}
-
-// The same rounding, kept in fp32: what a libtorch op on bf16 tensors stores, widened back.
-__attribute__((target("avx2,fma"))) inline __m256 rounded_to_bf16(__m256 v) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
-}
-
 // src[i] (+ bias[i] when given, added in fp32 as libtorch adds a bf16 / fp16 bias to fp32)
 // rounded to bf16.
 template <class B = float>
@@ -43,22 +29,20 @@ __attribute__((target("avx2,fma,f16c"))) void round_to_bf16(const float* src, in
   for (; i + 8 <= n; i += 8) {
     __m256 v = _mm256_loadu_ps(src + i);
     if (bias) v = _mm256_add_ps(v, simd::load8(bias + i));
-    const __m256i rounded = bf16_bits(v);
-    const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), packed);
+    simd::store8(dst + i, v);
   }
   for (; i < n; ++i) dst[i] = c10::BFloat16(bias ? src[i] + float(bias[i]) : src[i]);
 }
 
 // One row of bf16 scores as `scores * scale + mask` leaves it in bf16 (each op rounding its
 // result), widened to fp32.
-__attribute__((target("avx2,fma"))) void widen_scaled_masked(const c10::BFloat16* s, const c10::BFloat16* mask, float scale,
+__attribute__((target("avx2,fma,f16c"))) void widen_scaled_masked(const c10::BFloat16* s, const c10::BFloat16* mask, float scale,
                                                              int64_t n, float* dst) {
   const __m256 factor = _mm256_set1_ps(scale);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 v = rounded_to_bf16(_mm256_mul_ps(simd::load8(s + i), factor));
-    if (mask) v = rounded_to_bf16(_mm256_add_ps(v, simd::load8(mask + i)));
+    __m256 v = simd::rounded8<c10::BFloat16>(_mm256_mul_ps(simd::load8(s + i), factor));
+    if (mask) v = simd::rounded8<c10::BFloat16>(_mm256_add_ps(v, simd::load8(mask + i)));
     _mm256_storeu_ps(dst + i, v);
   }
   for (; i < n; ++i) {

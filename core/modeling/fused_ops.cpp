@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "matmul.h"
@@ -84,19 +85,47 @@ __attribute__((target("avx2,fma,f16c"))) float sum_of_squares(const T* x, int64_
   return sum;
 }
 
+// y = x * inv scaled by the norm's weight: rounded to T before the weight as transformers' two ops
+// round, or (unit_offset, Gemma's (1 + w)) in fp32 throughout.
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) void normalize_row(const T* x, const T* w, T* y, int64_t dim, float inv,
+                                                            bool unit_offset) {
+  const __m256 scale = _mm256_set1_ps(inv), one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    const __m256 v = _mm256_mul_ps(simd::load8(x + i), scale);
+    simd::store8(y + i, unit_offset ? _mm256_mul_ps(v, _mm256_add_ps(one, simd::load8(w + i)))
+                                    : _mm256_mul_ps(simd::load8(w + i), simd::rounded8<T>(v)));
+  }
+  for (; i < dim; ++i)
+    y[i] = unit_offset ? T(float(x[i]) * inv * (1.0f + float(w[i]))) : T(float(w[i]) * round_to<T>(float(x[i]) * inv));
+}
+
 template <class T>
 void rms_norm_rows(const T* x, const T* w, T* y, int64_t rows, int64_t dim, float eps, bool unit_offset) {
   team_parallel_for(rows, std::max<int64_t>(1, 16384 / dim), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const T* xr = x + r * dim;
-      T* yr = y + r * dim;
-      const float inv = 1.0f / std::sqrt(sum_of_squares(xr, dim) / float(dim) + eps);
-      if (unit_offset)
-        for (int64_t i = 0; i < dim; ++i) yr[i] = T(float(xr[i]) * inv * (1.0f + float(w[i])));
-      else
-        for (int64_t i = 0; i < dim; ++i) yr[i] = T(float(w[i]) * round_to<T>(float(xr[i]) * inv));
+      const float inv = 1.0f / std::sqrt(sum_of_squares(x + r * dim, dim) / float(dim) + eps);
+      normalize_row(x + r * dim, w, y + r * dim, dim, inv, unit_offset);
     }
   });
+}
+
+// v * cos + w * sin, each product rounded to T.
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 rotated8(__m256 v, __m256 cos, __m256 w, __m256 sin) {
+  return _mm256_add_ps(simd::rounded8<T>(_mm256_mul_ps(v, cos)), simd::rounded8<T>(_mm256_mul_ps(w, sin)));
+}
+
+// One head's rotary features with unit stride, 8 of each half at a time: the same roundings.
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) void rotate_head(const T* x, const T* c, const T* s, int64_t half, T* out) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t i = 0; i < half; i += 8) {
+    const __m256 first = simd::load8(x + i), second = simd::load8(x + half + i);
+    simd::store8(out + i, rotated8<T>(first, simd::load8(c + i), _mm256_xor_ps(second, sign), simd::load8(s + i)));
+    simd::store8(out + half + i, rotated8<T>(second, simd::load8(c + half + i), first, simd::load8(s + half + i)));
+  }
 }
 
 // out (contiguous [batch, heads, len, dim]) = x * cos + rotate_half(x) * sin over the rotary
@@ -112,6 +141,7 @@ void rotate_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& s
   const int64_t xs0 = x.stride(0), xs1 = x.stride(1), xs2 = x.stride(2), xs3 = x.stride(3);
   const int64_t cs0 = cos.size(0) == 1 ? 0 : cos.stride(0), cs1 = cos.stride(1);
   const int64_t ss0 = sin.size(0) == 1 ? 0 : sin.stride(0), ss1 = sin.stride(1);
+  const bool vectors = xs3 == 1 && half % 8 == 0 && cpu_has_avx2_fma();
   team_parallel_for(batch * len, std::max<int64_t>(1, 8192 / (heads * dim)), [&](int64_t begin, int64_t end) {
     for (int64_t bl = begin; bl < end; ++bl) {
       const int64_t b = bl / len, l = bl % len;
@@ -120,6 +150,11 @@ void rotate_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& s
       for (int64_t h = 0; h < heads; ++h) {
         const T* xr = xp + b * xs0 + h * xs1 + l * xs2;
         T* orow = op + ((b * heads + h) * len + l) * dim;
+        if (vectors) {
+          rotate_head(xr, c, s, half, orow);
+          std::copy(xr + rot, xr + dim, orow + rot);
+          continue;
+        }
         for (int64_t i = 0; i < rot; ++i) {
           const float rotated = i < half ? -float(xr[(i + half) * xs3]) : float(xr[(i - half) * xs3]);
           const float a = round_to<T>(float(xr[i * xs3]) * float(c[i]));

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 namespace plugformer::simd {
@@ -57,6 +58,39 @@ __attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const c10::Half* p)
 }
 __attribute__((target("avx2,fma"))) inline __m256 load8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// Eight fp32 rounded as c10::BFloat16 rounds them (to nearest even, NaN to 0x7FC0), as the bf16
+// bit patterns in the low halves of the lanes.
+__attribute__((target("avx2,fma"))) inline __m256i bf16_bits(__m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), odd), 16);
+  return _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+
+// Eight fp32 stored as T, each rounded as T(float) rounds it (fp16: to nearest even).
+__attribute__((target("avx2,fma"))) inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+__attribute__((target("avx2,fma"))) inline void store8(c10::BFloat16* p, __m256 v) {
+  const __m256i rounded = bf16_bits(v);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+__attribute__((target("avx2,fma,f16c"))) inline void store8(c10::Half* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+// Eight fp32 rounded to T's precision, back in fp32: what a libtorch op on T tensors stores,
+// widened again.
+template <class T>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 rounded8(__m256 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
+  } else {
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  }
 }
 
 // rows x cols values (rows row_stride apart, unit stride within) into contiguous fp32 (exact).

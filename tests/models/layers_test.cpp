@@ -844,14 +844,15 @@ TEST(FusedOps, RmsNormAndRotaryEqualTheOpSequenceBitForBit) {
       const at::Tensor ops = norm.forward(x).detach();
       EXPECT_TRUE(equal_bits(fused, ops)) << "max diff " << (fused.to(at::kFloat) - ops.to(at::kFloat)).abs().max().item<double>();
     }
-    // Full and partial rotary dims; one position (decode) and several; cos per batch row or shared;
-    // q as split_heads leaves it (a transposed view).
-    for (int64_t rot : {16, 8}) {
+    // Full and partial rotary dims, halves of whole vectors and not; one position (decode) and
+    // several; cos per batch row or shared; q as split_heads leaves it (a transposed view).
+    for (auto [rot, head_dim] : {std::pair<int64_t, int64_t>{16, 16}, {8, 16}, {32, 48}}) {
       for (int64_t len : {1, 5}) {
         for (int64_t cos_batch : {2, 1}) {
-          SCOPED_TRACE("rotary " + std::to_string(rot) + ", len " + std::to_string(len) + ", cos batch " + std::to_string(cos_batch));
-          const at::Tensor q = at::randn({2, len, 4, 16}).to(type).transpose(1, 2);
-          const at::Tensor k = at::randn({2, len, 2, 16}).to(type).transpose(1, 2);
+          SCOPED_TRACE("rotary " + std::to_string(rot) + " of " + std::to_string(head_dim) + ", len " +
+                       std::to_string(len) + ", cos batch " + std::to_string(cos_batch));
+          const at::Tensor q = at::randn({2, len, 4, head_dim}).to(type).transpose(1, 2);
+          const at::Tensor k = at::randn({2, len, 2, head_dim}).to(type).transpose(1, 2);
           const at::Tensor angles = at::rand({cos_batch, len, rot}) * 10;
           const at::Tensor cos = angles.cos().to(type), sin = angles.sin().to(type);
           std::pair<at::Tensor, at::Tensor> fused;
