@@ -16,6 +16,7 @@
 #include "fused_ops.h"
 #include "inference_views.h"
 #include "matmul.h"
+#include "simd.h"
 #include "torch_errors.h"
 #include "worker_team.h"
 
@@ -179,6 +180,62 @@ at::Tensor attention_probs(at::Tensor scores, const at::Tensor& mask, double sca
   return at::softmax(scores, -1, at::kFloat).to(type);
 }
 
+// Prompts take their queries kQueryBlock rows at a time, each block only as far along the keys as
+// any of its rows sees: a causal mask hides every later key from the whole block, and their
+// probabilities are exactly 0 (the score plus finfo.min underflows in exp), so the products and
+// softmax skip ~40% of a prompt's scores (a 512-token prompt's attention per layer, 12 heads, Intel
+// Xeon: bf16 3.7 -> 2.6 ms on AMX, 6.5 -> 4.1 at the avx512_bf16 cap, with the softmax of fp32.cpp;
+// fp32 5.2 -> 3.6 ms; blocks of 128 queries: 2.6, 4.5, 3.8). The probabilities keep their bits (the
+// kept scores, their maximum and sum do not change); the products' sums over shorter rows of keys
+// can round differently in the last place (bf16 on AVX512-BF16: 116 of 4.3 M outputs by one bf16
+// step).
+constexpr int64_t kQueryBlock = 64;
+
+struct QueryBlock {
+  int64_t first, count, keys;  // queries [first, first + count) see keys [0, keys) at most
+};
+
+// One past the last key that any of queries [first, first + count) sees, over every sequence and
+// head of m [batch, heads, q_len, kv_len]; kv_len when a query sees no key at all (its softmax is
+// then uniform over all of them). A key is hidden by finfo(type).min (as transformers writes it) or
+// -inf.
+template <class T>
+int64_t keys_seen_by(const at::Tensor& m, int64_t first, int64_t count) {
+  const int64_t kv_len = m.size(3);
+  const float hidden = float(finfo_min(m.scalar_type()));
+  const T* data = m.data_ptr<T>();
+  int64_t end = 0;
+  for (int64_t b = 0; b < m.size(0); ++b)
+    for (int64_t h = 0; h < (m.stride(1) == 0 ? 1 : m.size(1)); ++h)
+      for (int64_t t = first + count - 1; t >= first; --t) {  // later queries see more: first
+        const T* row = data + b * m.stride(0) + h * m.stride(1) + t * m.stride(2);
+        int64_t seen = kv_len;
+        while (seen > 0 && float(row[(seen - 1) * m.stride(3)]) <= hidden) --seen;
+        if (seen == 0) return kv_len;
+        end = std::max(end, seen);
+      }
+  return end;
+}
+
+// A prompt's query blocks (one block for all queries when the mask hides no trailing keys, or
+// there is none); consecutive blocks that see the same keys go together.
+std::vector<QueryBlock> query_blocks(const at::Tensor& m, int64_t q_len, int64_t kv_len) {
+  std::vector<QueryBlock> blocks;
+  for (int64_t t0 = 0; t0 < q_len; t0 += kQueryBlock) {
+    const int64_t count = std::min(kQueryBlock, q_len - t0);
+    const int64_t keys = !m.defined() || !simd::is_kernel_type(m.scalar_type())
+                             ? kv_len
+                             : simd::with_kernel_type(m.scalar_type(), [&](auto type) {
+                                 return keys_seen_by<decltype(type)>(m, t0, count);
+                               });
+    if (!blocks.empty() && blocks.back().keys == keys)
+      blocks.back().count += count;
+    else
+      blocks.push_back({t0, count, keys});
+  }
+  return blocks;
+}
+
 // Many queries, inference: the heads are spread over the threads, each head's scores, softmax
 // and product computed while they sit in cache, and written straight into the [batch, q_len,
 // heads, dim] layout merge_heads wants. The whole-tensor path instead copies q, k and v into
@@ -198,6 +255,7 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
   const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2), groups = heads / k.size(1);
   const int64_t dim = v.size(3), kv_len = k.size(2);
   const at::Tensor m = mask.defined() ? mask.expand({batch, heads, q_len, kv_len}) : mask;
+  const std::vector<QueryBlock> blocks = query_blocks(m, q_len, kv_len);
   at::Tensor out = at::empty({batch, q_len, heads, dim}, q.options());
   char* const base = static_cast<char*>(out.data_ptr());
   const int64_t row_bytes = dim * int64_t(out.element_size());
@@ -206,13 +264,18 @@ at::Tensor per_head_attention(const at::Tensor& q, const at::Tensor& k, const at
     c10::InferenceMode no_autograd;  // per-thread state: the temporaries need no autograd bookkeeping
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / heads, h = i % heads;
-      const at::Tensor qh = q[b][h], kh = k[b][h / groups], vh = v[b][h / groups];
-      const at::Tensor scores = matmul_any_precision(qh, kh.t());
-      const at::Tensor probs = attention_probs(scores, m.defined() ? m[b][h] : m, scale, softcap, type);
-      const at::Tensor head = matmul_any_precision(probs, vh).contiguous();
-      const char* src = static_cast<const char*>(head.data_ptr());
-      for (int64_t t = 0; t < q_len; ++t)
-        std::memcpy(base + ((b * q_len + t) * heads + h) * row_bytes, src + t * row_bytes, size_t(row_bytes));
+      for (const QueryBlock& block : blocks) {
+        const at::Tensor qh = q[b][h].narrow(0, block.first, block.count);
+        const at::Tensor kh = k[b][h / groups].narrow(0, 0, block.keys), vh = v[b][h / groups].narrow(0, 0, block.keys);
+        const at::Tensor scores = matmul_any_precision(qh, kh.t());
+        const at::Tensor mh = m.defined() ? m[b][h].narrow(0, block.first, block.count).narrow(1, 0, block.keys) : m;
+        const at::Tensor probs = attention_probs(scores, mh, scale, softcap, type);
+        const at::Tensor head = matmul_any_precision(probs, vh).contiguous();
+        const char* src = static_cast<const char*>(head.data_ptr());
+        for (int64_t t = 0; t < block.count; ++t)
+          std::memcpy(base + ((b * q_len + block.first + t) * heads + h) * row_bytes, src + t * row_bytes,
+                      size_t(row_bytes));
+      }
     }
   });
   return out.transpose(1, 2);
@@ -242,54 +305,14 @@ at::Tensor grouped_attention(const at::Tensor& q, const at::Tensor& k, const at:
 // faulted in: 269 ms per layer against 23 per head.
 constexpr int64_t kChunkScoreBytes = 4 << 20;
 
-// Queries go kQueryBlock rows at a time, each block only as far along the keys as any of its rows
-// sees: a causal mask hides every later key from the whole block, and their probabilities are
-// exactly 0 (the score plus finfo.min underflows in exp), so a prompt's products and softmax skip
-// ~40% of its scores (a 512-token prompt's attention per layer, 12 heads: 3.7 -> 2.6 ms on AMX,
-// 6.5 -> 4.0 at the avx512_bf16 cap, Intel Xeon, with the softmax of fp32.cpp). The
-// probabilities keep their bits (the kept scores, their maximum and sum do not change); oneDNN's
-// sums over the shorter rows of keys can round differently in the last place (AVX512-BF16: 116
-// of 4.3 M outputs by one bf16 step).
-constexpr int64_t kQueryBlock = 128;
-
-// True where an additive bf16 mask value hides its key: finfo(bf16).min, as transformers writes
-// it, or -inf.
-bool hides_key(c10::BFloat16 value) { return float(value) <= -3.3895313892515355e+38f; }
-
-// One past the last key that any of queries [first, first + count) sees, over every sequence and
-// head of m [batch, heads, q_len, kv_len] (bf16); kv_len when a query sees no key at all (its
-// softmax is then uniform over all of them) or there is no mask.
-int64_t keys_seen_by(const at::Tensor& m, int64_t first, int64_t count, int64_t kv_len) {
-  if (!m.defined() || m.scalar_type() != at::kBFloat16 || m.stride(3) != 1) return kv_len;
-  const c10::BFloat16* data = m.data_ptr<c10::BFloat16>();
-  int64_t end = 0;
-  for (int64_t b = 0; b < m.size(0); ++b)
-    for (int64_t h = 0; h < (m.stride(1) == 0 ? 1 : m.size(1)); ++h)
-      for (int64_t t = first + count - 1; t >= first; --t) {  // later queries see more: first
-        const c10::BFloat16* row = data + b * m.stride(0) + h * m.stride(1) + t * m.stride(2);
-        int64_t seen = kv_len;
-        while (seen > 0 && hides_key(row[seen - 1])) --seen;
-        if (seen == 0) return kv_len;
-        end = std::max(end, seen);
-      }
-  return end;
-}
-
 at::Tensor attention_in_chunks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                                double scale, double softcap) {
   const int64_t batch = q.size(0), heads = q.size(1), q_len = q.size(2), kv_heads = k.size(1);
   const int64_t groups = heads / kv_heads, kv_len = k.size(2), dim = v.size(3);
   const at::Tensor m = mask.defined() ? mask.expand({batch, heads, q_len, kv_len}) : mask;
   at::Tensor out = at::empty({batch, q_len, heads, dim}, q.options());
-  // Consecutive blocks that see the same keys (an encoder's padding mask: all of them) go together.
-  std::vector<std::pair<int64_t, int64_t>> blocks;  // (first query, keys seen)
-  for (int64_t t0 = 0; t0 < q_len; t0 += kQueryBlock) {
-    const int64_t seen = keys_seen_by(m, t0, std::min(kQueryBlock, q_len - t0), kv_len);
-    if (blocks.empty() || blocks.back().second != seen) blocks.emplace_back(t0, seen);
-  }
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    const auto [t0, seen] = blocks[i];
-    const int64_t nq = (i + 1 < blocks.size() ? blocks[i + 1].first : q_len) - t0;
+  for (const QueryBlock& block : query_blocks(m, q_len, kv_len)) {
+    const int64_t t0 = block.first, nq = block.count, seen = block.keys;
     const int64_t kv_head_bytes = std::max<int64_t>(1, groups * nq * seen * 4);
     const int64_t fit = std::max<int64_t>(1, kChunkScoreBytes / kv_head_bytes);  // key/value heads per chunk
     const int64_t chunk_heads = std::min(fit, kv_heads), chunk_batch = std::max<int64_t>(1, fit / kv_heads);

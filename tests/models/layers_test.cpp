@@ -383,26 +383,29 @@ TEST(ChunkedAttention, Bf16OnTheNativeRouteMatchesTheWholeTensorPathAcrossChunks
   }
 }
 
-// A prompt's bf16 attention takes its queries in blocks, each only as far along the keys as any of
-// its queries sees: keys that no query sees (here the padding after a 260-token prompt, filled
-// with NaN) are never read, and the result has the bits of attention over the seen keys alone.
-TEST(ChunkedAttention, KeysNoQuerySeesAreNotRead) {
+// A prompt's attention takes its queries in blocks, each only as far along the keys as any of its
+// queries sees: keys that no query sees (here the padding after a 260-token prompt, filled with NaN)
+// are never read, and the result has the bits of attention over the seen keys alone. bf16 on the
+// native route (whole chunks of heads) and fp32 (per head).
+TEST(PromptAttention, KeysNoQuerySeesAreNotRead) {
   at::manual_seed(10);
   RouteGuard guard(Bf16Route::native);
   at::NoGradGuard no_grad;
   const int64_t heads = 4, dim = 16, q_len = 300, seen = 260;
-  const at::Tensor q = at::randn({1, heads, q_len, dim}).to(at::kBFloat16);
-  const at::Tensor k = at::randn({1, heads, q_len, dim}).to(at::kBFloat16);
-  const at::Tensor v = at::randn({1, heads, q_len, dim}).to(at::kBFloat16);
-  at::Tensor padding = at::ones({1, q_len}, at::kLong);
-  padding[0].narrow(0, seen, q_len - seen).zero_();
-  const at::Tensor mask = causal_attention_mask(padding, 1, q_len, 0, at::kBFloat16);
-  const at::Tensor clean = attention(q, k.narrow(2, 0, seen), v.narrow(2, 0, seen), mask.narrow(3, 0, seen), 0.25);
-  k.narrow(2, seen, q_len - seen).fill_(NAN);
-  v.narrow(2, seen, q_len - seen).fill_(NAN);
-  const at::Tensor out = attention(q, k, v, mask, 0.25);
-  EXPECT_TRUE(out.isfinite().all().item<bool>());
-  EXPECT_TRUE(at::equal(out, clean));
+  for (auto type : {at::kBFloat16, at::kFloat}) {
+    SCOPED_TRACE(c10::toString(type));
+    const at::Tensor q = at::randn({1, heads, q_len, dim}).to(type);
+    const at::Tensor k = at::randn({1, heads, q_len, dim}).to(type), v = at::randn({1, heads, q_len, dim}).to(type);
+    at::Tensor padding = at::ones({1, q_len}, at::kLong);
+    padding[0].narrow(0, seen, q_len - seen).zero_();
+    const at::Tensor mask = causal_attention_mask(padding, 1, q_len, 0, type);
+    const at::Tensor clean = attention(q, k.narrow(2, 0, seen), v.narrow(2, 0, seen), mask.narrow(3, 0, seen), 0.25);
+    k.narrow(2, seen, q_len - seen).fill_(NAN);
+    v.narrow(2, seen, q_len - seen).fill_(NAN);
+    const at::Tensor out = attention(q, k, v, mask, 0.25);
+    EXPECT_TRUE(out.isfinite().all().item<bool>());
+    EXPECT_TRUE(at::equal(out, clean));
+  }
 }
 
 // Decode products share their rows among the threads in chunks taken at run time, prompts of up
