@@ -53,8 +53,9 @@ __attribute__((target("avx2,fma,f16c"))) void widen_scaled_masked(const c10::BFl
 }
 
 // libtorch 1.13's vectorized exp (the AVX2 build's Vectorized<float>::exp), from the libsleef it
-// loads: the same function gives the same bits.
-extern "C" __m256 Sleef_expf8_u10(__m256);
+// loads: the same function gives the same bits. (Declared with its instruction set: its vector
+// argument is passed in a ymm register.)
+extern "C" __attribute__((target("avx2"))) __m256 Sleef_expf8_u10(__m256);
 
 // max(a, b) as Vectorized<float>'s maximum: NaN in either lane gives NaN.
 __attribute__((target("avx2,fma"))) inline __m256 vec_maximum(__m256 a, __m256 b) {
