@@ -148,34 +148,6 @@ TEST_P(ReducedPrecision, AttentionMatchesFp32Arithmetic) {
   EXPECT_LE((long_out.to(at::kFloat) - long_fp32).abs().max().item<double>(), type == at::kBFloat16 ? 0.05 : 0.01);
 }
 
-// A prompt's bf16 attention probabilities in one pass: the same bits as libtorch's ops on bf16
-// (scores * scale, + mask, softmax in fp32 rounded once), for scales bf16 can and cannot hold,
-// padding and causal masks, rows that are whole vectors, rows with vector tails, rows shorter than
-// one vector, and rows whose every key is masked (softmax uniform over them).
-TEST(ScaledMaskedSoftmax, EqualsTheBf16OpSequenceBitForBit) {
-  at::NoGradGuard no_grad;
-  at::manual_seed(13);
-  for (auto [q_len, width] : {std::pair<int64_t, int64_t>{40, 600}, {40, 603}, {4400, 5}}) {
-    const at::Tensor scores = (at::randn({2, 3, q_len, width}) * 20).to(at::kBFloat16);
-    const at::Tensor padding =
-        at::zeros({2, 1, 1, width}).index_put_({1, 0, 0, at::indexing::Slice(width * 5 / 6)}, -1e4);
-    at::Tensor causal = at::full({q_len, width}, -3.0e38).triu(width - q_len + 1);
-    causal[1].fill_(-3.0e38);  // a query that sees no key
-    causal = causal.expand({2, 1, q_len, width});
-    for (double scale : {0.125, 1 / std::sqrt(80.0), 1.0})
-      for (const at::Tensor& mask : {at::Tensor(), padding.to(at::kBFloat16), causal.to(at::kBFloat16)}) {
-        SCOPED_TRACE("rows of " + std::to_string(width) + ", scale " + std::to_string(scale) +
-                     (mask.defined() ? ", mask " + c10::str(mask.sizes()) : ""));
-        const at::Tensor m = mask.defined() ? mask.expand(scores.sizes()) : mask;
-        ASSERT_TRUE(scaled_masked_softmax_applies(scores, m));
-        at::Tensor expected = scores * scale;
-        if (mask.defined()) expected = expected + mask;
-        expected = at::softmax(expected, -1, at::kFloat).to(at::kBFloat16);
-        EXPECT_TRUE(at::equal(scaled_masked_softmax(scores, scale, m), expected));
-      }
-  }
-}
-
 // PyTorch 2 computes norms and activations of 2-byte types in fp32 and rounds once; libtorch
 // 1.13's bf16 kernels round on the way (~40% of gelu / silu / layer_norm outputs differ from
 // that) and it has no fp16 ones on CPU. quick_gelu is transformers' two ops: x * sigmoid(1.702 x).
@@ -768,6 +740,36 @@ TEST(Int8OnAmx, ProductsEqualAvx512VnniBitForBit) {
         EXPECT_TRUE(product_at(CpuIsa::amx, x, weight, scale)[rows - 2].isnan().all().item<bool>());
       }
   set_cpu_isa_cap(previous);
+}
+
+// A prompt's bf16 attention probabilities in one pass, at every kernel level: the same bits as
+// libtorch's ops on bf16 (scores * scale, + mask, softmax in fp32 rounded once), for scales bf16 can
+// and cannot hold, padding and causal masks, rows of whole 16-value vectors, of 16s and an 8 (600),
+// with tails (603), shorter than one vector (5), and rows whose every key is masked (softmax uniform
+// over them).
+TEST_P(CpuKernels, Bf16AttentionSoftmaxEqualsTheBf16OpSequenceBitForBit) {
+  if (GetParam() == CpuIsa::baseline) GTEST_SKIP() << "the one-pass softmax needs AVX2; baseline runs libtorch's ops";
+  at::NoGradGuard no_grad;
+  at::manual_seed(13);
+  for (auto [q_len, width] : {std::pair<int64_t, int64_t>{40, 512}, {40, 600}, {40, 603}, {4400, 5}}) {
+    const at::Tensor scores = (at::randn({2, 3, q_len, width}) * 20).to(at::kBFloat16);
+    const at::Tensor padding =
+        at::zeros({2, 1, 1, width}).index_put_({1, 0, 0, at::indexing::Slice(width * 5 / 6)}, -1e4);
+    at::Tensor causal = at::full({q_len, width}, -3.0e38).triu(width - q_len + 1);
+    causal[1].fill_(-3.0e38);  // a query that sees no key
+    causal = causal.expand({2, 1, q_len, width});
+    for (double scale : {0.125, 1 / std::sqrt(80.0), 1.0})
+      for (const at::Tensor& mask : {at::Tensor(), padding.to(at::kBFloat16), causal.to(at::kBFloat16)}) {
+        SCOPED_TRACE("rows of " + std::to_string(width) + ", scale " + std::to_string(scale) +
+                     (mask.defined() ? ", mask " + c10::str(mask.sizes()) : ""));
+        const at::Tensor m = mask.defined() ? mask.expand(scores.sizes()) : mask;
+        ASSERT_TRUE(scaled_masked_softmax_applies(scores, m));
+        at::Tensor expected = scores * scale;
+        if (mask.defined()) expected = expected + mask;
+        expected = at::softmax(expected, -1, at::kFloat).to(at::kBFloat16);
+        EXPECT_TRUE(at::equal(scaled_masked_softmax(scores, scale, m), expected));
+      }
+  }
 }
 
 // matmul_any_precision (attention's per-head products; oneDNN's sgemm from avx512 up) on
