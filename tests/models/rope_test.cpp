@@ -35,7 +35,8 @@ std::string error_of(const std::function<void()>& fn) {
 }  // namespace
 
 TEST(RopeTypes, YarnAndLongropeMatchTransformersTables) {
-  for (const auto& c : rope_tables()["cases"]) {
+  const json tables = rope_tables();  // kept: a range-for over a temporary's ["cases"] would dangle
+  for (const auto& c : tables["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const RotaryEmbedding rope = rotary_of(c);
     const at::Tensor expected = at::tensor(c["inv_freq"].get<std::vector<float>>());
