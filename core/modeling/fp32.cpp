@@ -102,16 +102,8 @@ float max_with_nan(float a, float b) { return std::isnan(a) || std::isnan(b) ? N
 // prompt's rows: 1.0-1.1 -> 0.64-0.76 ms per million scores, one thread there.
 extern "C" __attribute__((target("avx512f"))) __m512 Sleef_expf16_u10(__m512);
 
-// bf16 bit patterns of 16 fp32 (simd::bf16_bits, twice as wide).
-__attribute__((target("avx512f"))) inline __m512i bf16_bits16(__m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), odd), 16);
-  return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), rounded, _mm512_set1_epi32(0x7FC0));
-}
-
 __attribute__((target("avx512f"))) inline __m512 rounded16(__m512 v) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits16(v), 16));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(simd::bf16_bits(v), 16));
 }
 
 __attribute__((target("avx512f"))) void widen_scaled_masked16(const c10::BFloat16* s, const c10::BFloat16* mask,
@@ -152,8 +144,7 @@ __attribute__((target("avx512f,avx512dq,avx2"))) __m256 exp_sum16(float* x, int6
 __attribute__((target("avx512f"))) void scaled_to_bf16_16(const float* x, int64_t count, float factor,
                                                           c10::BFloat16* dst) {
   const __m512 f = _mm512_set1_ps(factor);
-  for (int64_t i = 0; i < count; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(bf16_bits16(_mm512_mul_ps(_mm512_loadu_ps(x + i), f))));
+  for (int64_t i = 0; i < count; i += 16) simd::store16(dst + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), f));
 }
 
 // softmax(s * scale + mask) of one row of n bf16 scores, as libtorch's bf16 ops and its AVX2
