@@ -32,10 +32,11 @@ std::vector<int64_t> tokens_of_length(int64_t length, int64_t vocab) {
 }
 
 // `steps` decode steps of the `together` caches as one batch, each row checked against the same
-// token run alone on its `alone` cache; next[r] is row r's first token.
+// token run alone on its `alone` cache (within `tolerance`, absolute and relative); next[r] is row
+// r's first token.
 void expect_decoding_alike(PreTrainedModel& model, const std::vector<std::shared_ptr<KVCache>>& together,
                            const std::vector<std::shared_ptr<KVCache>>& alone, std::vector<int64_t> next, int steps,
-                           const std::string& label) {
+                           double tolerance, const std::string& label) {
   for (int step = 0; step < steps; ++step) {
     ModelInputs inputs;
     inputs.tensors["input_ids"] = at::tensor(next, at::kLong).unsqueeze(1);
@@ -44,7 +45,7 @@ void expect_decoding_alike(PreTrainedModel& model, const std::vector<std::shared
     const at::Tensor batched = model.forward(inputs)["logits"].select(1, 0);
     for (size_t r = 0; r < together.size(); ++r) {
       const at::Tensor single = last_logits(model, {next[r]}, alone[r]);
-      EXPECT_TRUE(at::allclose(batched[int64_t(r)], single, 1e-5, 1e-5))
+      EXPECT_TRUE(at::allclose(batched[int64_t(r)], single, tolerance, tolerance))
           << label << " row " << r << " step " << step << ": max diff "
           << (batched[int64_t(r)] - single).abs().max().item<double>();
       EXPECT_EQ(together[r]->seq_length(0), alone[r]->seq_length(0));
@@ -71,13 +72,17 @@ TEST_P(CacheBatch, DecodingTogetherMatchesEachSequenceAlone) {
     ASSERT_TRUE(at::allclose(a, last_logits(*model, p, together.back()), 1e-5, 1e-5));
     next.push_back(a.argmax().item<int64_t>());
   }
-  expect_decoding_alike(*model, together, alone, next, 6, GetParam());
+  expect_decoding_alike(*model, together, alone, next, 6, 1e-5, GetParam());
 }
 
 // Prompts prefilled together in one packed step (3, 9, 1 and 14 tokens into empty caches, and 4
 // more tokens after a sequence's first 6, past the fixtures' windows) give each row the logits and
-// the cache it gets alone; decode steps then continue alike.
+// the cache it gets alone; decode steps then continue alike. Within 1e-4, not 1e-5: the packed
+// step's products are taller than each prompt's alone, and sgemm libraries round a row
+// differently with the matrix's height (OpenBLAS on an AVX2-only Zen 3: llama-tiny's logits 1.5e-5
+// to 1.9e-5 apart through libtorch's own ops, 1.8e-5 through ours).
 TEST_P(CacheBatch, PrefillingTogetherMatchesEachSequenceAlone) {
+  constexpr double kTolerance = 1e-4;
   c10::InferenceMode guard;
   ModelPtr model = AutoModelForCausalLM::from_pretrained(kModels + GetParam());
   const int64_t vocab = model->config().get("vocab_size").get<int64_t>();
@@ -106,13 +111,13 @@ TEST_P(CacheBatch, PrefillingTogetherMatchesEachSequenceAlone) {
   std::vector<int64_t> next;
   for (size_t r = 0; r < rows.size(); ++r) {
     const at::Tensor single = last_logits(*model, rows[r], alone[r]);
-    EXPECT_TRUE(at::allclose(batched[int64_t(r)][0], single, 1e-5, 1e-5))
+    EXPECT_TRUE(at::allclose(batched[int64_t(r)][0], single, kTolerance, kTolerance))
         << GetParam() << " prompt row " << r << ": max diff " << (batched[int64_t(r)][0] - single).abs().max().item<double>();
     EXPECT_EQ(together[r]->seq_length(0), alone[r]->seq_length(0));
     EXPECT_EQ(together[r]->stored_length(0), alone[r]->stored_length(0));
     next.push_back(single.argmax().item<int64_t>());
   }
-  expect_decoding_alike(*model, together, alone, next, 4, GetParam());
+  expect_decoding_alike(*model, together, alone, next, 4, kTolerance, GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(DecoderFamilies, CacheBatch,

@@ -58,11 +58,13 @@ void compare(const std::string& what, const at::Tensor& actual, const at::Tensor
 // The fixture's atol, except for t5-tiny-v1_1. Its random weights give attention scores up to
 // ~56 and the model amplifies fp32 rounding to ~1e-4 at the logits: the file's own `main` row 0
 // and `single` case (identical inputs, an all-ones mask the only difference) differ by 9.1e-5,
-// and an fp64 evaluation of the same formulas is 1.4e-4 from its `single.logits`. Our fp32
-// numbers are 1.3e-4 (single) and 2.4e-4 (20 cached decode steps) from it, so it is checked at
-// 3e-4; its greedy ids must still be equal.
+// and an fp64 evaluation of the same formulas is 1.4e-4 from its `single.logits` and 2.5e-4 from
+// its 20 steps of `gen.scores` (scores up to 7.5). fp32 evaluations scatter as much around the
+// fp64 one: on an AVX2-only Zen 3 libtorch's own ops are 2.9e-4 from it and our AVX2 kernels
+// 4.1e-4 (4.1e-4 from the file), on AVX-512 CPUs ours were 1.3e-4 (single) and 2.4e-4 (the 20
+// steps) from the file. So it is checked at 5e-4; its greedy ids must still be equal.
 double fixture_atol(const std::string& name, const json& spec) {
-  if (name == "t5-tiny-v1_1") return 3e-4;
+  if (name == "t5-tiny-v1_1") return 5e-4;
   return spec.value("atol", 1e-4);
 }
 
