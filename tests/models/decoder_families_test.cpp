@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <functional>
@@ -136,7 +135,8 @@ namespace {
 // A copy of fixture `name` with config.json changed by `edit`, in a fresh folder.
 std::string edited_fixture(const std::string& name, const std::function<void(json&)>& edit) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("decoder_bad_" + name + "_" + std::to_string(::getpid()));
+  static const test::TempDir scratch("decoder_families_test");  // removed when the program ends
+  const fs::path dir = scratch / ("bad_" + name);
   fs::remove_all(dir);
   fs::copy(plugformer::testing::fixture(name), dir, fs::copy_options::recursive);
   json config = read_json_file(dir / "config.json");

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -67,9 +66,12 @@ std::string param_name(const ::testing::TestParamInfo<std::string>& info) {
   return n;
 }
 
+// Where the tests below write their inputs and edited models; removed when the program ends.
+const test::TempDir scratch("sentence_transformers_test");
+
 // A file with one JSON value per line.
 std::string json_lines(const std::string& name, const json& values) {
-  const auto file = std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid()) + ".jsonl");
+  const auto file = scratch / (name + ".jsonl");
   std::ofstream out(file);
   for (const auto& v : values) out << v.dump() << "\n";
   return file.string();
@@ -173,7 +175,7 @@ TEST(SentenceTransformerSimilarity, CosineByDefault) {
 
 TEST(SentenceTransformerPooling, EveryModeWithoutThePromptAsTheLibraryDefinesThem) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("st_pooling_" + std::to_string(::getpid()));
+  const fs::path dir = scratch / "pooling";
   fs::remove_all(dir);
   fs::copy(kDir + "minilm-mean-normalize", dir, fs::copy_options::recursive);
   json pooling = read_json_file(dir / "1_Pooling/config.json");
@@ -218,7 +220,7 @@ namespace {
 // A copy of fixture `name` changed by `edit(dir)`.
 std::string edited(const std::string& name, const std::function<void(const std::filesystem::path&)>& edit) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("st_bad_" + name + "_" + std::to_string(::getpid()));
+  const fs::path dir = scratch / ("bad_" + name);
   fs::remove_all(dir);
   fs::copy(kDir + name, dir, fs::copy_options::recursive);
   edit(dir);
