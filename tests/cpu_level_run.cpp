@@ -1,7 +1,8 @@
 // Linked into the test programs that ctest also runs once per kernel level below this CPU's own
 // (tests/CMakeLists.txt, AT_EVERY_CPU_LEVEL). Such a run has PLUGFORMER_CPU_ISA set to its level
 // and PLUGFORMER_TEST_SKIP_UNCAPPED=1: when that level does not lower this CPU's, the run would
-// repeat the uncapped one, so every test is skipped, saying why.
+// repeat the uncapped one, so every test is skipped, saying why. ctest knows such a run as skipped
+// by the message's first words (SKIP_REGULAR_EXPRESSION there); otherwise it would count as passed.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
