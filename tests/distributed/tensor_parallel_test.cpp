@@ -17,6 +17,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -67,7 +68,11 @@ class Child {
       ::waitpid(pid_, nullptr, 0);
     }
     if (out_ >= 0) ::close(out_);
+    std::error_code ignored;  // tests print err() where they need it
+    std::filesystem::remove(err_path_, ignored);
   }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
   pid_t pid() const { return pid_; }
 
   // Reads stdout until it contains `text` or `seconds` pass.

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -65,11 +66,18 @@ class ServerProcess {
     const auto at = line.find("http://127.0.0.1:");
     if (at == std::string::npos) {
       kill();
-      throw std::runtime_error("the server did not start: " + line + " / " + log());
+      const std::string message = "the server did not start: " + line + " / " + log();
+      remove_log();  // a constructor that throws gets no destructor
+      throw std::runtime_error(message);
     }
     port_ = std::stoi(line.substr(at + 17));
   }
-  ~ServerProcess() { kill(); }
+  ~ServerProcess() {
+    kill();
+    remove_log();  // tests print log() where they need it; the file goes with the process
+  }
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
 
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
@@ -108,6 +116,10 @@ class ServerProcess {
   }
 
  private:
+  void remove_log() const {
+    std::error_code ignored;
+    std::filesystem::remove(log_, ignored);
+  }
   static int& counter() {
     static int n = 0;
     return n;

@@ -103,8 +103,10 @@ void expect_error(const Reply& r, int status, const std::string& param = "") {
   if (!param.empty()) EXPECT_EQ(e["param"], param) << r.raw;
 }
 
+// Written per process: ctest runs this program's tests side by side, and one's rewrite must not
+// meet another's server reading it.
 std::string chat_template_file() {
-  const std::string path = std::string(PLUGFORMER_BINARY_DIR) + "/test_tmp/chatml.jinja";
+  const std::string path = std::string(PLUGFORMER_BINARY_DIR) + "/test_tmp/chatml-" + std::to_string(::getpid()) + ".jinja";
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path) << "{% if tools %}<|tools|>{{ tools | map(attribute='function.name') | join(',') }}\n{% endif %}"
                          "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
@@ -115,11 +117,13 @@ std::string chat_template_file() {
 class Serve : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new ServerProcess({kStories, "--chat-template", chat_template_file(), "--max-num-seqs", "8"});
+    template_ = chat_template_file();
+    server_ = new ServerProcess({kStories, "--chat-template", template_, "--max-num-seqs", "8"});
   }
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
+    std::filesystem::remove(template_);
   }
   static int port() { return server_->port(); }
   static json completion(const std::string& prompt, int64_t max_tokens, json extra = json::object()) {
@@ -130,8 +134,10 @@ class Serve : public ::testing::Test {
     return r.body;
   }
   static ServerProcess* server_;
+  static std::string template_;
 };
 ServerProcess* Serve::server_ = nullptr;
+std::string Serve::template_;
 
 TEST_F(Serve, GreedyCompletionIsWhatGeneratePrints) {
   for (const auto& [prompt, length] : std::vector<std::pair<std::string, int>>{{"Once upon a time", 30}, {"The cat", 12}}) {
