@@ -12,6 +12,8 @@
 #include <mutex>
 #include <thread>
 
+#include "plugformer/log.h"
+
 namespace plugformer {
 
 namespace {
@@ -39,15 +41,22 @@ class Team {
       own = std::current_exception();
     }
     // The body and its context live on the caller's stack: wait for every thread even on error.
-    while (pending_.load(std::memory_order_acquire) > 0) pause();
+    if (pending_.load(std::memory_order_acquire) > 0) {
+      const auto since = std::chrono::steady_clock::now();
+      while (pending_.load(std::memory_order_acquire) > 0) pause();
+      waited_ += std::chrono::steady_clock::now() - since;
+    }
     if (own) std::rethrow_exception(own);
     if (error_) std::rethrow_exception(error_);
   }
 
   void finish() { finished_.store(true, std::memory_order_release); }
 
+  // How long run() waited for the other threads, in all.
+  std::chrono::steady_clock::duration waited() const { return waited_; }
+
   void announce_read_ahead(const RowStreams& next, int64_t bytes_per_thread) {
-    if (crowded_) return;
+    if (crowded_ || threads_ <= 1) return;
     std::lock_guard<std::mutex> lock(read_ahead_mutex_);
     read_ahead_ = next;
     read_ahead_bytes_ = bytes_per_thread;
@@ -140,6 +149,7 @@ class Team {
   }
 
   int64_t threads_ = 1;
+  std::chrono::steady_clock::duration waited_{};
   bool crowded_ = false;  // more threads than cores: a spinning thread would hold up a working one
   Job job_;
   std::mutex error_mutex_;
@@ -155,6 +165,54 @@ class Team {
 
 thread_local Team* leading = nullptr;  // the team whose main runs on this thread
 
+// Other processes taking cores. A team's pieces are fixed, so while one of its threads waits for a
+// core the step waits for it: with one busy process beside a 2-thread decode on 2 cores, the caller
+// spent 50-60% of each step waiting and decoded at half the speed of one thread (idle: 3-4%).
+// After two steps in a row that waited that long (one can be a hiccup: a process's first step
+// waits for its threads' first use), the next steps run on the calling thread alone; then the team
+// is tried again, after twice as many steps each time it is still held up.
+class Contention {
+  using Clock = std::chrono::steady_clock;
+
+ public:
+  // Whether a product outside a step should run on its calling thread alone: right after a step
+  // that did (a model's head, after the step's layers), not for an input that comes much later.
+  bool holding_back() const {
+    const Clock::rep end = last_solo_end_.load(std::memory_order_relaxed);
+    return end != 0 && Clock::now().time_since_epoch() - Clock::duration(end) < std::chrono::milliseconds(10);
+  }
+  void solo_step_ended() { last_solo_end_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
+  // Whether this step should run on the calling thread alone.
+  bool solo() {
+    int64_t left = solo_steps_left_.load(std::memory_order_relaxed);
+    while (left > 0)
+      if (solo_steps_left_.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) return true;
+    return false;
+  }
+  // After a step with the team.
+  void step_ran(Clock::duration took, Clock::duration waited) {
+    last_solo_end_.store(0, std::memory_order_relaxed);
+    if (waited * 4 <= took || waited <= std::chrono::microseconds(200)) {
+      held_up_in_a_row_.store(0, std::memory_order_relaxed);
+      next_solo_steps_.store(kFirstSoloSteps, std::memory_order_relaxed);
+    } else if (held_up_in_a_row_.fetch_add(1, std::memory_order_relaxed) >= 1) {
+      const int64_t steps = std::min<int64_t>(next_solo_steps_.load(std::memory_order_relaxed), kMostSoloSteps);
+      next_solo_steps_.store(steps * 2, std::memory_order_relaxed);
+      solo_steps_left_.store(steps, std::memory_order_relaxed);
+      using us = std::chrono::microseconds;
+      logger().debug("decode step waited {} of {} us for its threads (cores taken by other work?): the next {} "
+                     "steps run on one thread", std::chrono::duration_cast<us>(waited).count(),
+                     std::chrono::duration_cast<us>(took).count(), steps);
+    }
+  }
+
+ private:
+  static constexpr int64_t kFirstSoloSteps = 4, kMostSoloSteps = 256;
+  std::atomic<int64_t> solo_steps_left_{0}, next_solo_steps_{kFirstSoloSteps}, held_up_in_a_row_{0};
+  std::atomic<Clock::rep> last_solo_end_{0};  // of the last step, if it ran alone; 0 if not
+};
+Contention contention;
+
 }  // namespace
 
 int64_t usable_cores() {
@@ -168,7 +226,20 @@ void with_worker_team(const std::function<void()>& main) {
   // Inside a team (any thread of it) or another parallel region: inline.
   if (threads <= 1 || at::in_parallel_region()) return main();
   Team team;
+  if (contention.solo()) {
+    // A team of one: the pieces run inline, and libtorch's ops stay on this thread as in a team.
+    team.start(1);
+    struct Leading {
+      explicit Leading(Team* team) { leading = team; }
+      ~Leading() {
+        leading = nullptr;
+        contention.solo_step_ended();
+      }
+    } lead(&team);
+    return main();
+  }
   std::exception_ptr error;
+  const auto began = std::chrono::steady_clock::now();
   // No num_threads clause, as at::parallel_for: the region is the team of libgomp's pool that
   // at::get_num_threads() counts (libtorch avoids the clause for GOMP's thread pool, pytorch#32008).
 #pragma omp parallel
@@ -187,6 +258,8 @@ void with_worker_team(const std::function<void()>& main) {
       team.serve(omp_get_thread_num(), omp_get_num_threads() > usable_cores());
     }
   }
+  // A crowded team (more threads than cores, as asked) waits by design; it yields instead.
+  if (threads <= usable_cores()) contention.step_ran(std::chrono::steady_clock::now() - began, team.waited());
   if (error) std::rethrow_exception(error);
 }
 
@@ -201,6 +274,8 @@ void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* cont
     if (n <= grain) return body(context, 0, n);
     return leading->run(n, grain, body, context);
   }
+  // Right after a step that ran alone (a model's head after its layers): alone too.
+  if (contention.holding_back()) return body(context, 0, n);
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { body(context, begin, end); });
 }
 

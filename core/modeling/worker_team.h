@@ -15,12 +15,16 @@ int64_t usable_cores();
 // VM, a piece handed to a spinning thread ~0.6 us. libtorch's own ops inside main run on the
 // calling thread alone (at::parallel_for inside a region does not fork): for short inputs only.
 // Runs main directly with one thread, inside a parallel region, or inside another team. With more
-// threads than usable cores the waiting threads yield their core at every poll.
+// threads than usable cores the waiting threads yield their core at every poll. When other work
+// holds up the team's threads (two steps in a row waiting for them over a quarter of the time),
+// the next steps, and the products right after each, run on the calling thread alone; then the
+// team is tried again (worker_team.cpp).
 void with_worker_team(const std::function<void()>& main);
 
 // body(begin, end) over [0, n) split as at::parallel_for(0, n, grain, body) splits it: a piece
-// for each of at most at::get_num_threads() threads, or all inline when n <= grain. Called from
-// the main of with_worker_team, the pieces go to its team; elsewhere this is at::parallel_for.
+// for each of at most at::get_num_threads() threads, or all inline when n <= grain (or when the
+// team runs alone, above). Called from the main of with_worker_team, the pieces go to its team;
+// elsewhere this is at::parallel_for.
 using TeamBody = void (*)(const void* context, int64_t begin, int64_t end);
 void team_parallel_for(int64_t n, int64_t grain, TeamBody body, const void* context);
 

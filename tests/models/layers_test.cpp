@@ -11,6 +11,7 @@
 #include <plugformer/runtime.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -405,10 +406,39 @@ TEST(StreamingLinear, SameBitsOnAnyThreadCountAndEveryRowWritten) {
   }
 }
 
+// A product of two pieces, the calling thread's taking `caller_ms`, the other's `helper_ms` where
+// it runs on another thread; whether any did.
+bool two_pieces(int caller_ms, int helper_ms) {
+  const auto caller = std::this_thread::get_id();
+  std::atomic<bool> elsewhere{false};
+  team_parallel_for(2, 1, [&](int64_t, int64_t) {
+    const bool here = std::this_thread::get_id() == caller;
+    if (!here) elsewhere = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(here ? caller_ms : helper_ms));
+  });
+  return elsewhere.load();
+}
+
+// One step of a team: two_pieces in with_worker_team.
+bool team_step(int caller_ms, int helper_ms) {
+  bool elsewhere = false;
+  with_worker_team([&] { elsewhere = two_pieces(caller_ms, helper_ms); });
+  return elsewhere;
+}
+
+// Runs the steps that an earlier test's held-up steps left to the calling thread alone (the next
+// test below), and one clean team step, so that a test starts with its team's threads.
+void until_the_team_is_back() {
+  for (int i = 0; i < 1000 && !team_step(20, 0); ++i) {
+  }
+}
+
 // A team piece runs on a thread of the region; the same product inside and outside a team (and
 // on any thread count) gives the same bits.
 TEST(WorkerTeam, PiecesCoverTheRangeOnceAsParallelForSplitsIt) {
   const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  until_the_team_is_back();
   for (int team_threads : {1, 2, 3, 4}) {
     at::set_num_threads(team_threads);
     std::set<std::thread::id> workers;
@@ -445,6 +475,7 @@ TEST(WorkerTeam, PiecesCoverTheRangeOnceAsParallelForSplitsIt) {
 TEST(WorkerTeam, ErrorsReachTheCallerAndTheTeamCarriesOn) {
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
+  until_the_team_is_back();
   std::atomic<int> after{0};
   with_worker_team([&] {
     for (int64_t failing : {0, 1}) {  // the caller's piece, then the other thread's
@@ -460,6 +491,36 @@ TEST(WorkerTeam, ErrorsReachTheCallerAndTheTeamCarriesOn) {
   });
   EXPECT_EQ(after.load(), 14);
   EXPECT_THROW(with_worker_team([] { throw InvalidInputError("main"); }), InvalidInputError);
+  at::set_num_threads(threads);
+}
+
+// When other work takes the cores, a team's step waits for its other threads (their pieces are
+// theirs). After two such steps in a row, steps and the products right after them run on the
+// calling thread alone for a while; then the team is tried again, after twice as long each time
+// it is still held up.
+TEST(WorkerTeam, StepsHeldUpByTheirThreadsRunOnTheCallingThreadForAWhile) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  until_the_team_is_back();
+  // A step is held up when its caller waits for the other thread (5 ms); in a clean one the caller
+  // is the slow one (30 ms), so a slow start of the other thread on a busy machine cannot hold it up.
+  auto held_up = [] { return team_step(0, 5); };
+  auto clean = [] { return team_step(30, 0); };
+  EXPECT_TRUE(clean());
+  EXPECT_TRUE(held_up());  // one: a hiccup
+  EXPECT_TRUE(held_up());  // two in a row: the next 4 steps run alone
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FALSE(held_up()) << i;
+    EXPECT_FALSE(two_pieces(0, 0)) << i;  // and so does a product right after a step
+  }
+  EXPECT_TRUE(held_up());  // tried again, held up again: the next 8 alone
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(clean()) << i;
+  EXPECT_TRUE(clean());  // tried again: not held up, the team is back
+  EXPECT_TRUE(clean());
+  EXPECT_TRUE(held_up());  // and a hiccup is one again
+  EXPECT_TRUE(clean());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(two_pieces(0, 0));  // outside a step: at::parallel_for's threads
   at::set_num_threads(threads);
 }
 
@@ -488,9 +549,6 @@ TEST(WorkerTeam, StreamedProductsAndAttentionGiveTheSameBitsInsideATeam) {
   at::set_num_threads(threads);
 }
 
-// Between the pieces of a team, its other threads read ahead the rows announced by main (a decode
-// step's next product, learned as the products run): nothing it reads changes, every piece still
-// runs once, and the products keep their bits, whatever was announced.
 // narrow_view builds inference views directly: the same sizes, strides, offset and storage as
 // at::narrow (writes through it reach the base); outside InferenceMode it is at::narrow, and out of
 // bounds it throws as at::narrow does.
@@ -521,6 +579,9 @@ TEST(InferenceViews, OutsideInferenceModeNarrowViewTracksAutograd) {
   EXPECT_TRUE(at::equal(base.grad(), at::tensor({0.0f, 1.0f, 1.0f, 0.0f}).unsqueeze(1).expand({4, 3})));
 }
 
+// Between the pieces of a team, its other threads read ahead the rows announced by main (a decode
+// step's next product, learned as the products run): nothing it reads changes, every piece still
+// runs once, and the products keep their bits, whatever was announced.
 TEST(WorkerTeam, ReadingAheadChangesNoResult) {
   at::manual_seed(10);
   const int threads = at::get_num_threads();
