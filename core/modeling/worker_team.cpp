@@ -223,8 +223,8 @@ int64_t usable_cores() {
 
 void with_worker_team(const std::function<void()>& main) {
   const int threads = at::get_num_threads();
-  // Inside a team (any thread of it) or another parallel region: inline.
-  if (threads <= 1 || at::in_parallel_region()) return main();
+  // Inside a team (any thread of it, or a team of one) or another parallel region: inline.
+  if (threads <= 1 || leading || at::in_parallel_region()) return main();
   Team team;
   if (contention.solo()) {
     // A team of one: the pieces run inline, and libtorch's ops stay on this thread as in a team.
