@@ -52,6 +52,7 @@ class Team {
 
   void finish() { finished_.store(true, std::memory_order_release); }
 
+  bool crowded() const { return crowded_; }
   // How long run() waited for the other threads, in all.
   std::chrono::steady_clock::duration waited() const { return waited_; }
 
@@ -226,40 +227,39 @@ void with_worker_team(const std::function<void()>& main) {
   // Inside a team (any thread of it, or a team of one) or another parallel region: inline.
   if (threads <= 1 || leading || at::in_parallel_region()) return main();
   Team team;
+  std::exception_ptr error;
+  // main on this thread, leading `team` (started by the caller).
+  auto lead = [&] {
+    leading = &team;
+    try {
+      main();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    leading = nullptr;
+  };
   if (contention.solo()) {
     // A team of one: the pieces run inline, and libtorch's ops stay on this thread as in a team.
     team.start(1);
-    struct Leading {
-      explicit Leading(Team* team) { leading = team; }
-      ~Leading() {
-        leading = nullptr;
-        contention.solo_step_ended();
-      }
-    } lead(&team);
-    return main();
-  }
-  std::exception_ptr error;
-  const auto began = std::chrono::steady_clock::now();
-  // No num_threads clause, as at::parallel_for: the region is the team of libgomp's pool that
-  // at::get_num_threads() counts (libtorch avoids the clause for GOMP's thread pool, pytorch#32008).
+    lead();
+    contention.solo_step_ended();
+  } else {
+    const auto began = std::chrono::steady_clock::now();
+    // No num_threads clause, as at::parallel_for: the region is the team of libgomp's pool that
+    // at::get_num_threads() counts (libtorch avoids the clause for GOMP's thread pool, pytorch#32008).
 #pragma omp parallel
-  {
-    if (omp_get_thread_num() == 0) {
-      team.start(omp_get_num_threads());
-      leading = &team;
-      try {
-        main();
-      } catch (...) {
-        error = std::current_exception();
+    {
+      if (omp_get_thread_num() == 0) {
+        team.start(omp_get_num_threads());
+        lead();
+        team.finish();
+      } else {
+        team.serve(omp_get_thread_num(), omp_get_num_threads() > usable_cores());
       }
-      leading = nullptr;
-      team.finish();
-    } else {
-      team.serve(omp_get_thread_num(), omp_get_num_threads() > usable_cores());
     }
+    // A crowded team (more threads than cores, as asked) waits by design; it yields instead.
+    if (!team.crowded()) contention.step_ran(std::chrono::steady_clock::now() - began, team.waited());
   }
-  // A crowded team (more threads than cores, as asked) waits by design; it yields instead.
-  if (threads <= usable_cores()) contention.step_ran(std::chrono::steady_clock::now() - began, team.waited());
   if (error) std::rethrow_exception(error);
 }
 
